@@ -1,0 +1,29 @@
+# The incident engine. `make run` starts the worker on embedded defaults; `make test` runs
+# every test (it needs initdb/pg_ctl on PATH and kcat, see README).
+GO ?= go
+PKGS := ./...
+
+.PHONY: run test bench lint generate build producer clean
+
+run: ## run the worker (in-process Kafka on :9092, private PostgreSQL under .data/ unless configured)
+	$(GO) run ./cmd/worker
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+test: ## every test: unit, handler, PostgreSQL and Kafka integration, end to end
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+bench: ## scoring and pipeline benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem ./domain/... 
+	$(GO) test -run '^$$' -bench Pipeline -benchtime 2000x -timeout 20m ./cmd/worker/
+
+lint: ## gofmt and go vet
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+generate: ## regenerate wire_gen.go
+	$(GO) tool wire ./wire
+
+clean:
+	rm -rf bin .data

@@ -1,0 +1,104 @@
+// Command worker runs the incident engine: the router with every stage and the resolution
+// ticker, until interrupted.
+//
+// With no KAFKA_BROKERS it starts an in-process Kafka-protocol broker on localhost:9092; with
+// no DATABASE_URL it starts a private PostgreSQL cluster under .data/ from the initdb and
+// pg_ctl on PATH. Run `go run ./cmd/worker --help` for every setting.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/incident-engine/engine/wire"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	cfg, level, err := parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	w, cleanup, err := wire.New(ctx, cfg, logger)
+	if err != nil {
+		logger.Error("worker failed to start", "err", err)
+		return 1
+	}
+	defer cleanup()
+	fmt.Printf("\nincident engine running\n  Kafka brokers:  %s\n  PostgreSQL:     %s\n  try:            psql '%s' -c 'SELECT service, severity, status, occurrence_count FROM incidents ORDER BY last_seen DESC;'\n  stop with Ctrl-C\n\n",
+		strings.Join(w.Kafka.Brokers, ","), w.DatabaseURL, w.DatabaseURL)
+	if err := w.Run(ctx); err != nil {
+		logger.Error("worker stopped with an error", "err", err)
+		return 1
+	}
+	logger.Info("worker stopped")
+	return 0
+}
+
+func parse(args []string) (wire.Config, slog.Level, error) {
+	var cfg wire.Config
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	brokers := fs.String("kafka-brokers", env("KAFKA_BROKERS", ""), "comma-separated Kafka brokers; empty starts an in-process broker on localhost:9092 [KAFKA_BROKERS]")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty starts a private cluster under --data-dir [DATABASE_URL]")
+	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", ".data"), "directory of the private PostgreSQL cluster and the in-process broker's log [DATA_DIR]")
+	fs.StringVar(&cfg.Router.Topics.Metrics, "metrics-topic", env("METRICS_TOPIC", "metrics"), "Kafka topic services publish samples to [METRICS_TOPIC]")
+	fs.StringVar(&cfg.Router.Topics.DeadLetter, "dead-letter-topic", env("DEAD_LETTER_TOPIC", "metrics.deadletter"), "Kafka topic for poisoned messages [DEAD_LETTER_TOPIC]")
+	fs.IntVar(&cfg.Detect.WarmUp, "warm-up", envInt("WARM_UP", 256), "samples per service before its model is trained [WARM_UP]")
+	fs.DurationVar(&cfg.TickInterval, "tick-interval", envDuration("TICK_INTERVAL", 5*time.Second), "how often resolution checks run [TICK_INTERVAL]")
+	fs.DurationVar(&cfg.Correlation.Recovery, "recovery-window", envDuration("RECOVERY_WINDOW", 15*time.Minute), "healthy time (sample time) before an incident resolves [RECOVERY_WINDOW]")
+	fs.DurationVar(&cfg.Correlation.ReopenWindow, "reopen-window", envDuration("REOPEN_WINDOW", 30*time.Minute), "anomalies this soon after resolution reopen the incident [REOPEN_WINDOW]")
+	fs.DurationVar(&cfg.Correlation.StaleAfter, "stale-after", envDuration("STALE_AFTER", 5*time.Minute), "wall-clock silence after which an open incident records that data stopped [STALE_AFTER]")
+	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error [LOG_LEVEL]")
+	if err := fs.Parse(args); err != nil {
+		return cfg, 0, err
+	}
+	for _, b := range strings.Split(*brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			cfg.KafkaBrokers = append(cfg.KafkaBrokers, b)
+		}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return cfg, 0, fmt.Errorf("log level: %w", err)
+	}
+	return cfg, level, nil
+}
+
+func env(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+func envInt(key string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envDuration(key string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(key)); err == nil {
+		return v
+	}
+	return def
+}

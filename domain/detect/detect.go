@@ -1,0 +1,252 @@
+// Package detect judges one service's samples with its own Isolation Forest.
+//
+// A Detector learns what normal looks like from the service's first samples (the warm-up),
+// trains a forest on them, calibrates its threshold from the scores of that same window, and
+// from then on scores every sample against it without allocating. It turns metric values into
+// features (a count becomes its ratio to the recent level, so a daily traffic cycle is not an
+// anomaly while a collapse is). It keeps no history beyond that and does not decide what an
+// incident is: the incident package does.
+package detect
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/incident-engine/engine/domain/forest"
+	"github.com/incident-engine/engine/domain/sample"
+)
+
+// ErrOutOfOrder is returned for a sample older than the last one the detector saw.
+var ErrOutOfOrder = errors.New("sample is older than the last one seen")
+
+// Config sets how a service's model is trained. A zero field takes the default beside it.
+type Config struct {
+	// WarmUp is the number of samples collected before the model is trained (default 256,
+	// one forest subsample).
+	WarmUp int
+	// Forest sets the trees; defaults are those of the paper and scikit-learn (100 trees of
+	// 256 samples). Its Seed is mixed with the service name, so each service has its own
+	// reproducible forest.
+	Forest forest.Config
+	// Quantile of the warm-up scores the threshold starts from (default 0.99).
+	Quantile float64
+	// Margin widens the threshold above that quantile by this fraction of the headroom left
+	// below a score of 1 (default 0.15).
+	Margin float64
+	// LevelSpan is the number of samples the recent level of a count averages over
+	// (default 30).
+	LevelSpan int
+}
+
+// SetDefaults fills every zero field with its default.
+func (c *Config) SetDefaults() {
+	if c.WarmUp == 0 {
+		c.WarmUp = 256
+	}
+	if c.Quantile == 0 {
+		c.Quantile = 0.99
+	}
+	if c.Margin == 0 {
+		c.Margin = 0.15
+	}
+	if c.LevelSpan == 0 {
+		c.LevelSpan = 30
+	}
+}
+
+// Validate reports every setting that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.WarmUp < 16 {
+		errs = append(errs, fmt.Errorf("warm-up %d: need at least 16 samples", c.WarmUp))
+	}
+	if c.Quantile <= 0 || c.Quantile > 1 {
+		errs = append(errs, fmt.Errorf("quantile %g must be in (0,1]", c.Quantile))
+	}
+	if c.Margin < 0 || c.Margin >= 1 {
+		errs = append(errs, fmt.Errorf("margin %g must be in [0,1)", c.Margin))
+	}
+	if c.LevelSpan < 1 {
+		errs = append(errs, fmt.Errorf("level span %d must be positive", c.LevelSpan))
+	}
+	if c.Forest.Trees < 0 || c.Forest.SampleSize < 0 {
+		errs = append(errs, errors.New("forest trees and sample size must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Result is the detector's judgement of one sample.
+type Result struct {
+	Score     float64
+	Threshold float64
+	// Judged is false during warm-up, when there is no model yet.
+	Judged    bool
+	Anomalous bool
+	// ModelVersion counts the models this detector trained (0 during the first warm-up).
+	ModelVersion int
+	// WarmUpLeft is the number of samples still needed before the next model is trained.
+	WarmUpLeft int
+}
+
+// Detector scores the samples of one service. It is not safe for concurrent use.
+type Detector struct {
+	service string
+	cfg     Config
+
+	names   []string
+	isCount []bool
+	level   []float64
+	hasLvl  bool
+
+	warm      [][]float64
+	model     *forest.Forest
+	threshold float64
+	version   int
+
+	x        []float64
+	lastAt   time.Time
+	lastRes  Result
+	hasFirst bool
+}
+
+// New returns a detector for service with cfg's defaults filled in, or the validation error.
+func New(service string, cfg Config) (*Detector, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("detector config: %w", err)
+	}
+	return &Detector{service: service, cfg: cfg}, nil
+}
+
+// Features returns the names of the model's features, in order.
+func (d *Detector) Features() []string { return slices.Clone(d.names) }
+
+// Observe judges s. A sample at the same time as the previous one is a redelivery and gets
+// the same result again; an older one returns ErrOutOfOrder. A sample whose metric names
+// differ from the model's starts a new warm-up under the new names. Once a model is trained,
+// Observe allocates nothing.
+func (d *Detector) Observe(s sample.Sample) (Result, error) {
+	if d.hasFirst {
+		switch {
+		case s.At.Equal(d.lastAt):
+			return d.lastRes, nil
+		case s.At.Before(d.lastAt):
+			return Result{}, fmt.Errorf("%s at %s, last %s: %w", d.service, s.At.Format(time.RFC3339), d.lastAt.Format(time.RFC3339), ErrOutOfOrder)
+		}
+	}
+	if !d.sameNames(s.Metrics) {
+		d.reset(s.Metrics)
+	}
+	d.features(s.Metrics)
+
+	var res Result
+	if d.model == nil {
+		d.warm = append(d.warm, slices.Clone(d.x))
+		if len(d.warm) >= d.cfg.WarmUp {
+			if err := d.train(); err != nil {
+				return Result{}, err
+			}
+		}
+		res = Result{ModelVersion: d.version, WarmUpLeft: max(0, d.cfg.WarmUp-len(d.warm))}
+	} else {
+		score := d.model.ScoreExtended(d.x)
+		res = Result{Score: score, Threshold: d.threshold, Judged: true, Anomalous: score > d.threshold, ModelVersion: d.version}
+	}
+	d.hasFirst, d.lastAt, d.lastRes = true, s.At, res
+	return res, nil
+}
+
+func (d *Detector) sameNames(ms []sample.Metric) bool {
+	if len(ms) != len(d.names) {
+		return false
+	}
+	for i, m := range ms {
+		if m.Name != d.names[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *Detector) reset(ms []sample.Metric) {
+	d.names = make([]string, len(ms))
+	d.isCount = make([]bool, len(ms))
+	for i, m := range ms {
+		d.names[i] = m.Name
+		d.isCount[i] = isCount(m.Name)
+	}
+	d.level = make([]float64, len(ms))
+	d.x = make([]float64, len(ms))
+	d.hasLvl = false
+	d.warm = d.warm[:0]
+	d.model = nil
+	d.threshold = 0
+}
+
+// isCount reports whether a metric counts events per interval: its level follows traffic, so
+// the model sees it relative to its recent level rather than as a raw value.
+func isCount(name string) bool {
+	return name == sample.RequestCount || strings.HasSuffix(name, "_count") || strings.HasSuffix(name, "_total")
+}
+
+// features fills d.x from the metrics and advances the count levels.
+func (d *Detector) features(ms []sample.Metric) {
+	alpha := 2 / (float64(d.cfg.LevelSpan) + 1)
+	for i, m := range ms {
+		if !d.isCount[i] {
+			d.x[i] = m.Value
+			continue
+		}
+		v := math.Log1p(m.Value)
+		if !d.hasLvl {
+			d.level[i] = v
+		}
+		d.x[i] = v - d.level[i]
+		d.level[i] += alpha * (v - d.level[i])
+	}
+	d.hasLvl = true
+}
+
+func (d *Detector) train() error {
+	fc := d.cfg.Forest
+	fc.Seed ^= fnv64(d.service)
+	m, err := forest.Train(d.warm, fc)
+	if err != nil {
+		return fmt.Errorf("train model for %s: %w", d.service, err)
+	}
+	scores := make([]float64, len(d.warm))
+	for i, row := range d.warm {
+		scores[i] = m.ScoreExtended(row)
+	}
+	d.model = m
+	d.threshold = Calibrate(scores, d.cfg.Quantile, d.cfg.Margin)
+	d.version++
+	d.warm = d.warm[:0]
+	return nil
+}
+
+// Calibrate returns a threshold from the scores of a model's own training samples: their
+// q-quantile, raised by margin times the headroom left above it. Each service thereby gets a
+// threshold fitted to how spread its normal behaviour is, instead of one global number.
+func Calibrate(scores []float64, q, margin float64) float64 {
+	s := slices.Clone(scores)
+	slices.Sort(s)
+	pos := q * float64(len(s)-1)
+	lo := int(math.Floor(pos))
+	hi := min(lo+1, len(s)-1)
+	base := s[lo] + (pos-float64(lo))*(s[hi]-s[lo])
+	return base + margin*(1-base)
+}
+
+func fnv64(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}

@@ -1,0 +1,226 @@
+package incident
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrStaleSample is returned by Observe for a sample not newer than the last one seen for
+// its service: a redelivery or a late arrival. Ignoring it keeps correlation idempotent.
+var ErrStaleSample = errors.New("sample is not newer than the last one seen")
+
+// CorrelationConfig sets how anomalies become incidents and how incidents end. A zero field
+// takes the default written beside it.
+type CorrelationConfig struct {
+	// OpenAfter anomalies among the last Window judged samples open an incident (default 3).
+	OpenAfter int
+	// Window is the number of recent judged samples OpenAfter counts in (default 5).
+	Window int
+	// ExtremeExcess opens an incident on a single anomaly whose excess over the threshold
+	// reaches it (default 0.5, see Signal.Excess).
+	ExtremeExcess float64
+	// Recovery is how long a service must send only healthy samples before its incident
+	// resolves (default 15m, event time).
+	Recovery time.Duration
+	// ReopenWindow is how soon after resolution new anomalies reopen the same incident
+	// instead of opening another (default 30m, event time).
+	ReopenWindow time.Duration
+	// StaleAfter is how long without any sample (wall clock, judged by the resolution ticker)
+	// before an open incident records that data stopped (default 5m).
+	StaleAfter time.Duration
+}
+
+// SetDefaults fills every zero field with its default.
+func (c *CorrelationConfig) SetDefaults() {
+	if c.OpenAfter == 0 {
+		c.OpenAfter = 3
+	}
+	if c.Window == 0 {
+		c.Window = 5
+	}
+	if c.ExtremeExcess == 0 {
+		c.ExtremeExcess = 0.5
+	}
+	if c.Recovery == 0 {
+		c.Recovery = 15 * time.Minute
+	}
+	if c.ReopenWindow == 0 {
+		c.ReopenWindow = 30 * time.Minute
+	}
+	if c.StaleAfter == 0 {
+		c.StaleAfter = 5 * time.Minute
+	}
+}
+
+// Validate reports every setting that cannot work.
+func (c CorrelationConfig) Validate() error {
+	var errs []error
+	if c.OpenAfter < 1 || c.Window < c.OpenAfter || c.Window > 64 {
+		errs = append(errs, fmt.Errorf("open after %d of %d samples: need 1 <= open-after <= window <= 64", c.OpenAfter, c.Window))
+	}
+	if c.ExtremeExcess <= 0 || c.ExtremeExcess > 1 {
+		errs = append(errs, fmt.Errorf("extreme excess %g must be in (0,1]", c.ExtremeExcess))
+	}
+	if c.Recovery <= 0 || c.ReopenWindow < 0 || c.StaleAfter <= 0 {
+		errs = append(errs, errors.New("recovery and stale-after must be positive, reopen window not negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Observation is one scored sample as correlation sees it.
+type Observation struct {
+	// At is the sample's own timestamp.
+	At time.Time
+	// ReceivedAt is when the broker received the sample; only the stale-data check uses it.
+	ReceivedAt time.Time
+	Score      float64
+	Threshold  float64
+	// Judged is false while the service's model warms up: such samples are never anomalous.
+	Judged    bool
+	Anomalous bool
+}
+
+// Watch is the correlation state of one service between samples. Its fields are exported for
+// storage; only Correlator changes them.
+type Watch struct {
+	Service string
+	// LastSampleAt is the event-time watermark: the newest sample seen.
+	LastSampleAt time.Time
+	// LastReceivedAt is the broker time of that sample.
+	LastReceivedAt time.Time
+	// HealthySince is the first healthy sample after the latest anomaly, or zero.
+	HealthySince time.Time
+	// RecoveredAt is the sample at which the healthy streak reached the recovery window, or
+	// zero; the open incident resolves at that time when next settled.
+	RecoveredAt time.Time
+	// Recent holds the last judged samples, oldest first (at most Window).
+	Recent []Recent
+	// IncidentID is the service's latest incident, open or resolved, or empty.
+	IncidentID string
+}
+
+// Recent is one judged sample remembered for the open-after rule.
+type Recent struct {
+	Signal
+	Anomalous bool `json:"anomalous"`
+}
+
+// Correlator turns one service's stream of scored samples into at most one incident at a time.
+type Correlator struct {
+	cfg CorrelationConfig
+}
+
+// NewCorrelator returns a correlator with cfg's defaults filled in, or the validation error.
+func NewCorrelator(cfg CorrelationConfig) (Correlator, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Correlator{}, fmt.Errorf("correlation config: %w", err)
+	}
+	return Correlator{cfg: cfg}, nil
+}
+
+// Config returns the settings in force.
+func (c Correlator) Config() CorrelationConfig { return c.cfg }
+
+// NewID names a new incident of service whose first anomaly is at firstSeen.
+type NewID func(service string, firstSeen time.Time) string
+
+// Observe applies one scored sample to the service's watch and its latest incident (nil if it
+// has none). It returns the incident to save, which is cur, a new incident, or nil when there
+// is nothing to save. Samples must come in event-time order: an older or equal one returns
+// ErrStaleSample and changes nothing.
+func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID) (*Incident, error) {
+	if !w.LastSampleAt.IsZero() && !o.At.After(w.LastSampleAt) {
+		return nil, ErrStaleSample
+	}
+	if err := c.Settle(w, cur); err != nil {
+		return nil, err
+	}
+	w.LastSampleAt, w.LastReceivedAt = o.At, o.ReceivedAt
+	if cur != nil && cur.DataStopped() {
+		if err := cur.MarkDataResumed(o.At); err != nil {
+			return nil, err
+		}
+	}
+	if !o.Judged {
+		return cur, nil
+	}
+	sig := Signal{At: o.At, Score: o.Score, Threshold: o.Threshold}
+	w.Recent = append(w.Recent, Recent{Signal: sig, Anomalous: o.Anomalous})
+	if len(w.Recent) > c.cfg.Window {
+		w.Recent = w.Recent[len(w.Recent)-c.cfg.Window:]
+	}
+
+	if !o.Anomalous {
+		if w.HealthySince.IsZero() {
+			w.HealthySince = o.At
+		}
+		if w.RecoveredAt.IsZero() && cur != nil && cur.Status() == StatusOpen && o.At.Sub(w.HealthySince) >= c.cfg.Recovery {
+			w.RecoveredAt = o.At
+		}
+		return cur, nil
+	}
+
+	w.HealthySince, w.RecoveredAt = time.Time{}, time.Time{}
+	if cur != nil && cur.Status() == StatusOpen {
+		return cur, cur.RecordAnomaly(sig)
+	}
+	trigger := c.trigger(w, sig)
+	if trigger == nil {
+		return cur, nil
+	}
+	w.Recent = w.Recent[:0]
+	if cur != nil && trigger[0].At.Sub(cur.ResolvedAt()) <= c.cfg.ReopenWindow && !trigger[0].At.Before(cur.ResolvedAt()) {
+		return cur, cur.Reopen(trigger, c.cfg.ReopenWindow)
+	}
+	inc, err := Open(newID(w.Service, trigger[0].At), w.Service, trigger)
+	if err != nil {
+		return nil, err
+	}
+	w.IncidentID = inc.ID()
+	return inc, nil
+}
+
+// trigger returns the anomalies that open an incident, oldest first, or nil when the
+// open-after rule does not hold yet.
+func (c Correlator) trigger(w *Watch, latest Signal) []Signal {
+	var sigs []Signal
+	for _, r := range w.Recent {
+		if r.Anomalous {
+			sigs = append(sigs, r.Signal)
+		}
+	}
+	if len(sigs) >= c.cfg.OpenAfter || latest.Excess() >= c.cfg.ExtremeExcess {
+		return sigs
+	}
+	return nil
+}
+
+// Settle resolves the open incident if the service's recovery completed (RecoveredAt is set).
+// The resolution is dated RecoveredAt, so it does not matter whether the resolution ticker or
+// the next sample settles it first. It is a no-op otherwise.
+func (c Correlator) Settle(w *Watch, cur *Incident) error {
+	if cur == nil || cur.Status() != StatusOpen || w.RecoveredAt.IsZero() || w.RecoveredAt.Before(cur.LastSeen()) {
+		return nil
+	}
+	reason := fmt.Sprintf("healthy since %s, for the recovery window of %s", w.HealthySince.Format(time.RFC3339), c.cfg.Recovery)
+	if err := cur.Resolve(w.RecoveredAt, reason); err != nil {
+		return fmt.Errorf("settle %s: %w", cur.ID(), err)
+	}
+	w.Recent = w.Recent[:0]
+	return nil
+}
+
+// CheckStale records on the open incident that its service stopped sending samples, when the
+// wall-clock time now (read by the ticker, never here) is StaleAfter past the last sample's
+// arrival. It reports whether it recorded anything.
+func (c Correlator) CheckStale(w *Watch, cur *Incident, now time.Time) bool {
+	if cur == nil || cur.Status() != StatusOpen || cur.DataStopped() || w.LastReceivedAt.IsZero() {
+		return false
+	}
+	if now.Sub(w.LastReceivedAt) < c.cfg.StaleAfter {
+		return false
+	}
+	return cur.MarkDataStopped(w.LastSampleAt, now) == nil
+}

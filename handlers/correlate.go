@@ -1,0 +1,111 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/incident-engine/engine/domain/incident"
+)
+
+// CorrelateHandler is the correlate stage: it folds each service's scored samples into at
+// most one incident at a time (domain/incident.Correlator). Repeated anomalies open an
+// incident, further ones grow its occurrence count and last_seen, a healthy streak settles
+// it, new anomalies soon after reopen it. The service's watch, the incident row, its timeline
+// entries and the events for the next stage commit in one transaction. A sample not newer
+// than the service's watermark is a redelivery and changes nothing.
+type CorrelateHandler[T IncidentTx] struct {
+	store      IncidentStore[T]
+	correlator incident.Correlator
+	out        string
+	logger     *slog.Logger
+}
+
+// NewCorrelateHandler returns the correlate stage, publishing incident events to the outbox
+// topic out.
+func NewCorrelateHandler[T IncidentTx](store IncidentStore[T], c incident.Correlator, out string, logger *slog.Logger) *CorrelateHandler[T] {
+	return &CorrelateHandler[T]{store: store, correlator: c, out: out, logger: logger}
+}
+
+// Handle correlates one scored sample.
+func (h *CorrelateHandler[T]) Handle(msg *message.Message) error {
+	in, err := decodeJSON[ScoredSample](msg.Payload, "scored sample")
+	if err != nil {
+		return err
+	}
+	if in.Service == "" || in.Timestamp.IsZero() {
+		return Permanent(errors.New("scored sample without service or timestamp"))
+	}
+	obs := incident.Observation{
+		At: in.Timestamp, ReceivedAt: in.ReceivedAt, Score: in.Score, Threshold: in.Threshold,
+		Judged: in.Judged, Anomalous: in.Anomalous,
+	}
+	return h.store.InTx(msg.Context(), func(tx T) error {
+		w, err := tx.LoadWatch(in.Service)
+		if err != nil {
+			return err
+		}
+		cur, err := tx.LoadIncident(w.IncidentID)
+		if err != nil {
+			return err
+		}
+		inc, err := h.correlator.Observe(&w, cur, obs, incidentID)
+		if errors.Is(err, incident.ErrStaleSample) {
+			h.logger.Debug("duplicate or late sample ignored", "stage", "correlate", "service", in.Service, "timestamp", in.Timestamp)
+			return nil
+		}
+		if err != nil {
+			return Permanent(fmt.Errorf("correlate %s at %s: %w", in.Service, in.Timestamp, err))
+		}
+		for _, changed := range uniqueIncidents(cur, inc) {
+			if err := saveAndPublish(msg.Context(), tx, changed, h.out); err != nil {
+				return err
+			}
+		}
+		return tx.SaveWatch(w)
+	})
+}
+
+func uniqueIncidents(a, b *incident.Incident) []*incident.Incident {
+	var out []*incident.Incident
+	if a != nil && len(a.Changes()) > 0 {
+		out = append(out, a)
+	}
+	if b != nil && b != a && len(b.Changes()) > 0 {
+		out = append(out, b)
+	}
+	return out
+}
+
+// saveAndPublish stores inc with its pending timeline entries and publishes one event per
+// entry to the outbox topic, all in tx.
+func saveAndPublish[T IncidentTx](ctx context.Context, tx T, inc *incident.Incident, topic string) error {
+	entries, err := tx.SaveIncident(inc)
+	if err != nil {
+		return err
+	}
+	msgs, err := eventMessages(ctx, eventsFor(entries))
+	if err != nil {
+		return err
+	}
+	return tx.Publish(topic, msgs...)
+}
+
+func eventMessages(ctx context.Context, events []IncidentEvent) ([]*message.Message, error) {
+	msgs := make([]*message.Message, 0, len(events))
+	for _, ev := range events {
+		payload, err := json.Marshal(ev)
+		if err != nil {
+			return nil, fmt.Errorf("encode incident event: %w", err)
+		}
+		m := message.NewMessage(ev.EventID, payload)
+		m.Metadata.Set(MetadataService, ev.Service)
+		m.SetContext(ctx)
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}

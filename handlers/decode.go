@@ -1,0 +1,145 @@
+package handlers
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/incident-engine/engine/domain/sample"
+)
+
+// MaxPayload is the largest input message decode accepts, in bytes.
+const MaxPayload = 64 << 10
+
+// DecodeHandler is the decode stage: it validates the services' raw JSON samples and
+// normalises them. The input format is
+//
+//	{"service":"api","timestamp":"2026-11-26T17:00:00Z",
+//	 "error_rate":0.012,"latency_p95":182.5,"request_count":1043,
+//	 "metrics":{"cpu":0.7,"queue_depth":12}}
+//
+// where timestamp is RFC 3339 or Unix seconds, the three named metrics are optional, and
+// "metrics" carries any further numeric metrics. Unknown top-level fields are rejected, so a
+// misspelt metric is reported instead of silently ignored. Invalid messages fail with a
+// Permanent error naming every problem found.
+type DecodeHandler struct {
+	receivedAt func(*message.Message) (time.Time, bool)
+}
+
+// NewDecodeHandler returns the decode stage. receivedAt tells when the broker received a
+// message; it may be nil, and then the sample's own timestamp stands in for it.
+func NewDecodeHandler(receivedAt func(*message.Message) (time.Time, bool)) *DecodeHandler {
+	return &DecodeHandler{receivedAt: receivedAt}
+}
+
+type wireSample struct {
+	Service      *string            `json:"service"`
+	Timestamp    json.RawMessage    `json:"timestamp"`
+	ErrorRate    *float64           `json:"error_rate"`
+	LatencyP95   *float64           `json:"latency_p95"`
+	RequestCount *float64           `json:"request_count"`
+	Metrics      map[string]float64 `json:"metrics"`
+}
+
+// Handle decodes one message into one DecodedSample message keyed by service.
+func (h *DecodeHandler) Handle(msg *message.Message) ([]*message.Message, error) {
+	s, err := Decode(msg.Payload)
+	if err != nil {
+		return nil, err
+	}
+	out := DecodedSample{Service: s.Service, Timestamp: s.At, Metrics: make(map[string]float64, len(s.Metrics)), ReceivedAt: s.At}
+	for _, m := range s.Metrics {
+		out.Metrics[m.Name] = m.Value
+	}
+	if h.receivedAt != nil {
+		if at, ok := h.receivedAt(msg); ok && !at.IsZero() {
+			out.ReceivedAt = at.UTC()
+		}
+	}
+	payload, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("encode decoded sample: %w", err)
+	}
+	m := message.NewMessage(sampleID(s.Service, s.At), payload)
+	m.Metadata.Set(MetadataService, s.Service)
+	return []*message.Message{m}, nil
+}
+
+// Decode parses and validates one input message. Its errors are Permanent.
+func Decode(payload []byte) (sample.Sample, error) {
+	if len(payload) > MaxPayload {
+		return sample.Sample{}, Permanent(fmt.Errorf("%w: payload of %d bytes exceeds %d", sample.ErrInvalid, len(payload), MaxPayload))
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	var w wireSample
+	if err := dec.Decode(&w); err != nil {
+		return sample.Sample{}, Permanent(fmt.Errorf("%w: not a JSON sample: %w", sample.ErrInvalid, err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return sample.Sample{}, Permanent(fmt.Errorf("%w: trailing data after the JSON object", sample.ErrInvalid))
+	}
+	var errs []error
+	var service string
+	if w.Service != nil {
+		service = *w.Service
+	}
+	at, err := parseTimestamp(w.Timestamp)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	metrics := make([]sample.Metric, 0, 3+len(w.Metrics))
+	for _, named := range []struct {
+		name string
+		v    *float64
+	}{{sample.ErrorRate, w.ErrorRate}, {sample.LatencyP95, w.LatencyP95}, {sample.RequestCount, w.RequestCount}} {
+		if named.v == nil {
+			continue
+		}
+		if _, dup := w.Metrics[named.name]; dup {
+			errs = append(errs, fmt.Errorf("%w: %s given both at top level and in metrics", sample.ErrInvalid, named.name))
+		}
+		metrics = append(metrics, sample.Metric{Name: named.name, Value: *named.v})
+	}
+	for name, v := range w.Metrics {
+		metrics = append(metrics, sample.Metric{Name: name, Value: v})
+	}
+	s, err := sample.New(service, at, metrics)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return sample.Sample{}, Permanent(errors.Join(errs...))
+	}
+	return s, nil
+}
+
+func parseTimestamp(raw json.RawMessage) (time.Time, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return time.Time{}, fmt.Errorf("%w: timestamp is missing", sample.ErrInvalid)
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return time.Time{}, fmt.Errorf("%w: timestamp: %w", sample.ErrInvalid, err)
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("%w: timestamp %q is not RFC 3339", sample.ErrInvalid, s)
+		}
+		return t, nil
+	}
+	secs, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || math.IsNaN(secs) || math.IsInf(secs, 0) || secs < 0 || secs > 1e11 {
+		return time.Time{}, fmt.Errorf("%w: timestamp %s is neither RFC 3339 nor Unix seconds", sample.ErrInvalid, raw)
+	}
+	whole, frac := math.Modf(secs)
+	return time.Unix(int64(whole), int64(frac*1e9)), nil
+}

@@ -1,0 +1,31 @@
+// Package handlers holds the pipeline's stages, one Watermill handler per file: decode, score,
+// correlate, escalate, resolve and persist. Each stage turns one input message into its output
+// messages or state change; router/router.go decides which topic feeds which stage and where
+// its output goes.
+//
+// Handlers are idempotent: a redelivered message changes nothing twice. Stages that change
+// incident state do it in one transaction with the events they emit (the outbox). Errors that
+// can never succeed on retry (bad input) are marked Permanent so the router sends the message
+// to the dead-letter topic at once; every other error is retried. The package does not choose
+// topics, retry policies or transports.
+package handlers
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrPermanent marks errors that no retry can fix: the message goes to the dead-letter topic.
+var ErrPermanent = errors.New("permanent")
+
+// Permanent wraps err so that errors.Is(err, ErrPermanent) holds.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrPermanent, err)
+}
+
+// MetadataService is the message metadata key that holds the service name. The Kafka
+// marshaler uses it as the partition key, so each service's messages stay in order.
+const MetadataService = "service"

@@ -1,0 +1,124 @@
+package handlers
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/domain/sample"
+)
+
+// The JSON bodies that travel between stages. The external input format (topic metrics) is
+// described with DecodeHandler.
+
+// DecodedSample is decode's output: a validated, normalised sample.
+type DecodedSample struct {
+	Service   string             `json:"service"`
+	Timestamp time.Time          `json:"timestamp"`
+	Metrics   map[string]float64 `json:"metrics"`
+	// ReceivedAt is when the broker received the original message.
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// Sample converts the message body back into a domain sample.
+func (d DecodedSample) Sample() (sample.Sample, error) {
+	ms := make([]sample.Metric, 0, len(d.Metrics))
+	for name, v := range d.Metrics {
+		ms = append(ms, sample.Metric{Name: name, Value: v})
+	}
+	return sample.New(d.Service, d.Timestamp, ms)
+}
+
+// ScoredSample is score's output: the sample with its model's judgement.
+type ScoredSample struct {
+	DecodedSample
+	Score        float64 `json:"score"`
+	Threshold    float64 `json:"threshold"`
+	Judged       bool    `json:"judged"`
+	Anomalous    bool    `json:"anomalous"`
+	ModelVersion int     `json:"model_version"`
+	WarmUpLeft   int     `json:"warm_up_left,omitempty"`
+}
+
+// IncidentEvent is one change of an incident: what correlate, escalate and resolve emit and
+// persist delivers to Kafka. EventID is derived from the change itself, so a replay of the
+// same stream produces the same ids and receivers can deduplicate on it.
+type IncidentEvent struct {
+	EventID         string           `json:"event_id"`
+	IncidentID      string           `json:"incident_id"`
+	Service         string           `json:"service"`
+	Event           incident.Kind    `json:"event"`
+	OccurredAt      time.Time        `json:"occurred_at"`
+	Severity        string           `json:"severity"`
+	Status          string           `json:"status"`
+	OccurrenceCount int              `json:"occurrence_count"`
+	FirstSeen       time.Time        `json:"first_seen"`
+	LastSeen        time.Time        `json:"last_seen"`
+	ResolvedAt      *time.Time       `json:"resolved_at,omitempty"`
+	EpisodeStart    time.Time        `json:"episode_start"`
+	PeakExcess      float64          `json:"peak_excess"`
+	Reopens         int              `json:"reopen_count"`
+	Details         incident.Details `json:"details"`
+}
+
+// Facts returns the snapshot of the incident this event was emitted with, for the severity
+// policy.
+func (e IncidentEvent) Facts() incident.Facts {
+	return incident.Facts{
+		Active:      e.LastSeen.Sub(e.EpisodeStart),
+		Occurrences: e.OccurrenceCount,
+		Reopens:     e.Reopens,
+		PeakExcess:  e.PeakExcess,
+	}
+}
+
+// ResolutionCheck is the ticker's message: check open incidents as of wall-clock time Now.
+type ResolutionCheck struct {
+	Now time.Time `json:"now"`
+}
+
+var idSpace = uuid.MustParse("6f1c2a8e-4b7d-5e0f-9a3c-2d8e1b7f4c60")
+
+// sampleID names a sample by service and event time, so the same sample always gets the
+// same message id, however often it is delivered.
+func sampleID(service string, at time.Time) string {
+	return uuid.NewSHA1(idSpace, []byte("sample|"+service+"|"+at.UTC().Format(time.RFC3339Nano))).String()
+}
+
+// incidentID names an incident by service and first anomaly, so replaying a stream gives the
+// same incident ids.
+func incidentID(service string, firstSeen time.Time) string {
+	return uuid.NewSHA1(idSpace, []byte("incident|"+service+"|"+firstSeen.UTC().Format(time.RFC3339Nano))).String()
+}
+
+// eventsFor builds the events of timeline entries just saved.
+func eventsFor(entries []incident.Entry) []IncidentEvent {
+	out := make([]IncidentEvent, 0, len(entries))
+	for _, e := range entries {
+		s := e.After
+		ev := IncidentEvent{
+			EventID: uuid.NewSHA1(idSpace, fmt.Appendf(nil, "event|%s|%s|%s|%d|%s", s.ID, e.Kind, e.At.UTC().Format(time.RFC3339Nano), e.Details.Occurrences, e.Details.To)).String(),
+			IncidentID: s.ID, Service: s.Service, Event: e.Kind, OccurredAt: e.At,
+			Severity: s.Severity.String(), Status: s.Status.String(), OccurrenceCount: s.Occurrences,
+			FirstSeen: s.FirstSeen, LastSeen: s.LastSeen, EpisodeStart: s.EpisodeStart,
+			PeakExcess: s.PeakExcess, Reopens: s.Reopens, Details: e.Details,
+		}
+		if !s.ResolvedAt.IsZero() {
+			r := s.ResolvedAt
+			ev.ResolvedAt = &r
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func decodeJSON[T any](payload []byte, what string) (T, error) {
+	var v T
+	if err := json.Unmarshal(payload, &v); err != nil {
+		return v, Permanent(fmt.Errorf("decode %s: %w", what, err))
+	}
+	return v, nil
+}

@@ -1,0 +1,70 @@
+package handlers
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/incident-engine/engine/domain/incident"
+)
+
+// ResolveHandler is the resolve stage, fed by the resolution ticker. For every service with an
+// open incident it settles the incident if the service's metrics have been healthy for the
+// recovery window (by sample time, so the result does not depend on when the tick came), and
+// records in the timeline when the service stopped sending samples (by the tick's wall-clock
+// time, the only place the engine uses it). An incident whose data stopped stays open.
+type ResolveHandler[T IncidentTx] struct {
+	store      IncidentStore[T]
+	correlator incident.Correlator
+	out        string
+	logger     *slog.Logger
+}
+
+// NewResolveHandler returns the resolve stage, publishing to the outbox topic out.
+func NewResolveHandler[T IncidentTx](store IncidentStore[T], c incident.Correlator, out string, logger *slog.Logger) *ResolveHandler[T] {
+	return &ResolveHandler[T]{store: store, correlator: c, out: out, logger: logger}
+}
+
+// Handle runs one resolution check.
+func (h *ResolveHandler[T]) Handle(msg *message.Message) error {
+	check, err := decodeJSON[ResolutionCheck](msg.Payload, "resolution check")
+	if err != nil {
+		return err
+	}
+	services, err := h.store.ServicesWithOpenIncidents(msg.Context())
+	if err != nil {
+		return err
+	}
+	for _, svc := range services {
+		if err := h.store.InTx(msg.Context(), func(tx T) error {
+			w, err := tx.LoadWatch(svc)
+			if err != nil {
+				return err
+			}
+			inc, err := tx.LoadIncident(w.IncidentID)
+			if err != nil || inc == nil {
+				return err
+			}
+			if err := h.correlator.Settle(&w, inc); err != nil {
+				return Permanent(err)
+			}
+			if h.correlator.CheckStale(&w, inc, check.Now) {
+				h.logger.Warn("service stopped sending metrics", "stage", "resolve", "service", svc, "incident", inc.ID(), "last_sample_at", w.LastSampleAt)
+			}
+			if len(inc.Changes()) == 0 {
+				return nil
+			}
+			if inc.Status() == incident.StatusResolved {
+				h.logger.Info("incident resolved", "stage", "resolve", "service", svc, "incident", inc.ID())
+			}
+			if err := saveAndPublish(msg.Context(), tx, inc, h.out); err != nil {
+				return err
+			}
+			return tx.SaveWatch(w)
+		}); err != nil {
+			return fmt.Errorf("resolution check of %s: %w", svc, err)
+		}
+	}
+	return nil
+}

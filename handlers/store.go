@@ -1,0 +1,36 @@
+package handlers
+
+import (
+	"context"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/incident-engine/engine/domain/incident"
+)
+
+// IncidentStore is what the incident stages need from storage. infra/postgres.Store is the
+// real one; tests use an in-memory fake that honours the same contract.
+type IncidentStore[T IncidentTx] interface {
+	// InTx runs fn in one transaction: everything saved and published through the IncidentTx
+	// commits together when fn returns nil, and nothing does otherwise.
+	InTx(ctx context.Context, fn func(T) error) error
+	// ServicesWithOpenIncidents lists the services that have an open incident.
+	ServicesWithOpenIncidents(ctx context.Context) ([]string, error)
+}
+
+// IncidentTx is one transaction of an IncidentStore.
+type IncidentTx interface {
+	// LoadWatch locks and returns a service's correlation state (a fresh one if new).
+	LoadWatch(service string) (incident.Watch, error)
+	// SaveWatch stores a service's correlation state.
+	SaveWatch(w incident.Watch) error
+	// LoadIncident locks and returns the incident with id, or nil for an empty id.
+	LoadIncident(id string) (*incident.Incident, error)
+	// SaveIncident stores the incident and appends its pending timeline entries, which it
+	// returns and clears.
+	SaveIncident(inc *incident.Incident) ([]incident.Entry, error)
+	// MarkProcessed records that stage handled message id, false if it already had.
+	MarkProcessed(stage, id string) (bool, error)
+	// Publish writes messages to an outbox topic within the transaction.
+	Publish(topic string, msgs ...*message.Message) error
+}

@@ -1,0 +1,219 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/incident-engine/engine/domain/incident"
+)
+
+// Store is the incident repository. A zero Store is not usable; build it with NewStore.
+type Store struct {
+	pool   *pgxpool.Pool
+	logger watermill.LoggerAdapter
+}
+
+// NewStore returns a repository over pool.
+func NewStore(pool *pgxpool.Pool, logger watermill.LoggerAdapter) *Store {
+	return &Store{pool: pool, logger: logger}
+}
+
+// InTx runs fn in one transaction and commits it when fn returns nil. Everything fn saves and
+// publishes through the Tx commits together or not at all.
+func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(ptx pgx.Tx) error {
+		pub, err := wsql.NewPublisher(wsql.TxFromPgx(ptx), wsql.PublisherConfig{SchemaAdapter: QueueSchema()}, s.logger)
+		if err != nil {
+			return fmt.Errorf("outbox publisher: %w", err)
+		}
+		return fn(&Tx{ctx: ctx, tx: ptx, outbox: pub})
+	})
+}
+
+// ServicesWithOpenIncidents lists the services that have an open incident.
+func (s *Store) ServicesWithOpenIncidents(ctx context.Context) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT service FROM incidents WHERE status = 'open' ORDER BY service`)
+	if err != nil {
+		return nil, fmt.Errorf("list open incidents: %w", err)
+	}
+	services, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list open incidents: %w", err)
+	}
+	return services, nil
+}
+
+// Tx is one transaction of the repository. It is valid only inside Store.InTx.
+type Tx struct {
+	ctx    context.Context
+	tx     pgx.Tx
+	outbox *wsql.Publisher
+}
+
+// LoadWatch locks and returns the service's correlation state, a fresh one for a new service.
+func (t *Tx) LoadWatch(service string) (incident.Watch, error) {
+	if _, err := t.tx.Exec(t.ctx, `INSERT INTO service_watch (service) VALUES ($1) ON CONFLICT DO NOTHING`, service); err != nil {
+		return incident.Watch{}, fmt.Errorf("create watch for %s: %w", service, err)
+	}
+	var (
+		w                                                 = incident.Watch{Service: service}
+		lastSample, lastReceived, healthySince, recovered *time.Time
+		recent                                            []byte
+		incidentID                                        *string
+	)
+	err := t.tx.QueryRow(t.ctx, `
+		SELECT last_sample_at, last_received_at, healthy_since, recovered_at, recent, incident_id::text
+		FROM service_watch WHERE service = $1 FOR UPDATE`, service).
+		Scan(&lastSample, &lastReceived, &healthySince, &recovered, &recent, &incidentID)
+	if err != nil {
+		return incident.Watch{}, fmt.Errorf("load watch for %s: %w", service, err)
+	}
+	w.LastSampleAt, w.LastReceivedAt = deref(lastSample), deref(lastReceived)
+	w.HealthySince, w.RecoveredAt = deref(healthySince), deref(recovered)
+	if incidentID != nil {
+		w.IncidentID = *incidentID
+	}
+	if err := json.Unmarshal(recent, &w.Recent); err != nil {
+		return incident.Watch{}, fmt.Errorf("decode recent samples of %s: %w", service, err)
+	}
+	return w, nil
+}
+
+// SaveWatch stores the service's correlation state.
+func (t *Tx) SaveWatch(w incident.Watch) error {
+	recent, err := json.Marshal(w.Recent)
+	if err != nil {
+		return fmt.Errorf("encode recent samples of %s: %w", w.Service, err)
+	}
+	_, err = t.tx.Exec(t.ctx, `
+		UPDATE service_watch SET last_sample_at = $2, last_received_at = $3, healthy_since = $4,
+			recovered_at = $5, recent = $6, incident_id = $7, updated_at = now()
+		WHERE service = $1`,
+		w.Service, ptr(w.LastSampleAt), ptr(w.LastReceivedAt), ptr(w.HealthySince), ptr(w.RecoveredAt),
+		recent, nullable(w.IncidentID))
+	if err != nil {
+		return fmt.Errorf("save watch for %s: %w", w.Service, err)
+	}
+	return nil
+}
+
+// LoadIncident returns the incident with id, or nil when id is empty.
+func (t *Tx) LoadIncident(id string) (*incident.Incident, error) {
+	if id == "" {
+		return nil, nil
+	}
+	var (
+		s                incident.Snapshot
+		severity, status string
+		resolvedAt       *time.Time
+	)
+	err := t.tx.QueryRow(t.ctx, `
+		SELECT id::text, service, severity, status, occurrence_count, first_seen, last_seen, resolved_at,
+			episode_start, peak_excess, last_score, threshold, reopen_count, data_stopped
+		FROM incidents WHERE id = $1 FOR UPDATE`, id).
+		Scan(&s.ID, &s.Service, &severity, &status, &s.Occurrences, &s.FirstSeen, &s.LastSeen, &resolvedAt,
+			&s.EpisodeStart, &s.PeakExcess, &s.LastScore, &s.Threshold, &s.Reopens, &s.DataStopped)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("incident %s not found", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load incident %s: %w", id, err)
+	}
+	s.ResolvedAt = deref(resolvedAt)
+	var errs []error
+	var e1, e2 error
+	s.Severity, e1 = incident.ParseSeverity(severity)
+	s.Status, e2 = incident.ParseStatus(status)
+	errs = append(errs, e1, e2)
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("load incident %s: %w", id, err)
+	}
+	return incident.UnmarshalFromDatabase(s)
+}
+
+// SaveIncident upserts the incident's state and appends its pending timeline entries, then
+// clears them. It returns the entries it saved, oldest first.
+func (t *Tx) SaveIncident(inc *incident.Incident) ([]incident.Entry, error) {
+	s := inc.Snapshot()
+	_, err := t.tx.Exec(t.ctx, `
+		INSERT INTO incidents (id, service, severity, status, occurrence_count, first_seen, last_seen, resolved_at,
+			episode_start, peak_excess, last_score, threshold, reopen_count, data_stopped, updated_at)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14, now())
+		ON CONFLICT (id) DO UPDATE SET severity = EXCLUDED.severity, status = EXCLUDED.status,
+			occurrence_count = EXCLUDED.occurrence_count, last_seen = EXCLUDED.last_seen,
+			resolved_at = EXCLUDED.resolved_at, episode_start = EXCLUDED.episode_start,
+			peak_excess = EXCLUDED.peak_excess, last_score = EXCLUDED.last_score,
+			threshold = EXCLUDED.threshold, reopen_count = EXCLUDED.reopen_count,
+			data_stopped = EXCLUDED.data_stopped, updated_at = now()`,
+		s.ID, s.Service, s.Severity.String(), s.Status.String(), s.Occurrences, s.FirstSeen, s.LastSeen,
+		ptr(s.ResolvedAt), s.EpisodeStart, s.PeakExcess, s.LastScore, s.Threshold, s.Reopens, s.DataStopped)
+	if err != nil {
+		return nil, fmt.Errorf("save incident %s: %w", s.ID, err)
+	}
+	entries := inc.Changes()
+	for _, e := range entries {
+		details, err := json.Marshal(e.Details)
+		if err != nil {
+			return nil, fmt.Errorf("encode timeline details: %w", err)
+		}
+		if _, err := t.tx.Exec(t.ctx,
+			`INSERT INTO incident_timeline (incident_id, event, occurred_at, details) VALUES ($1, $2, $3, $4)`,
+			s.ID, string(e.Kind), e.At, details); err != nil {
+			return nil, fmt.Errorf("append %s to timeline of %s: %w", e.Kind, s.ID, err)
+		}
+	}
+	inc.ClearChanges()
+	return entries, nil
+}
+
+// MarkProcessed records that stage handled the message with id. It returns false when the
+// stage already did: the caller then skips the message (the inbox half of exactly-once).
+func (t *Tx) MarkProcessed(stage, id string) (bool, error) {
+	tag, err := t.tx.Exec(t.ctx, `INSERT INTO processed_messages (stage, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, stage, id)
+	if err != nil {
+		return false, fmt.Errorf("mark %s processed by %s: %w", id, stage, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Publish writes messages to the outbox topic inside this transaction: they become visible to
+// the outbox's subscribers only if the transaction commits.
+func (t *Tx) Publish(topic string, msgs ...*message.Message) error {
+	for _, m := range msgs {
+		m.SetContext(t.ctx)
+	}
+	if err := t.outbox.Publish(topic, msgs...); err != nil {
+		return fmt.Errorf("publish to outbox %s: %w", topic, err)
+	}
+	return nil
+}
+
+func deref(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+func ptr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

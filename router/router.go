@@ -1,0 +1,192 @@
+// Package router is the pipeline: every stage, in order, with the topic it reads and the topic
+// its output goes to, and the middleware every message passes through.
+//
+//	stage      handler                  in                         out
+//	decode     handlers/decode.go       metrics (Kafka)            metrics.decoded (Kafka)
+//	score      handlers/score.go        metrics.decoded (Kafka)    metrics.scored (Kafka)
+//	correlate  handlers/correlate.go    metrics.scored (Kafka)     incidents.correlated (outbox)
+//	escalate   handlers/escalate.go     incidents.correlated       incidents.outbox (outbox)
+//	resolve    handlers/resolve.go      incidents.checks (ticker)  incidents.outbox (outbox)
+//	persist    handlers/persist.go      incidents.outbox           incidents (Kafka)
+//
+// Kafka topics are keyed by service, so each service's messages stay in order. Outbox topics
+// are PostgreSQL tables (watermill-sql's queue schema): the stages that change incident state
+// write their events there in the same transaction as the state, and the router delivers them
+// on. Stages that publish inside a transaction get their out-topic from here; the others
+// return messages and the router publishes them. Poisoned messages of any stage go to the
+// dead-letter topic (Kafka) with the reason in the metadata.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/components/metrics"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/incident-engine/engine/handlers"
+	"github.com/incident-engine/engine/infra/kafka"
+	"github.com/incident-engine/engine/infra/postgres"
+)
+
+// Fixed topic names. The input and dead-letter topics are configurable (Topics).
+const (
+	TopicDecoded    = "metrics.decoded"
+	TopicScored     = "metrics.scored"
+	TopicCorrelated = "incidents.correlated"
+	TopicChecks     = "incidents.checks"
+	TopicOutbox     = "incidents.outbox"
+	TopicIncidents  = "incidents"
+)
+
+// OutboxTopics are the topics carried by PostgreSQL rather than Kafka.
+var OutboxTopics = []string{TopicCorrelated, TopicChecks, TopicOutbox}
+
+// IsOutboxTopic reports whether topic lives in the PostgreSQL outbox.
+func IsOutboxTopic(topic string) bool {
+	for _, t := range OutboxTopics {
+		if t == topic {
+			return true
+		}
+	}
+	return false
+}
+
+// Topics names the configurable topics.
+type Topics struct {
+	// Metrics is where services publish their samples (default "metrics").
+	Metrics string
+	// DeadLetter receives poisoned messages (default "metrics.deadletter").
+	DeadLetter string
+}
+
+// Config tunes the router. A zero field takes the default beside it.
+type Config struct {
+	Topics Topics
+	// ConsumerGroupPrefix names the Kafka consumer groups: <prefix>.<stage> (default
+	// "incident-engine").
+	ConsumerGroupPrefix string
+	// MaxRetries of a failing message before it is dead-lettered or, for transient errors,
+	// handed back to the broker for redelivery (default 3).
+	MaxRetries int
+	// RetryInterval is the first wait between retries; it doubles up to 2s (default 100ms).
+	RetryInterval time.Duration
+	// HandlerTimeout bounds one attempt of a handler (default 30s).
+	HandlerTimeout time.Duration
+}
+
+// SetDefaults fills every zero field with its default.
+func (c *Config) SetDefaults() {
+	if c.Topics.Metrics == "" {
+		c.Topics.Metrics = "metrics"
+	}
+	if c.Topics.DeadLetter == "" {
+		c.Topics.DeadLetter = "metrics.deadletter"
+	}
+	if c.ConsumerGroupPrefix == "" {
+		c.ConsumerGroupPrefix = "incident-engine"
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = 3
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = 100 * time.Millisecond
+	}
+	if c.HandlerTimeout == 0 {
+		c.HandlerTimeout = 30 * time.Second
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Topics.Metrics == c.Topics.DeadLetter {
+		errs = append(errs, errors.New("router: the metrics and dead-letter topics must differ"))
+	}
+	for _, t := range []string{c.Topics.Metrics, c.Topics.DeadLetter} {
+		if t == TopicDecoded || t == TopicScored || t == TopicIncidents || IsOutboxTopic(t) {
+			errs = append(errs, fmt.Errorf("router: topic %q is used by the pipeline itself", t))
+		}
+	}
+	if c.MaxRetries < 0 || c.RetryInterval < 0 || c.HandlerTimeout <= 0 {
+		errs = append(errs, errors.New("router: retries and intervals must not be negative, the timeout positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Stages are the pipeline's handlers, built elsewhere (wire) and wired here.
+type Stages struct {
+	Decode    *handlers.DecodeHandler
+	Score     *handlers.ScoreHandler
+	Correlate *handlers.CorrelateHandler[*postgres.Tx]
+	Escalate  *handlers.EscalateHandler[*postgres.Tx]
+	Resolve   *handlers.ResolveHandler[*postgres.Tx]
+	Persist   *handlers.PersistHandler
+}
+
+// Transport is what the stages are connected by.
+type Transport struct {
+	// Kafka locates the brokers; the router makes one consumer group per Kafka-fed stage.
+	Kafka kafka.Config
+	// KafkaPublisher publishes the Kafka topics and the dead-letter topic.
+	KafkaPublisher message.Publisher
+	// Outbox subscribes to the outbox topics.
+	Outbox message.Subscriber
+	// Registry receives the router's Prometheus metrics; nil registers none.
+	Registry prometheus.Registerer
+}
+
+// New builds the router with every stage. Run it with Run(ctx); it stops when ctx ends.
+func New(cfg Config, s Stages, t Transport, logger *slog.Logger) (*message.Router, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	wlog := WatermillLogger(logger)
+	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 15 * time.Second}, wlog)
+	if err != nil {
+		return nil, fmt.Errorf("new router: %w", err)
+	}
+	if t.Registry != nil {
+		metrics.NewPrometheusMetricsBuilder(t.Registry, "incident_engine", "").AddPrometheusRouterMetrics(r)
+	}
+	mw, err := Middleware(cfg, t.KafkaPublisher, wlog)
+	if err != nil {
+		return nil, err
+	}
+	r.AddMiddleware(mw...)
+
+	sub := func(stage string) (message.Subscriber, error) {
+		return kafka.NewSubscriber(t.Kafka, cfg.ConsumerGroupPrefix+"."+stage, wlog)
+	}
+	decodeIn, err := sub("decode")
+	if err != nil {
+		return nil, err
+	}
+	scoreIn, err := sub("score")
+	if err != nil {
+		return nil, err
+	}
+	correlateIn, err := sub("correlate")
+	if err != nil {
+		return nil, err
+	}
+
+	r.AddHandler("decode", cfg.Topics.Metrics, decodeIn, TopicDecoded, t.KafkaPublisher, s.Decode.Handle)
+	r.AddHandler("score", TopicDecoded, scoreIn, TopicScored, t.KafkaPublisher, s.Score.Handle)
+	r.AddConsumerHandler("correlate", TopicScored, correlateIn, s.Correlate.Handle) // -> TopicCorrelated, in its transaction
+	r.AddConsumerHandler("escalate", TopicCorrelated, t.Outbox, s.Escalate.Handle)  // -> TopicOutbox, in its transaction
+	r.AddConsumerHandler("resolve", TopicChecks, t.Outbox, s.Resolve.Handle)        // -> TopicOutbox, in its transaction
+	r.AddHandler("persist", TopicOutbox, t.Outbox, TopicIncidents, t.KafkaPublisher, s.Persist.Handle)
+	return r, nil
+}
+
+// WatermillLogger adapts logger for Watermill, demoting Watermill's chatty info messages
+// (every subscription and schema check) to debug.
+func WatermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+}

@@ -1,0 +1,138 @@
+package wire
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/handlers"
+	"github.com/incident-engine/engine/infra/kafka"
+	"github.com/incident-engine/engine/infra/postgres"
+	"github.com/incident-engine/engine/router"
+)
+
+// DatabaseURL is the PostgreSQL connection string in use, external or private.
+type DatabaseURL string
+
+func provideWatermillLogger(l *slog.Logger) watermill.LoggerAdapter { return router.WatermillLogger(l) }
+
+// provideKafka returns the configured brokers, or starts the in-process broker.
+func provideKafka(cfg Config, logger *slog.Logger) (kafka.Config, func(), error) {
+	if len(cfg.KafkaBrokers) > 0 {
+		return kafka.Config{Brokers: cfg.KafkaBrokers}, func() {}, nil
+	}
+	bc := kafka.BrokerConfig{Port: cfg.EmbeddedKafkaPort}
+	if !cfg.EmbeddedKafkaAnyPort {
+		bc.DataDir = filepath.Join(cfg.DataDir, "kafka")
+	}
+	b, err := kafka.StartBroker(bc)
+	if err != nil {
+		return kafka.Config{}, nil, fmt.Errorf("no KAFKA_BROKERS given and the in-process broker failed: %w", err)
+	}
+	logger.Info("in-process Kafka broker started", "brokers", b.Addrs())
+	return kafka.Config{Brokers: b.Addrs()}, b.Close, nil
+}
+
+// provideDatabase returns the configured database URL, or starts the private cluster.
+func provideDatabase(ctx context.Context, cfg Config, logger *slog.Logger) (DatabaseURL, func(), error) {
+	if cfg.DatabaseURL != "" {
+		return DatabaseURL(cfg.DatabaseURL), func() {}, nil
+	}
+	cc := postgres.ClusterConfig{Dir: filepath.Join(cfg.DataDir, "postgres"), Port: cfg.EmbeddedPostgresPort, Durable: true}
+	cl, err := postgres.StartCluster(ctx, cc)
+	if err != nil {
+		return "", nil, fmt.Errorf("no DATABASE_URL given and the private PostgreSQL cluster failed: %w", err)
+	}
+	logger.Info("private PostgreSQL cluster started", "url", cl.URL(), "dir", cl.Dir())
+	return DatabaseURL(cl.URL()), func() {
+		if err := cl.Stop(); err != nil {
+			logger.Error("stop private PostgreSQL cluster", "err", err)
+		}
+	}, nil
+}
+
+func providePool(ctx context.Context, url DatabaseURL) (*pgxpool.Pool, func(), error) {
+	pool, err := postgres.Connect(ctx, string(url))
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := postgres.Migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return pool, pool.Close, nil
+}
+
+func provideKafkaPublisher(c kafka.Config, l watermill.LoggerAdapter) (*wkafka.Publisher, func(), error) {
+	pub, err := kafka.NewPublisher(c, l)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pub, func() { _ = pub.Close() }, nil
+}
+
+func provideOutbox(pool *pgxpool.Pool, l watermill.LoggerAdapter) (*wsql.Subscriber, func(), error) {
+	sub, err := postgres.NewOutboxSubscriber(pool, postgres.OutboxConfig{}, l)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := postgres.InitializeOutbox(sub, router.OutboxTopics...); err != nil {
+		return nil, nil, err
+	}
+	return sub, func() { _ = sub.Close() }, nil
+}
+
+func provideTicker(pool *pgxpool.Pool, cfg Config, l watermill.LoggerAdapter) (*router.Ticker, error) {
+	pub, err := postgres.NewOutboxPublisher(pool, l)
+	if err != nil {
+		return nil, err
+	}
+	return router.NewTicker(pub, cfg.TickInterval), nil
+}
+
+func provideCorrelator(cfg Config) (incident.Correlator, error) {
+	return incident.NewCorrelator(cfg.Correlation)
+}
+
+func provideStages(cfg Config, store *postgres.Store, c incident.Correlator, logger *slog.Logger) (router.Stages, error) {
+	score, err := handlers.NewScoreHandler(cfg.Detect)
+	if err != nil {
+		return router.Stages{}, err
+	}
+	escalate, err := handlers.NewEscalateHandler[*postgres.Tx](store, cfg.Policy, router.TopicOutbox, logger)
+	if err != nil {
+		return router.Stages{}, err
+	}
+	return router.Stages{
+		Decode:    handlers.NewDecodeHandler(kafka.ReceivedAt),
+		Score:     score,
+		Correlate: handlers.NewCorrelateHandler[*postgres.Tx](store, c, router.TopicCorrelated, logger),
+		Escalate:  escalate,
+		Resolve:   handlers.NewResolveHandler[*postgres.Tx](store, c, router.TopicOutbox, logger),
+		Persist:   handlers.NewPersistHandler(),
+	}, nil
+}
+
+func provideTransport(kc kafka.Config, pub *wkafka.Publisher, outbox *wsql.Subscriber, reg *prometheus.Registry) router.Transport {
+	return router.Transport{Kafka: kc, KafkaPublisher: pub, Outbox: outbox, Registry: reg}
+}
+
+func provideRouter(cfg Config, s router.Stages, t router.Transport, kc kafka.Config, logger *slog.Logger) (*message.Router, error) {
+	// Create the Kafka topics up front with several partitions, so services spread over them
+	// and the consumer groups find them on first start.
+	if err := kafka.CreateTopics(kc, 6, cfg.Router.Topics.Metrics, router.TopicDecoded, router.TopicScored, router.TopicIncidents, cfg.Router.Topics.DeadLetter); err != nil {
+		return nil, err
+	}
+	return router.New(cfg.Router, s, t, logger)
+}
+
+func provideRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
