@@ -14,9 +14,11 @@ build:
 test: ## every test: unit, handler, PostgreSQL and Kafka integration, end to end
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
-bench: ## scoring and pipeline benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./domain/... 
-	$(GO) test -run '^$$' -bench Pipeline -benchtime 2000x -timeout 20m ./cmd/worker/
+bench: ## scoring and pipeline benchmarks, and scikit-learn's reference figures when python3-sklearn is installed
+	$(GO) test -run '^$$' -bench . -benchmem ./domain/...
+	$(GO) test -run '^$$' -bench Pipeline -benchtime 3000x -timeout 20m ./cmd/worker/
+	@if /usr/bin/python3 -c 'import sklearn' 2>/dev/null; then /usr/bin/python3 scripts/bench_sklearn.py; \
+	else echo "scikit-learn reference skipped: apt-get install -y python3-sklearn"; fi
 
 lint: ## gofmt and go vet
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -87,6 +87,9 @@ func Decode(payload []byte) (sample.Sample, error) {
 		return sample.Sample{}, Permanent(fmt.Errorf("%w: trailing data after the JSON object", sample.ErrInvalid))
 	}
 	var errs []error
+	if err := duplicateKey(payload); err != nil {
+		errs = append(errs, err)
+	}
 	var service string
 	if w.Service != nil {
 		service = *w.Service
@@ -119,6 +122,59 @@ func Decode(payload []byte) (sample.Sample, error) {
 		return sample.Sample{}, Permanent(errors.Join(errs...))
 	}
 	return s, nil
+}
+
+// duplicateKey reports a key given twice in one JSON object, which encoding/json would accept
+// silently, keeping the last value. It leaves syntax errors to the decoder.
+func duplicateKey(payload []byte) error {
+	type object struct {
+		name    string
+		keys    map[string]bool
+		wantKey bool
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var stack []*object // nil for an array
+	key := ""
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1] != nil {
+			stack[n-1].wantKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		if n := len(stack); n > 0 && stack[n-1] != nil && stack[n-1].wantKey {
+			if k, ok := tok.(string); ok {
+				obj := stack[n-1]
+				if obj.keys[k] {
+					where := "at top level"
+					if n > 1 {
+						where = fmt.Sprintf("in %q", obj.name)
+					}
+					return fmt.Errorf("%w: %q given twice %s", sample.ErrInvalid, k, where)
+				}
+				obj.keys[k], obj.wantKey, key = true, false, k
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &object{name: key, keys: map[string]bool{}, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, nil)
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			if len(stack) == 0 {
+				return nil
+			}
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
 }
 
 func parseTimestamp(raw json.RawMessage) (time.Time, error) {

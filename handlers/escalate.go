@@ -9,10 +9,11 @@ import (
 	"github.com/incident-engine/engine/domain/incident"
 )
 
-// EscalateHandler is the escalate stage: for every correlated change of an open incident it
-// asks the severity policy (domain/incident.Policy) what the incident deserves, judged on the
-// incident as it was at that change, and raises the severity when the policy says so,
-// writing the rule that fired to the timeline. It passes every incoming event on, followed by
+// EscalateHandler is the escalate stage: for every correlated change of an incident it asks
+// the severity policy (domain/incident.Policy) what the incident deserves, judged on the
+// incident as it was at that change (the event's snapshot and time), and raises the severity
+// when the policy says so, writing the rule that fired to the timeline. Judging the snapshot,
+// not the current row, makes the outcome independent of how far behind this stage runs. It passes every incoming event on, followed by
 // its own escalation event, to the outbox topic out. Each input message is handled once
 // (inbox), so redelivery neither escalates nor forwards twice.
 type EscalateHandler[T IncidentTx] struct {
@@ -62,10 +63,11 @@ func (h *EscalateHandler[T]) Handle(msg *message.Message) error {
 		if err != nil {
 			return err
 		}
-		if inc == nil || inc.Status() != incident.StatusOpen || target <= inc.Severity() {
+		if inc == nil || target <= inc.Severity() {
 			return nil
 		}
-		if err := inc.Escalate(target, rule.Name, ev.OccurredAt); err != nil {
+		cause := incident.Signal{At: ev.OccurredAt, Score: ev.Details.Score, Threshold: ev.Details.Threshold}
+		if err := inc.EscalateFor(target, rule.Name, cause, ev.OccurrenceCount); err != nil {
 			if errors.Is(err, incident.ErrNotHigher) || errors.Is(err, incident.ErrResolved) {
 				return nil
 			}

@@ -43,6 +43,7 @@ type options struct {
 	failureFor   time.Duration
 	seed         uint64
 	quiet        bool
+	prefix       string
 }
 
 func run(args []string) int {
@@ -80,6 +81,7 @@ func parse(args []string) (options, error) {
 	fs.DurationVar(&o.failureFor, "failure-for", envDuration("FAILURE_FOR", 0), "how long the failure lasts; default 60 intervals [FAILURE_FOR]")
 	seed := fs.Uint64("seed", uint64(envInt("SEED", 1)), "random seed, for reproducible runs [SEED]")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only the summary")
+	fs.StringVar(&o.prefix, "service-prefix", env("SERVICE_PREFIX", ""), "prefix for the emitted service names (e.g. \"staging-\"); behaviour follows the unprefixed name [SERVICE_PREFIX]")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -151,6 +153,7 @@ func produce(ctx context.Context, o options) error {
 	svcs := make([]*service, len(o.services))
 	for i, name := range o.services {
 		svcs[i] = newService(name, o.seed)
+		svcs[i].emit = o.prefix + name
 	}
 	first := o.start
 	if !o.simulate {
@@ -190,8 +193,8 @@ func produce(ctx context.Context, o options) error {
 		failing := !at.Before(failFrom) && at.Before(failTo)
 		for _, s := range svcs {
 			m := s.sample(at, o.interval, o.mode, failing && o.failServices[s.name])
-			payload, _ := json.Marshal(wireSample{Service: s.name, Timestamp: at.Format(time.RFC3339Nano), ErrorRate: m.ErrorRate, LatencyP95: m.LatencyP95, RequestCount: m.RequestCount})
-			batch = append(batch, &sarama.ProducerMessage{Topic: o.topic, Key: sarama.StringEncoder(s.name), Value: sarama.ByteEncoder(payload)})
+			payload, _ := json.Marshal(wireSample{Service: s.emit, Timestamp: at.Format(time.RFC3339Nano), ErrorRate: m.ErrorRate, LatencyP95: m.LatencyP95, RequestCount: m.RequestCount})
+			batch = append(batch, &sarama.ProducerMessage{Topic: o.topic, Key: sarama.StringEncoder(s.emit), Value: sarama.ByteEncoder(payload)})
 			if !o.quiet && !o.simulate {
 				fmt.Println(string(payload))
 			}

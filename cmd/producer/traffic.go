@@ -55,6 +55,7 @@ type metrics struct {
 // the afternoon), latency that rises a little with load, and noise on everything.
 type service struct {
 	name string
+	emit string // the name published, with any prefix
 	p    profile
 	rng  *rand.Rand
 }

@@ -38,8 +38,12 @@ type Config struct {
 	// below a score of 1 (default 0.15).
 	Margin float64
 	// LevelSpan is the number of samples the recent level of a count averages over
-	// (default 30).
+	// (default 10).
 	LevelSpan int
+	// LevelDrift is the fastest the level of a count may move, in natural-log units per hour
+	// of sample time (default 0.5, about 65% per hour): fast enough to follow a daily cycle,
+	// too slow to absorb a collapse within the hours it matters.
+	LevelDrift float64
 }
 
 // SetDefaults fills every zero field with its default.
@@ -54,7 +58,10 @@ func (c *Config) SetDefaults() {
 		c.Margin = 0.15
 	}
 	if c.LevelSpan == 0 {
-		c.LevelSpan = 30
+		c.LevelSpan = 10
+	}
+	if c.LevelDrift == 0 {
+		c.LevelDrift = 0.5
 	}
 }
 
@@ -69,6 +76,9 @@ func (c Config) Validate() error {
 	}
 	if c.Margin < 0 || c.Margin >= 1 {
 		errs = append(errs, fmt.Errorf("margin %g must be in [0,1)", c.Margin))
+	}
+	if c.LevelDrift < 0 {
+		errs = append(errs, fmt.Errorf("level drift %g must not be negative", c.LevelDrift))
 	}
 	if c.LevelSpan < 1 {
 		errs = append(errs, fmt.Errorf("level span %d must be positive", c.LevelSpan))
@@ -156,6 +166,7 @@ func (d *Detector) Observe(s sample.Sample) (Result, error) {
 		score := d.model.ScoreExtended(d.x)
 		res = Result{Score: score, Threshold: d.threshold, Judged: true, Anomalous: score > d.threshold, ModelVersion: d.version}
 	}
+	d.advanceLevels(s.Metrics, s.At)
 	d.hasFirst, d.lastAt, d.lastRes = true, s.At, res
 	return res, nil
 }
@@ -193,9 +204,10 @@ func isCount(name string) bool {
 	return name == sample.RequestCount || strings.HasSuffix(name, "_count") || strings.HasSuffix(name, "_total")
 }
 
-// features fills d.x from the metrics and advances the count levels.
+// features fills d.x from the metrics. A count becomes its log-ratio to the count's recent
+// level, clipped at zero from above: traffic falling below its level is a signal (a collapse),
+// traffic above it is not (a healthy spike, or recovery from a collapse).
 func (d *Detector) features(ms []sample.Metric) {
-	alpha := 2 / (float64(d.cfg.LevelSpan) + 1)
 	for i, m := range ms {
 		if !d.isCount[i] {
 			d.x[i] = m.Value
@@ -205,10 +217,25 @@ func (d *Detector) features(ms []sample.Metric) {
 		if !d.hasLvl {
 			d.level[i] = v
 		}
-		d.x[i] = v - d.level[i]
-		d.level[i] += alpha * (v - d.level[i])
+		d.x[i] = min(0, v-d.level[i])
 	}
 	d.hasLvl = true
+}
+
+// advanceLevels moves each count's level towards the sample (an exponential average over
+// LevelSpan samples), by at most LevelDrift per hour of sample time since the last sample.
+func (d *Detector) advanceLevels(ms []sample.Metric, at time.Time) {
+	alpha := 2 / (float64(d.cfg.LevelSpan) + 1)
+	maxStep := math.Inf(1)
+	if d.hasFirst {
+		maxStep = d.cfg.LevelDrift * at.Sub(d.lastAt).Hours()
+	}
+	for i, m := range ms {
+		if d.isCount[i] {
+			step := alpha * (math.Log1p(m.Value) - d.level[i])
+			d.level[i] += max(-maxStep, min(maxStep, step))
+		}
+	}
 }
 
 func (d *Detector) train() error {

@@ -201,9 +201,20 @@ func (i *Incident) RecordAnomaly(s Signal) error {
 	return nil
 }
 
-// Escalate raises the severity of an open incident, naming the policy rule that fired.
+// Escalate raises the severity as of event time at, with the incident's latest score as the
+// evidence. It is EscalateFor for callers that judge the incident as it is now.
 func (i *Incident) Escalate(to Severity, rule string, at time.Time) error {
-	if i.status != StatusOpen {
+	return i.EscalateFor(to, rule, Signal{At: at, Score: i.lastScore, Threshold: i.threshold}, i.occurrences)
+}
+
+// EscalateFor raises the severity of an incident, naming the policy rule that fired and the
+// change that made it fire: that change's anomaly (its time, score and threshold) and the
+// occurrence count at that time. The incident must have been open then: it may have resolved
+// since, because the escalate stage judges each change after correlation committed it, and
+// a judgement must not depend on how far behind that stage runs. An escalation dated after
+// the resolution returns ErrResolved.
+func (i *Incident) EscalateFor(to Severity, rule string, cause Signal, occurrences int) error {
+	if i.status != StatusOpen && cause.At.After(i.resolvedAt) {
 		return ErrResolved
 	}
 	if !to.Valid() || to <= i.severity {
@@ -211,7 +222,7 @@ func (i *Incident) Escalate(to Severity, rule string, at time.Time) error {
 	}
 	from := i.severity
 	i.severity = to
-	i.record(KindEscalated, at, Details{From: from.String(), To: to.String(), Rule: rule, Score: i.lastScore, Threshold: i.threshold, Occurrences: i.occurrences})
+	i.record(KindEscalated, cause.At, Details{From: from.String(), To: to.String(), Rule: rule, Score: cause.Score, Threshold: cause.Threshold, Occurrences: occurrences})
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package incident
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
@@ -87,12 +88,14 @@ func DefaultPolicy() Policy {
 
 // Validate reports every rule that cannot work.
 func (p Policy) Validate() error {
+	var errs []error
 	for i, r := range p.Rules {
-		if r.Name == "" || !r.Severity.Valid() || r.MinActive < 0 || r.MinOccurrences < 0 || r.MinReopens < 0 || r.MinPeakExcess < 0 {
-			return fmt.Errorf("%w: severity rule %d (%q) needs a name, a valid severity and non-negative conditions", ErrInvalidIncident, i, r.Name)
+		// !(x >= 0) also rejects NaN, which would never hold and so silently disable the rule.
+		if r.Name == "" || !r.Severity.Valid() || r.MinActive < 0 || r.MinOccurrences < 0 || r.MinReopens < 0 || !(r.MinPeakExcess >= 0) {
+			errs = append(errs, fmt.Errorf("%w: severity rule %d (%q) needs a name, a valid severity and non-negative conditions", ErrInvalidIncident, i, r.Name))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Evaluate returns the highest severity whose rule holds, with that rule, or SeverityLow and

@@ -47,11 +47,29 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Marshaler keys records by the service metadata; records without it get no key.
+// Marshaler keys records by the service metadata; records without it get no key. When it
+// reads a record whose headers carry no service, it takes the record key instead, so a raw
+// sample published by a service keeps its key when it is dead-lettered and replayed.
 func Marshaler() wkafka.MarshalerUnmarshaler {
-	return wkafka.NewWithPartitioningMarshaler(func(_ string, msg *message.Message) (string, error) {
+	return keyedMarshaler{wkafka.NewWithPartitioningMarshaler(func(_ string, msg *message.Message) (string, error) {
 		return msg.Metadata.Get(KeyMetadata), nil
-	})
+	})}
+}
+
+type keyedMarshaler struct{ wkafka.MarshalerUnmarshaler }
+
+func (m keyedMarshaler) Unmarshal(km *sarama.ConsumerMessage) (*message.Message, error) {
+	msg, err := m.MarshalerUnmarshaler.Unmarshal(km)
+	if err != nil {
+		return nil, err
+	}
+	if msg.Metadata.Get(KeyMetadata) == "" && len(km.Key) > 0 {
+		msg.Metadata.Set(KeyMetadata, string(km.Key))
+	}
+	if msg.UUID == "" {
+		msg.UUID = fmt.Sprintf("%s-%d-%d", km.Topic, km.Partition, km.Offset)
+	}
+	return msg, nil
 }
 
 func saramaConfig(c Config) *sarama.Config {

@@ -95,8 +95,11 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 }
 
 // URL returns the connection string of the cluster's "postgres" database.
-func (c *Cluster) URL() string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
+func (c *Cluster) URL() string { return c.DatabaseURL("postgres") }
+
+// DatabaseURL returns the connection string of database db in the cluster.
+func (c *Cluster) DatabaseURL(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.port, db)
 }
 
 // Dir returns the data directory.

@@ -129,6 +129,7 @@ func (t *Tx) LoadIncident(id string) (*incident.Incident, error) {
 		return nil, fmt.Errorf("load incident %s: %w", id, err)
 	}
 	s.ResolvedAt = deref(resolvedAt)
+	s.FirstSeen, s.LastSeen, s.EpisodeStart = s.FirstSeen.UTC(), s.LastSeen.UTC(), s.EpisodeStart.UTC()
 	var errs []error
 	var e1, e2 error
 	s.Severity, e1 = incident.ParseSeverity(severity)

@@ -1,0 +1,76 @@
+// Command incidentctl is the operator's tool: list and replay dead-lettered messages, and
+// apply database migrations.
+//
+//	incidentctl dlq list   [--json]
+//	incidentctl dlq replay (--all | --id P-O[,P-O...] | --reason TEXT | --topic TOPIC) [--dry-run]
+//	incidentctl migrate
+//
+// It reads KAFKA_BROKERS (default localhost:9092), DEAD_LETTER_TOPIC (default
+// metrics.deadletter) and, for migrate and for replaying messages of outbox topics,
+// DATABASE_URL.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+const usage = `usage:
+  incidentctl dlq list   [--json]
+  incidentctl dlq replay (--all | --id P-O[,P-O...] | --reason TEXT | --topic TOPIC) [--dry-run]
+  incidentctl migrate
+environment: KAFKA_BROKERS (localhost:9092), DEAD_LETTER_TOPIC (metrics.deadletter), DATABASE_URL
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := dispatch(ctx, args, stdout)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage)
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "incidentctl: %v\n%s", err, usage)
+		return 2
+	case err != nil:
+		fmt.Fprintln(stderr, "incidentctl:", err)
+		return 1
+	}
+	return 0
+}
+
+var errUsage = errors.New("bad usage")
+
+func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: no command", errUsage)
+	}
+	switch {
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
+		return flag.ErrHelp
+	case args[0] == "migrate":
+		return migrate(ctx, stdout)
+	case args[0] == "dlq" && len(args) > 1 && args[1] == "list":
+		return dlqList(ctx, args[2:], stdout)
+	case args[0] == "dlq" && len(args) > 1 && args[1] == "replay":
+		return dlqReplay(ctx, args[2:], stdout)
+	}
+	return fmt.Errorf("%w: unknown command %q", errUsage, strings.Join(args, " "))
+}
+
+func env(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok && v != "" {
+		return v
+	}
+	return def
+}

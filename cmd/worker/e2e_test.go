@@ -1,0 +1,380 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/incident-engine/engine/infra/kafka"
+	"github.com/incident-engine/engine/infra/postgres"
+	"github.com/incident-engine/engine/infra/postgres/pgtest"
+	"github.com/incident-engine/engine/router"
+	"github.com/incident-engine/engine/wire"
+)
+
+// producerBin is the producer command, built once for all tests.
+var producerBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		dir, err := os.MkdirTemp("", "e2e-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		producerBin = filepath.Join(dir, "producer")
+		if out, err := exec.Command("go", "build", "-o", producerBin, "../producer").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build producer: %v\n%s", err, out)
+			return 1
+		}
+		return pgtest.Main(m)
+	}())
+}
+
+// engine is a worker running against a throwaway PostgreSQL and an in-process broker.
+type engine struct {
+	brokers []string
+	pool    *pgxpool.Pool
+	worker  *wire.Worker
+	stop    func() // stops the worker startEngine started; safe to call twice
+}
+
+func startEngine(t testing.TB, tune func(*wire.Config)) *engine {
+	t.Helper()
+	broker, err := kafka.StartBroker(kafka.BrokerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(broker.Close)
+	e := &engine{brokers: broker.Addrs()}
+	e.stop = e.startWorker(t, pgtest.Database(t), tune)
+	t.Cleanup(e.stop)
+	e.pool, err = postgres.Connect(context.Background(), string(e.worker.DatabaseURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.pool.Close)
+	return e
+}
+
+// startWorker starts a worker on the engine's broker and database url, and returns the
+// function that stops it and waits until it has.
+func (e *engine) startWorker(t testing.TB, dbURL string, tune func(*wire.Config)) (stop func()) {
+	t.Helper()
+	cfg := wire.Config{KafkaBrokers: e.brokers, DatabaseURL: dbURL, TickInterval: 200 * time.Millisecond}
+	if tune != nil {
+		tune(&cfg)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w, cleanup, err := wire.New(ctx, cfg, logger)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	select {
+	case <-w.Router.Running():
+	case <-time.After(30 * time.Second):
+		t.Fatal("router not running after 30s")
+	}
+	e.worker = w
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("worker stopped with %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("worker did not stop within 30s of cancellation")
+			}
+			cleanup()
+		})
+	}
+}
+
+// produce runs the producer command in simulated time.
+func (e *engine) produce(t testing.TB, args ...string) {
+	t.Helper()
+	args = append([]string{"--simulate", "--quiet", "--brokers", strings.Join(e.brokers, ",")}, args...)
+	out, err := exec.Command(producerBin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("producer %v: %v\n%s", args, err, out)
+	}
+}
+
+// waitFor polls cond every 100ms until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, last)
+}
+
+// waitProcessed waits until every service has been correlated up to last and the outbox is
+// drained.
+func (e *engine) waitProcessed(t testing.TB, last time.Time, services ...string) {
+	t.Helper()
+	waitFor(t, 4*time.Minute, "the stream to be processed", func() (bool, string) {
+		var n, outbox int
+		err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM service_watch WHERE service = ANY($1) AND last_sample_at = $2`, services, last).Scan(&n)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, topic := range router.OutboxTopics {
+			if topic == router.TopicChecks {
+				continue
+			}
+			var c int
+			_ = e.pool.QueryRow(context.Background(), fmt.Sprintf(`SELECT count(*) FROM "watermill_%s"`, topic)).Scan(&c)
+			outbox += c
+		}
+		return n == len(services) && outbox == 0, fmt.Sprintf("%d of %d services done, %d outbox rows pending", n, len(services), outbox)
+	})
+}
+
+type incidentRow struct {
+	ID, Service, Severity, Status string
+	Occurrences                   int
+	FirstSeen, LastSeen           time.Time
+	ResolvedAt                    *time.Time
+}
+
+func (e *engine) incidents(t testing.TB, services ...string) []incidentRow {
+	t.Helper()
+	rows, err := e.pool.Query(context.Background(), `
+		SELECT id::text, service, severity, status, occurrence_count, first_seen, last_seen, resolved_at
+		FROM incidents WHERE service = ANY($1) ORDER BY service, first_seen`, services)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []incidentRow
+	for rows.Next() {
+		var r incidentRow
+		if err := rows.Scan(&r.ID, &r.Service, &r.Severity, &r.Status, &r.Occurrences, &r.FirstSeen, &r.LastSeen, &r.ResolvedAt); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+type timelineRow struct {
+	Event      string
+	OccurredAt time.Time
+	Details    map[string]any
+}
+
+func (e *engine) timeline(t testing.TB, incidentID string) []timelineRow {
+	t.Helper()
+	rows, err := e.pool.Query(context.Background(), `SELECT event, occurred_at, details FROM incident_timeline WHERE incident_id = $1 ORDER BY occurred_at, id`, incidentID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []timelineRow
+	for rows.Next() {
+		var r timelineRow
+		if err := rows.Scan(&r.Event, &r.OccurredAt, &r.Details); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+var (
+	simStart   = time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	failAfter  = 6 * time.Hour
+	failFor    = time.Hour
+	failFrom   = simStart.Add(failAfter)
+	failUntil  = failFrom.Add(failFor)
+	recoveryBy = failUntil.Add(15*time.Minute + 5*time.Minute)
+)
+
+// TestFailureModesEndToEnd runs the producer's four failure modes through the whole pipeline
+// (Kafka, every stage, the PostgreSQL outbox and back to Kafka) in one engine, each mode
+// under its own service names, and checks the incidents and their timelines.
+func TestFailureModesEndToEnd(t *testing.T) {
+	e := startEngine(t, nil)
+	type scenario struct {
+		mode     string
+		span     time.Duration
+		failing  bool
+		severity []string // acceptable final severities
+		why      string
+	}
+	scenarios := []scenario{
+		{"none", 24 * time.Hour, false, nil, "a simulated day of healthy traffic, daily cycle included, opens nothing"},
+		{"latency", 12 * time.Hour, true, []string{"medium", "high", "critical"}, "an hour of 5x p95 latency is one incident that escalates"},
+		{"errors", 12 * time.Hour, true, []string{"medium", "high", "critical"}, "an hour of 12-16% errors is one incident that escalates"},
+		{"meltdown", 12 * time.Hour, true, []string{"critical"}, "errors, latency and a traffic collapse reach the highest severity"},
+	}
+	var all []string
+	done := make(chan error, len(scenarios))
+	for _, s := range scenarios {
+		prefix := s.mode + "-"
+		all = append(all, prefix+"api", prefix+"db", prefix+"auth")
+		go func() {
+			args := []string{"--service-prefix", prefix, "--failure-mode", s.mode, "--fail-services", "api",
+				"--start", simStart.Format(time.RFC3339), "--duration", s.span.String(), "--interval", "1m",
+				"--failure-after", failAfter.String(), "--failure-for", failFor.String()}
+			cmd := exec.Command(producerBin, append([]string{"--simulate", "--quiet", "--brokers", strings.Join(e.brokers, ",")}, args...)...)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				err = fmt.Errorf("producer %s: %w\n%s", s.mode, err, out)
+			}
+			done <- err
+		}()
+	}
+	for range scenarios {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range scenarios {
+		prefix := s.mode + "-"
+		e.waitProcessed(t, simStart.Add(s.span-time.Minute), prefix+"api", prefix+"db", prefix+"auth")
+	}
+
+	for _, s := range scenarios {
+		t.Run(s.mode, func(t *testing.T) {
+			prefix := s.mode + "-"
+			got := e.incidents(t, prefix+"api", prefix+"db", prefix+"auth")
+			if !s.failing {
+				if len(got) != 0 {
+					t.Fatalf("%s: got %d incidents %+v, want none", s.why, len(got), got)
+				}
+				return
+			}
+			if len(got) != 1 || got[0].Service != prefix+"api" {
+				t.Fatalf("%s: got incidents %+v, want exactly one, for %sapi", s.why, got, prefix)
+			}
+			inc := got[0]
+			defer func() {
+				if t.Failed() {
+					for _, r := range e.timeline(t, inc.ID) {
+						if r.Event != "anomaly_recorded" || testing.Verbose() {
+							t.Logf("timeline: %s %s %v", r.OccurredAt.Format("15:04"), r.Event, r.Details)
+						}
+					}
+				}
+			}()
+			if inc.FirstSeen.Before(failFrom) || inc.FirstSeen.After(failFrom.Add(5*time.Minute)) {
+				t.Errorf("first_seen %s, want within 5m of the failure start %s", inc.FirstSeen, failFrom)
+			}
+			if inc.LastSeen.Before(failUntil.Add(-5*time.Minute)) || inc.LastSeen.After(failUntil) {
+				t.Errorf("last_seen %s, want within 5m before the failure end %s", inc.LastSeen, failUntil)
+			}
+			if inc.Occurrences < 40 {
+				t.Errorf("occurrence_count %d, want most of the 60 failing samples", inc.Occurrences)
+			}
+			if !contains(s.severity, inc.Severity) {
+				t.Errorf("severity %s, want one of %v (%s)", inc.Severity, s.severity, s.why)
+			}
+			if inc.Status != "resolved" || inc.ResolvedAt == nil || inc.ResolvedAt.Before(failUntil) || inc.ResolvedAt.After(recoveryBy) {
+				t.Errorf("status %s resolved_at %v, want resolved between %s and %s", inc.Status, inc.ResolvedAt, failUntil, recoveryBy)
+			}
+			checkTimeline(t, e.timeline(t, inc.ID), inc)
+		})
+	}
+
+	t.Run("events-on-kafka", func(t *testing.T) {
+		var rows int
+		if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM incident_timeline`).Scan(&rows); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "every timeline entry to reach the incidents topic", func() (bool, string) {
+			recs, err := kafka.ReadAll(kafka.Config{Brokers: e.brokers}, router.TopicIncidents)
+			if err != nil {
+				return false, err.Error()
+			}
+			ids := map[string]bool{}
+			for _, r := range recs {
+				ids[r.Message.UUID] = true
+			}
+			return len(ids) == rows, fmt.Sprintf("%d distinct events on Kafka, %d timeline rows", len(ids), rows)
+		})
+	})
+}
+
+// checkTimeline asserts the timeline tells the story in order: opened, anomalies and
+// escalations, resolved last, every entry carrying the evidence that led to it.
+func checkTimeline(t *testing.T, tl []timelineRow, inc incidentRow) {
+	t.Helper()
+	if len(tl) < 3 {
+		t.Fatalf("timeline has %d entries: %+v", len(tl), tl)
+	}
+	if tl[0].Event != "opened" || tl[len(tl)-1].Event != "resolved" {
+		t.Errorf("timeline runs %s .. %s, want opened .. resolved", tl[0].Event, tl[len(tl)-1].Event)
+	}
+	escalations, anomalies := 0, 0
+	severity := "low"
+	for i, r := range tl {
+		if i > 0 && r.OccurredAt.Before(tl[i-1].OccurredAt) {
+			t.Errorf("entry %d (%s at %s) is older than entry %d (%s at %s)", i, r.Event, r.OccurredAt, i-1, tl[i-1].Event, tl[i-1].OccurredAt)
+		}
+		switch r.Event {
+		case "opened", "anomaly_recorded":
+			if r.Event == "anomaly_recorded" {
+				anomalies++
+			}
+			score, _ := r.Details["score"].(float64)
+			thr, _ := r.Details["threshold"].(float64)
+			if score <= thr || thr <= 0 {
+				t.Errorf("%s at %s: score %v not above threshold %v", r.Event, r.OccurredAt, score, thr)
+			}
+		case "escalated":
+			escalations++
+			if r.Details["from"] != severity || r.Details["rule"] == "" || r.Details["rule"] == nil {
+				t.Errorf("escalation %v: want from %s with the rule that fired", r.Details, severity)
+			}
+			severity, _ = r.Details["to"].(string)
+		}
+	}
+	if severity != inc.Severity {
+		t.Errorf("timeline escalates to %s, incident says %s", severity, inc.Severity)
+	}
+	if escalations == 0 {
+		t.Error("no escalation recorded while the failure lasted")
+	}
+	if anomalies+len(tl) < inc.Occurrences {
+		t.Errorf("%d anomaly entries for %d occurrences", anomalies, inc.Occurrences)
+	}
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}

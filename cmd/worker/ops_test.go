@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/incident-engine/engine/infra/kafka"
+	"github.com/incident-engine/engine/wire"
+)
+
+// publishRaw sends payloads to the metrics topic as a service would: raw JSON, keyed.
+func (e *engine) publishRaw(t testing.TB, key string, payloads ...string) {
+	t.Helper()
+	sc := sarama.NewConfig()
+	sc.Version = kafka.ProtocolVersion
+	sc.Producer.Return.Successes = true
+	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	p, err := sarama.NewSyncProducer(e.brokers, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	msgs := make([]*sarama.ProducerMessage, len(payloads))
+	for i, pl := range payloads {
+		msgs[i] = &sarama.ProducerMessage{Topic: "metrics", Key: sarama.StringEncoder(key), Value: sarama.StringEncoder(pl)}
+	}
+	if err := p.SendMessages(msgs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func samplesJSON(service string, from time.Time, n int, latency func(i int) float64) []string {
+	out := make([]string, n)
+	for i := range n {
+		out[i] = fmt.Sprintf(`{"service":%q,"timestamp":%q,"error_rate":%.4f,"latency_p95":%.1f,"request_count":%d}`,
+			service, from.Add(time.Duration(i)*time.Minute).Format(time.RFC3339), 0.01+0.002*float64((i*7)%5-2)/2, latency(i), 1000+(i*37)%60)
+	}
+	return out
+}
+
+func normalLatency(i int) float64 { return 180 + float64((i*13)%21) - 10 }
+
+// TestPoisonedMessagesAreDeadLetteredAndReplayed sends malformed samples ahead of good ones on
+// the same partition: the bad ones reach the dead-letter topic with their reason, the good
+// ones behind them are processed, and incidentctl lists and replays them.
+func TestPoisonedMessagesAreDeadLetteredAndReplayed(t *testing.T) {
+	e := startEngine(t, func(c *wire.Config) { c.Detect.WarmUp = 32 })
+	bad := []string{
+		`not json at all`,
+		`{"service":"dlq-api","timestamp":"2026-11-26T17:00:00Z","error_rate":1.5,"latency_p95":100,"request_count":10}`,
+		`{"service":"","timestamp":"2026-11-26T17:00:00Z","error_rate":0.1,"latency_p95":100,"request_count":10}`,
+		`{"service":"dlq-api","timestamp":"yesterday","error_rate":0.1,"latency_p95":100,"request_count":10}`,
+	}
+	e.publishRaw(t, "dlq-api", bad...)
+	good := samplesJSON("dlq-api", simStart, 5, normalLatency)
+	e.publishRaw(t, "dlq-api", good...)
+	e.waitProcessed(t, simStart.Add(4*time.Minute), "dlq-api")
+
+	ctl := buildTool(t, "incidentctl")
+	env := []string{"KAFKA_BROKERS=" + strings.Join(e.brokers, ","), "DATABASE_URL=" + string(e.worker.DatabaseURL)}
+	var entries []map[string]any
+	waitFor(t, 30*time.Second, "4 dead letters", func() (bool, string) {
+		out := runTool(t, ctl, env, "dlq", "list", "--json")
+		entries = nil
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil {
+				entries = append(entries, m)
+			}
+		}
+		return len(entries) == len(bad), out
+	})
+	reasons := map[string]string{}
+	for _, en := range entries {
+		if en["topic"] != "metrics" || en["handler"] != "decode" {
+			t.Errorf("entry %v: want topic metrics, handler decode", en)
+		}
+		reasons[en["payload"].(string)] = en["reason"].(string)
+	}
+	for payload, want := range map[string]string{bad[0]: "not a JSON sample", bad[1]: "error_rate 1.5 is outside [0,1]", bad[2]: "service is missing or empty", bad[3]: "not RFC 3339"} {
+		if !strings.Contains(reasons[payload], want) {
+			t.Errorf("reason for %s = %q, want it to say %q", payload, reasons[payload], want)
+		}
+	}
+	table := runTool(t, ctl, env, "dlq", "list")
+	if !strings.Contains(table, "4 dead-lettered messages") || !strings.Contains(table, "error_rate 1.5") {
+		t.Errorf("dlq list table:\n%s", table)
+	}
+
+	out := runTool(t, ctl, env, "dlq", "replay", "--reason", "error_rate")
+	if !strings.Contains(out, "1 messages replayed") {
+		t.Fatalf("replay output:\n%s", out)
+	}
+	// The replayed message went back to "metrics", failed decode again, and is dead-lettered
+	// a second time, marked with where it came from.
+	waitFor(t, 30*time.Second, "the replayed message to come back", func() (bool, string) {
+		out := runTool(t, ctl, env, "dlq", "list", "--json")
+		return strings.Count(out, `"replayed_from"`) == 1 && strings.Count(out, "\n") == len(bad)+1, out
+	})
+	if out := runToolErr(t, ctl, env, "dlq", "replay"); !strings.Contains(out, "say which messages") {
+		t.Errorf("replay without a selection: %s", out)
+	}
+}
+
+func buildTool(t testing.TB, name string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	if out, err := exec.Command("go", "build", "-o", bin, "../"+name).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
+	}
+	return bin
+}
+
+func runTool(t testing.TB, bin string, env []string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(cmd.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", filepath.Base(bin), args, err, out)
+	}
+	return string(out)
+}
+
+func runToolErr(t testing.TB, bin string, env []string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(cmd.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("%s %v succeeded, want an error:\n%s", filepath.Base(bin), args, out)
+	}
+	return string(out)
+}
+
+// TestKcatProducesSamples proves the wire format outside our own code: Debian's kcat (a
+// librdkafka client) publishes the samples, and a latency failure it carries opens an
+// incident.
+func TestKcatProducesSamples(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatal("kcat is not installed: apt-get install -y kcat (.ci/run does this)")
+	}
+	e := startEngine(t, func(c *wire.Config) { c.Detect.WarmUp = 64 })
+	lines := samplesJSON("kcat-api", simStart, 100, func(i int) float64 {
+		if i >= 80 {
+			return 1500
+		}
+		return normalLatency(i)
+	})
+	input := ""
+	for _, l := range lines {
+		input += "kcat-api\t" + l + "\n"
+	}
+	input += "kcat-api\t{\"service\":\"kcat-api\",\"timestamp\":\"2026-11-26T23:00:00Z\",\"latency_p95\":\"fast\"}\n"
+	cmd := exec.Command(kcat, "-P", "-b", strings.Join(e.brokers, ","), "-t", "metrics", "-K", "\t")
+	cmd.Stdin = strings.NewReader(input)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kcat: %v\n%s", err, out)
+	}
+	e.waitProcessed(t, simStart.Add(99*time.Minute), "kcat-api")
+	got := e.incidents(t, "kcat-api")
+	if len(got) != 1 || got[0].Status != "open" || got[0].FirstSeen.Before(simStart.Add(80*time.Minute)) {
+		t.Fatalf("incidents %+v, want one open incident from the failure at minute 80", got)
+	}
+	waitFor(t, 30*time.Second, "the malformed kcat message on the dead-letter topic", func() (bool, string) {
+		recs, err := kafka.ReadAll(kafka.Config{Brokers: e.brokers}, "metrics.deadletter")
+		if err != nil || len(recs) != 1 {
+			return false, fmt.Sprint(len(recs), err)
+		}
+		return strings.Contains(recs[0].Message.Metadata.Get("reason_poisoned"), "latency_p95"), recs[0].Message.Metadata.Get("reason_poisoned")
+	})
+}
+
+// TestDataStopIsRecordedNotResolved stops the stream while an incident is open: the timeline
+// records that data stopped and the incident stays open; when samples come back, the timeline
+// says so and the incident resolves after a healthy recovery window.
+func TestDataStopIsRecordedNotResolved(t *testing.T) {
+	e := startEngine(t, func(c *wire.Config) {
+		c.Detect.WarmUp = 64
+		c.Correlation.StaleAfter = 4 * time.Second
+	})
+	e.publishRaw(t, "quiet-api", samplesJSON("quiet-api", simStart, 90, func(i int) float64 {
+		if i >= 80 {
+			return 1500
+		}
+		return normalLatency(i)
+	})...)
+	e.waitProcessed(t, simStart.Add(89*time.Minute), "quiet-api")
+	var id string
+	waitFor(t, 30*time.Second, "data_stopped in the timeline", func() (bool, string) {
+		got := e.incidents(t, "quiet-api")
+		if len(got) != 1 {
+			return false, fmt.Sprint(got)
+		}
+		id = got[0].ID
+		for _, r := range e.timeline(t, id) {
+			if r.Event == "data_stopped" {
+				return true, ""
+			}
+		}
+		return false, "no data_stopped yet"
+	})
+	if got := e.incidents(t, "quiet-api"); got[0].Status != "open" {
+		t.Fatalf("incident %s after data stopped, want it still open", got[0].Status)
+	}
+	// Samples resume, healthy: the stop is closed and recovery resolves the incident.
+	e.publishRaw(t, "quiet-api", samplesJSON("quiet-api", simStart.Add(120*time.Minute), 20, normalLatency)...)
+	e.waitProcessed(t, simStart.Add(139*time.Minute), "quiet-api")
+	waitFor(t, 30*time.Second, "resolution after resumed healthy samples", func() (bool, string) {
+		got := e.incidents(t, "quiet-api")
+		return got[0].Status == "resolved", got[0].Status
+	})
+	var events []string
+	for _, r := range e.timeline(t, id) {
+		if r.Event != "anomaly_recorded" {
+			events = append(events, r.Event)
+		}
+	}
+	want := "opened data_stopped data_resumed resolved"
+	if got := strings.Join(events, " "); !strings.HasSuffix(got, want) || !strings.HasPrefix(got, "opened") {
+		t.Errorf("timeline %q, want %q (escalations may come between)", got, want)
+	}
+}
+
+// TestReplayGivesSameIncidents feeds the same stream into two fresh engines: incidents and
+// timelines are identical, ids included, because decisions use the samples' own timestamps.
+func TestReplayGivesSameIncidents(t *testing.T) {
+	var dumps [2]string
+	for i := range dumps {
+		e := startEngine(t, nil)
+		e.produce(t, "--failure-mode", "meltdown", "--start", simStart.Format(time.RFC3339), "--duration", "9h",
+			"--failure-after", failAfter.String(), "--failure-for", failFor.String())
+		e.waitProcessed(t, simStart.Add(9*time.Hour-time.Minute), "api", "db", "auth")
+		var b strings.Builder
+		for _, inc := range e.incidents(t, "api", "db", "auth") {
+			fmt.Fprintf(&b, "%s %s %s %s %d %s %s %v\n", inc.ID, inc.Service, inc.Severity, inc.Status, inc.Occurrences, inc.FirstSeen, inc.LastSeen, inc.ResolvedAt)
+			for _, r := range e.timeline(t, inc.ID) {
+				d, _ := json.Marshal(r.Details)
+				fmt.Fprintf(&b, "  %s %s %s\n", r.OccurredAt.Format(time.RFC3339), r.Event, d)
+			}
+		}
+		dumps[i] = b.String()
+	}
+	if dumps[0] == "" {
+		t.Fatal("the meltdown produced no incident")
+	}
+	if dumps[0] != dumps[1] {
+		t.Errorf("replay differs:\nfirst:\n%s\nsecond:\n%s", dumps[0], dumps[1])
+	}
+}
+
+// TestRestartMidStream stops the worker while it is working through a stream and starts a new
+// one on the same broker and database: messages whose offsets were not yet committed are
+// delivered again, and the outcome is still exactly one incident with a clean timeline.
+func TestRestartMidStream(t *testing.T) {
+	e := startEngine(t, nil)
+	e.produce(t, "--failure-mode", "latency", "--start", simStart.Format(time.RFC3339), "--duration", "20h",
+		"--failure-after", "14h", "--failure-for", "1h")
+	waitFor(t, time.Minute, "the first worker to be 3h into the stream", func() (bool, string) {
+		var n int
+		_ = e.pool.QueryRow(context.Background(), `SELECT count(*) FROM service_watch WHERE last_sample_at >= $1`, simStart.Add(3*time.Hour)).Scan(&n)
+		return n > 0, fmt.Sprint(n)
+	})
+	url := string(e.worker.DatabaseURL)
+	e.stop()
+	t.Cleanup(e.startWorker(t, url, nil))
+	e.waitProcessed(t, simStart.Add(20*time.Hour-time.Minute), "api", "db", "auth")
+	got := e.incidents(t, "api", "db", "auth")
+	if len(got) != 1 || got[0].Service != "api" || got[0].Status != "resolved" {
+		t.Fatalf("incidents %+v, want one resolved incident for api", got)
+	}
+	seen := map[string]bool{}
+	counts := map[string]int{}
+	for _, r := range e.timeline(t, got[0].ID) {
+		key := r.Event + r.OccurredAt.String()
+		if seen[key] {
+			t.Errorf("timeline has %s at %s twice", r.Event, r.OccurredAt)
+		}
+		seen[key] = true
+		counts[r.Event]++
+	}
+	if counts["opened"] != 1 || counts["resolved"] != 1 || counts["anomaly_recorded"]+3 < got[0].Occurrences {
+		t.Errorf("timeline counts %v for %d occurrences", counts, got[0].Occurrences)
+	}
+}

@@ -1,0 +1,44 @@
+package detect_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/incident-engine/engine/domain/detect"
+	"github.com/incident-engine/engine/domain/sample"
+)
+
+// BenchmarkObserve measures the score stage's per-sample work once a model is trained:
+// feature extraction, the forest's score and the threshold test. It must not allocate.
+func BenchmarkObserve(b *testing.B) {
+	d, err := detect.New("api", detect.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	at := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	s := sample.Sample{Service: "api", Metrics: []sample.Metric{
+		{Name: sample.ErrorRate}, {Name: sample.LatencyP95}, {Name: sample.RequestCount},
+	}}
+	fill := func(i int) {
+		s.At = at.Add(time.Duration(i) * time.Minute)
+		s.Metrics[0].Value = 0.01 + 0.001*float64(i%7)
+		s.Metrics[1].Value = 170 + float64(i%23)
+		s.Metrics[2].Value = 1000 + float64(i%41)
+	}
+	for i := range 256 {
+		fill(i)
+		if _, err := d.Observe(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	i := 256
+	for b.Loop() {
+		fill(i)
+		i++
+		if _, err := d.Observe(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+}

@@ -1,0 +1,665 @@
+package incident_test
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/incident-engine/engine/domain/incident"
+)
+
+// Scores of the pattern letters against thr (0.6): an ordinary anomaly has an excess of
+// 0.125, an extreme one 0.75 (at least the default ExtremeExcess of 0.5).
+const (
+	healthyScore = 0.4
+	anomalyScore = 0.65
+	extremeScore = 0.9
+)
+
+// receiptLag is how long after its own timestamp the broker receives a sample by default.
+const receiptLag = 2 * time.Second
+
+// observation is the sample at minute m written as one pattern letter:
+//
+//	'.' healthy   'x' anomaly   'X' extreme anomaly
+//	'w' warm-up (not judged; its flags are set as if anomalous, to show they are ignored)
+func observation(m int, letter byte, lag time.Duration) incident.Observation {
+	o := incident.Observation{At: at(m), ReceivedAt: at(m).Add(lag), Threshold: thr, Judged: true}
+	switch letter {
+	case '.':
+		o.Score = healthyScore
+	case 'x':
+		o.Score, o.Anomalous = anomalyScore, true
+	case 'X':
+		o.Score, o.Anomalous = extremeScore, true
+	case 'w':
+		o.Score, o.Anomalous, o.Judged = extremeScore, true, false
+	default:
+		panic(fmt.Sprintf("unknown pattern letter %q", letter))
+	}
+	return o
+}
+
+// idCall is one call of the NewID function.
+type idCall struct {
+	service   string
+	firstSeen time.Time
+}
+
+// run is one service's correlation: the watch and incident a handler would load and save,
+// every incident ever created, and the NewID calls.
+type run struct {
+	c   incident.Correlator
+	w   incident.Watch
+	cur *incident.Incident
+	all []*incident.Incident
+	ids []idCall
+	lag time.Duration
+}
+
+func newRun(t *testing.T, cfg incident.CorrelationConfig) *run {
+	t.Helper()
+	c, err := incident.NewCorrelator(cfg)
+	if err != nil {
+		t.Fatalf("NewCorrelator: %v", err)
+	}
+	return &run{c: c, w: incident.Watch{Service: "api"}, lag: receiptLag}
+}
+
+func (r *run) newID(service string, firstSeen time.Time) string {
+	r.ids = append(r.ids, idCall{service, firstSeen})
+	return fmt.Sprintf("%s-%d", service, len(r.ids))
+}
+
+// observe applies one observation the way the correlate stage does.
+func (r *run) observe(o incident.Observation) error {
+	inc, err := r.c.Observe(&r.w, r.cur, o, r.newID)
+	if err != nil {
+		return err
+	}
+	if inc != nil && inc != r.cur {
+		r.all = append(r.all, inc)
+		r.cur = inc
+	}
+	return nil
+}
+
+// feed observes pattern, one letter per minute starting at minute from.
+func (r *run) feed(t *testing.T, from int, pattern string) {
+	t.Helper()
+	for i := range len(pattern) {
+		if err := r.observe(observation(from+i, pattern[i], r.lag)); err != nil {
+			t.Fatalf("minute %d (%q): %v", from+i, pattern[i], err)
+		}
+	}
+}
+
+// kinds lists the kinds of the entries, for compact comparison.
+func kinds(es []incident.Entry) []incident.Kind {
+	ks := make([]incident.Kind, len(es))
+	for i, e := range es {
+		ks[i] = e.Kind
+	}
+	return ks
+}
+
+func cloneWatch(w incident.Watch) incident.Watch {
+	w.Recent = slices.Clone(w.Recent)
+	return w
+}
+
+// resolvedAt18 is an incident opened by minutes 0-2 whose 15-minute healthy streak starts
+// at minute 3 and reaches the recovery window at minute 18.
+var resolvedAt18 = "xxx" + strings.Repeat(".", 16)
+
+func TestCorrelatorOpens(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		pattern string
+		// wantFirst/wantLast are minutes; wantOcc 0 means no incident.
+		wantFirst, wantLast, wantOcc int
+		wantKinds                    []incident.Kind
+		why                          string
+	}{
+		{name: "warm-up never opens", pattern: "wwwwwwwwww", why: "unjudged samples are never anomalous, whatever their flags"},
+		{name: "healthy", pattern: "..........", why: "nothing to see"},
+		{name: "2 of 5", pattern: "x.x..", why: "below the open-after count"},
+		{name: "pairs too far apart", pattern: "xx...xx", why: "anomalies that left the 5-sample window no longer count"},
+		{name: "spread out", pattern: "x...x...x...x", why: "never 3 anomalies among 5 samples"},
+		{
+			name: "3 of 5", pattern: "x.x.x", wantFirst: 0, wantLast: 4, wantOcc: 3,
+			wantKinds: []incident.Kind{incident.KindOpened},
+			why:       "the third anomaly in the window opens, dated from the first",
+		},
+		{
+			name: "3 in a row after calm", pattern: "......xxx", wantFirst: 6, wantLast: 8, wantOcc: 3,
+			wantKinds: []incident.Kind{incident.KindOpened},
+			why:       "healthy history does not delay opening",
+		},
+		{
+			name: "warm-up inside the window", pattern: "xwwxwwx", wantFirst: 0, wantLast: 6, wantOcc: 3,
+			wantKinds: []incident.Kind{incident.KindOpened},
+			why:       "the window counts judged samples only, so unjudged ones do not push anomalies out",
+		},
+		{
+			name: "single extreme", pattern: "....X", wantFirst: 4, wantLast: 4, wantOcc: 1,
+			wantKinds: []incident.Kind{incident.KindOpened},
+			why:       "an excess of at least 0.5 opens at once",
+		},
+		{
+			name: "extreme after an anomaly", pattern: ".x..X", wantFirst: 1, wantLast: 4, wantOcc: 2,
+			wantKinds: []incident.Kind{incident.KindOpened},
+			why:       "the incident starts at the earliest anomaly still in the window",
+		},
+		{
+			name: "further anomalies recorded", pattern: "xxx.x.xX", wantFirst: 0, wantLast: 7, wantOcc: 6,
+			wantKinds: []incident.Kind{incident.KindOpened, incident.KindAnomalyRecorded, incident.KindAnomalyRecorded, incident.KindAnomalyRecorded},
+			why:       "once open, every anomaly is counted into the same incident",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRun(t, incident.CorrelationConfig{})
+			r.feed(t, 0, tc.pattern)
+			if tc.wantOcc == 0 {
+				if r.cur != nil || len(r.ids) != 0 || r.w.IncidentID != "" {
+					t.Fatalf("incident %+v opened (ids %v), want none (%s)", r.cur.Snapshot(), r.ids, tc.why)
+				}
+				return
+			}
+			if r.cur == nil || len(r.all) != 1 {
+				t.Fatalf("%d incidents opened, want 1 (%s)", len(r.all), tc.why)
+			}
+			inc := r.cur
+			if !inc.FirstSeen().Equal(at(tc.wantFirst)) || !inc.LastSeen().Equal(at(tc.wantLast)) || inc.Occurrences() != tc.wantOcc {
+				t.Errorf("first %s, last %s, %d occurrences; want %s, %s, %d (%s)",
+					inc.FirstSeen(), inc.LastSeen(), inc.Occurrences(), at(tc.wantFirst), at(tc.wantLast), tc.wantOcc, tc.why)
+			}
+			if want := []idCall{{"api", at(tc.wantFirst)}}; !reflect.DeepEqual(r.ids, want) {
+				t.Errorf("NewID calls %v, want %v", r.ids, want)
+			}
+			if inc.ID() != "api-1" || inc.Service() != "api" || r.w.IncidentID != "api-1" {
+				t.Errorf("incident %q of %q, watch points at %q; want api-1 of api, pointed at", inc.ID(), inc.Service(), r.w.IncidentID)
+			}
+			if got := kinds(inc.Changes()); !slices.Equal(got, tc.wantKinds) {
+				t.Errorf("timeline %v, want %v", got, tc.wantKinds)
+			}
+		})
+	}
+}
+
+func TestCorrelatorRecovery(t *testing.T) {
+	t.Parallel()
+	r := newRun(t, incident.CorrelationConfig{})
+	r.feed(t, 0, resolvedAt18[:18]) // minutes 0-17: 15 healthy samples, 14 minutes of health
+	if !r.w.RecoveredAt.IsZero() || r.cur.Status() != incident.StatusOpen {
+		t.Fatalf("after 14 healthy minutes: recovered at %s, status %s; want not yet", r.w.RecoveredAt, r.cur.Status())
+	}
+	r.feed(t, 18, ".")
+	if !r.w.HealthySince.Equal(at(3)) || !r.w.RecoveredAt.Equal(at(18)) {
+		t.Fatalf("healthy since %s, recovered at %s; want %s, %s", r.w.HealthySince, r.w.RecoveredAt, at(3), at(18))
+	}
+	if r.cur.Status() != incident.StatusOpen {
+		t.Fatalf("status %s at the sample that completed recovery, want open until settled", r.cur.Status())
+	}
+
+	t.Run("streak broken by an anomaly", func(t *testing.T) {
+		t.Parallel()
+		r := newRun(t, incident.CorrelationConfig{})
+		r.feed(t, 0, "xxx"+strings.Repeat(".", 10)+"x"+strings.Repeat(".", 15))
+		if !r.w.RecoveredAt.IsZero() || r.cur.Status() != incident.StatusOpen || !r.w.HealthySince.Equal(at(14)) {
+			t.Fatalf("recovered at %s, healthy since %s, status %s; want the streak restarted at minute 14 and not complete",
+				r.w.RecoveredAt, r.w.HealthySince, r.cur.Status())
+		}
+		r.feed(t, 29, ".")
+		if !r.w.RecoveredAt.Equal(at(29)) {
+			t.Errorf("recovered at %s, want %s: 15 minutes after the streak restarted", r.w.RecoveredAt, at(29))
+		}
+	})
+
+	t.Run("unjudged samples are no evidence of health", func(t *testing.T) {
+		t.Parallel()
+		r := newRun(t, incident.CorrelationConfig{})
+		r.feed(t, 0, "xxx"+strings.Repeat("w", 30))
+		if !r.w.HealthySince.IsZero() || !r.w.RecoveredAt.IsZero() {
+			t.Errorf("healthy since %s, recovered at %s after warm-up samples only; want neither", r.w.HealthySince, r.w.RecoveredAt)
+		}
+	})
+}
+
+// TestCorrelatorResolves checks that whatever settles a completed recovery first (the ticker
+// or the next sample, healthy or not) resolves the incident dated RecoveredAt, once.
+func TestCorrelatorResolves(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		then func(*testing.T, *run)
+		// wantRecent is how many judged samples the watch remembers afterwards.
+		wantRecent int
+		why        string
+	}{
+		{"next healthy sample", func(t *testing.T, r *run) { r.feed(t, 19, ".") }, 1, "Observe settles before applying the sample"},
+		{"next anomalous sample", func(t *testing.T, r *run) { r.feed(t, 19, "x") }, 1, "the anomaly comes after the resolution: one anomaly does not reopen"},
+		{"next sample much later", func(t *testing.T, r *run) { r.feed(t, 90, ".") }, 1, "the date is RecoveredAt, not when the next sample came"},
+		{"ticker settles", func(t *testing.T, r *run) { settle(t, r) }, 0, "Settle alone resolves"},
+		{"ticker then next sample", func(t *testing.T, r *run) { settle(t, r); r.feed(t, 19, ".") }, 1, "the sample after a settle changes nothing more"},
+		{"ticker twice", func(t *testing.T, r *run) { settle(t, r); settle(t, r) }, 0, "a second tick is a no-op"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRun(t, incident.CorrelationConfig{})
+			r.feed(t, 0, resolvedAt18)
+			r.cur.ClearChanges()
+			tc.then(t, r)
+
+			if r.cur.Status() != incident.StatusResolved || !r.cur.ResolvedAt().Equal(at(18)) {
+				t.Fatalf("status %s resolved at %s, want resolved at %s (%s)", r.cur.Status(), r.cur.ResolvedAt(), at(18), tc.why)
+			}
+			changes := r.cur.Changes()
+			if len(changes) != 1 || changes[0].Kind != incident.KindResolved || !changes[0].At.Equal(at(18)) {
+				t.Fatalf("timeline %+v, want one resolved entry at %s (%s)", changes, at(18), tc.why)
+			}
+			if reason := changes[0].Details.Reason; !strings.Contains(reason, at(3).Format(time.RFC3339)) || !strings.Contains(reason, "15m0s") {
+				t.Errorf("reason %q, want it to say healthy since %s for 15m0s", reason, at(3).Format(time.RFC3339))
+			}
+			if len(r.all) != 1 || len(r.ids) != 1 {
+				t.Errorf("%d incidents, %d ids, want 1 and 1", len(r.all), len(r.ids))
+			}
+			if len(r.w.Recent) != tc.wantRecent {
+				t.Errorf("watch remembers %d samples, want %d: resolution forgets the old episode", len(r.w.Recent), tc.wantRecent)
+			}
+		})
+	}
+
+	t.Run("ticker first or sample first give the same state", func(t *testing.T) {
+		t.Parallel()
+		a, b := newRun(t, incident.CorrelationConfig{}), newRun(t, incident.CorrelationConfig{})
+		a.feed(t, 0, resolvedAt18+".xx")
+		b.feed(t, 0, resolvedAt18)
+		settle(t, b)
+		b.feed(t, 19, ".xx")
+		if !reflect.DeepEqual(a.cur.Snapshot(), b.cur.Snapshot()) || !reflect.DeepEqual(a.cur.Changes(), b.cur.Changes()) {
+			t.Errorf("sample first:\n%+v\n%+v\nticker first:\n%+v\n%+v", a.cur.Snapshot(), a.cur.Changes(), b.cur.Snapshot(), b.cur.Changes())
+		}
+		if !reflect.DeepEqual(a.w, b.w) {
+			t.Errorf("watches differ:\nsample first %+v\nticker first %+v", a.w, b.w)
+		}
+	})
+
+	t.Run("settle with nothing to do", func(t *testing.T) {
+		t.Parallel()
+		r := newRun(t, incident.CorrelationConfig{})
+		if err := r.c.Settle(&r.w, nil); err != nil {
+			t.Errorf("Settle without incident = %v, want nil", err)
+		}
+		r.feed(t, 0, resolvedAt18[:18])
+		r.cur.ClearChanges()
+		before := cloneWatch(r.w)
+		settle(t, r)
+		if r.cur.Status() != incident.StatusOpen || len(r.cur.Changes()) != 0 || !reflect.DeepEqual(r.w, before) {
+			t.Errorf("Settle before recovery completed: status %s, %d changes; want open and untouched", r.cur.Status(), len(r.cur.Changes()))
+		}
+	})
+}
+
+func settle(t *testing.T, r *run) {
+	t.Helper()
+	if err := r.c.Settle(&r.w, r.cur); err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
+}
+
+func TestCorrelatorReopens(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		// after is fed from minute 19, right after the recovery completed at 18.
+		after string
+		// wantReopen: same incident reopened; wantNewAt >= 0: a new incident with that first minute.
+		wantReopen bool
+		wantNewAt  int
+		wantOcc    int
+		why        string
+	}{
+		{"soon after", ".....xxx", true, -1, 6, "7 minutes after resolution is the same problem"},
+		{"extreme soon after", "..X", true, -1, 4, "one extreme anomaly reopens as it would open"},
+		{"at the window edge", strings.Repeat(".", 29) + "xxx", true, -1, 6, "first anomaly exactly 30m after resolution"},
+		{"just after the window", strings.Repeat(".", 30) + "xxx", false, 49, 3, "31m after resolution is a new incident"},
+		{"hours later", strings.Repeat(".", 300) + "xx.x", false, 319, 3, "long after, a new incident with a new id"},
+		{"scattered anomalies", ".x...x...x", false, -1, 3, "as when opening, 3 of 5 are needed"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRun(t, incident.CorrelationConfig{})
+			r.feed(t, 0, resolvedAt18)
+			first := r.cur
+			r.feed(t, 19, tc.after)
+			if first.Status() != incident.StatusResolved && !tc.wantReopen {
+				t.Errorf("first incident is %s, want it left resolved (%s)", first.Status(), tc.why)
+			}
+			switch {
+			case tc.wantReopen:
+				if r.cur != first || len(r.all) != 1 || len(r.ids) != 1 || r.w.IncidentID != "api-1" {
+					t.Fatalf("%d incidents, %d ids, watch on %q; want api-1 reopened (%s)", len(r.all), len(r.ids), r.w.IncidentID, tc.why)
+				}
+				if first.Status() != incident.StatusOpen || first.Reopens() != 1 || first.Occurrences() != tc.wantOcc || !first.ResolvedAt().IsZero() {
+					t.Errorf("status %s, %d reopens, %d occurrences, resolved at %s; want open, 1, %d, zero (%s)",
+						first.Status(), first.Reopens(), first.Occurrences(), first.ResolvedAt(), tc.wantOcc, tc.why)
+				}
+				if ks := kinds(first.Changes()); ks[len(ks)-1] != incident.KindReopened {
+					t.Errorf("timeline %v, want it to end with reopened", ks)
+				}
+			case tc.wantNewAt >= 0:
+				if len(r.all) != 2 || r.cur == first {
+					t.Fatalf("%d incidents, want a second one (%s)", len(r.all), tc.why)
+				}
+				if want := []idCall{{"api", at(0)}, {"api", at(tc.wantNewAt)}}; !reflect.DeepEqual(r.ids, want) {
+					t.Errorf("NewID calls %v, want %v", r.ids, want)
+				}
+				second := r.cur
+				if second.ID() != "api-2" || r.w.IncidentID != "api-2" || second.Reopens() != 0 || second.Occurrences() != tc.wantOcc || !second.FirstSeen().Equal(at(tc.wantNewAt)) {
+					t.Errorf("new incident %q (watch on %q), %d reopens, %d occurrences, first %s; want api-2, 0, %d, %s",
+						second.ID(), r.w.IncidentID, second.Reopens(), second.Occurrences(), second.FirstSeen(), tc.wantOcc, at(tc.wantNewAt))
+				}
+			default:
+				if len(r.all) != 1 || first.Status() != incident.StatusResolved || first.Occurrences() != tc.wantOcc {
+					t.Errorf("%d incidents, first %s with %d occurrences; want it alone, resolved, %d (%s)",
+						len(r.all), first.Status(), first.Occurrences(), tc.wantOcc, tc.why)
+				}
+			}
+		})
+	}
+}
+
+func TestCorrelatorStaleSample(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		o    incident.Observation
+		why  string
+	}{
+		{"redelivery", observation(4, 'x', receiptLag), "the same sample twice must not count twice"},
+		{"same time, other content", observation(4, 'X', receiptLag), "the watermark is by time, not content"},
+		{"older", observation(1, 'x', receiptLag), "a late arrival cannot rewrite the past"},
+		{"much older", observation(-100, 'X', receiptLag), "even before the incident"},
+		{"older but received later", observation(3, 'x', time.Hour), "order is by event time, not receipt"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRun(t, incident.CorrelationConfig{})
+			r.feed(t, 0, "xxx.x")
+			before, snap, n := cloneWatch(r.w), r.cur.Snapshot(), len(r.cur.Changes())
+			inc, err := r.c.Observe(&r.w, r.cur, tc.o, r.newID)
+			if !errors.Is(err, incident.ErrStaleSample) {
+				t.Fatalf("Observe error = %v, want ErrStaleSample (%s)", err, tc.why)
+			}
+			if inc != nil {
+				t.Errorf("Observe returned incident %q with ErrStaleSample, want nil: nothing to save", inc.ID())
+			}
+			if !reflect.DeepEqual(r.w, before) {
+				t.Errorf("watch changed:\n got %+v\nwant %+v", r.w, before)
+			}
+			if !reflect.DeepEqual(r.cur.Snapshot(), snap) || len(r.cur.Changes()) != n || len(r.ids) != 1 {
+				t.Errorf("incident changed by a stale sample: %+v", r.cur.Changes()[n:])
+			}
+		})
+	}
+}
+
+func TestCorrelatorCheckStale(t *testing.T) {
+	t.Parallel()
+	// lastRecv is when the broker received the last sample of "xxx" (minute 2).
+	lastRecv := at(2).Add(receiptLag)
+	cases := []struct {
+		name    string
+		pattern string
+		lag     time.Duration
+		// checks are the wall-clock times of successive ticks; want what each reports.
+		checks []time.Time
+		want   []bool
+		why    string
+	}{
+		{"just before", "xxx", receiptLag, []time.Time{lastRecv.Add(5*time.Minute - time.Nanosecond)}, []bool{false}, "silence shorter than StaleAfter"},
+		{"exactly at", "xxx", receiptLag, []time.Time{lastRecv.Add(5 * time.Minute)}, []bool{true}, "StaleAfter of silence is enough"},
+		{"once", "xxx", receiptLag, []time.Time{lastRecv.Add(5 * time.Minute), lastRecv.Add(6 * time.Minute), lastRecv.Add(time.Hour)}, []bool{true, false, false}, "one entry per silence, not per tick"},
+		{"never resolves", "xxx", receiptLag, []time.Time{lastRecv.Add(24 * time.Hour), lastRecv.Add(48 * time.Hour)}, []bool{true, false}, "silence is not recovery"},
+		{"from receipt, not event time", "xxx", 3 * time.Minute, []time.Time{at(2).Add(5 * time.Minute), at(2).Add(8 * time.Minute)}, []bool{false, true}, "a backlog delivered late is not silence"},
+		{"resolved incident", resolvedAt18 + ".", receiptLag, []time.Time{at(19).Add(time.Hour)}, []bool{false}, "a resolved incident does not care about silence"},
+		{"no incident", "x.x..", receiptLag, []time.Time{at(4).Add(time.Hour)}, []bool{false}, "nothing to record on"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRun(t, incident.CorrelationConfig{})
+			r.lag = tc.lag
+			r.feed(t, 0, tc.pattern)
+			if r.cur != nil {
+				r.cur.ClearChanges()
+			}
+			watch := cloneWatch(r.w)
+			var stoppedAt time.Time
+			for i, now := range tc.checks {
+				got := r.c.CheckStale(&r.w, r.cur, now)
+				if got != tc.want[i] {
+					t.Errorf("tick %d at %s: CheckStale = %v, want %v (%s)", i, now, got, tc.want[i], tc.why)
+				}
+				if got {
+					stoppedAt = now
+				}
+			}
+			if !reflect.DeepEqual(r.w, watch) {
+				t.Errorf("CheckStale changed the watch:\n got %+v\nwant %+v", r.w, watch)
+			}
+			if r.cur == nil {
+				return
+			}
+			changes := r.cur.Changes()
+			if stoppedAt.IsZero() {
+				if len(changes) != 0 || r.cur.DataStopped() {
+					t.Errorf("timeline %+v, data stopped %v; want nothing recorded", changes, r.cur.DataStopped())
+				}
+				return
+			}
+			if len(changes) != 1 || changes[0].Kind != incident.KindDataStopped {
+				t.Fatalf("timeline %+v, want exactly one data_stopped", changes)
+			}
+			d := changes[0].Details
+			if !changes[0].At.Equal(at(2)) || d.LastSample == nil || !d.LastSample.Equal(at(2)) || d.DetectedAt == nil || !d.DetectedAt.Equal(stoppedAt) {
+				t.Errorf("data_stopped at %s (last sample %v, detected %v), want at and last sample %s, detected %s",
+					changes[0].At, d.LastSample, d.DetectedAt, at(2), stoppedAt)
+			}
+			if r.cur.Status() != incident.StatusOpen || !r.cur.DataStopped() {
+				t.Errorf("status %s, data stopped %v; want open with the stop recorded", r.cur.Status(), r.cur.DataStopped())
+			}
+		})
+	}
+}
+
+func TestCorrelatorDataResumes(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name      string
+		next      string
+		wantKinds []incident.Kind
+		why       string
+	}{
+		{"healthy sample", ".", []incident.Kind{incident.KindDataResumed}, "any sample ends the silence"},
+		{"warm-up sample", "w", []incident.Kind{incident.KindDataResumed}, "even an unjudged one: data is flowing again"},
+		{"anomaly", "x", []incident.Kind{incident.KindDataResumed, incident.KindAnomalyRecorded}, "resumption first, then the anomaly it carries"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRun(t, incident.CorrelationConfig{})
+			r.feed(t, 0, "xxx")
+			if !r.c.CheckStale(&r.w, r.cur, at(30)) {
+				t.Fatal("CheckStale after 28 silent minutes = false, want true")
+			}
+			r.cur.ClearChanges()
+			r.feed(t, 40, tc.next)
+			if got := kinds(r.cur.Changes()); !slices.Equal(got, tc.wantKinds) {
+				t.Fatalf("timeline %v, want %v (%s)", got, tc.wantKinds, tc.why)
+			}
+			if e := r.cur.Changes()[0]; !e.At.Equal(at(40)) || r.cur.DataStopped() {
+				t.Errorf("data_resumed at %s, data stopped %v; want at %s and cleared", e.At, r.cur.DataStopped(), at(40))
+			}
+			if !r.w.LastReceivedAt.Equal(at(40).Add(receiptLag)) {
+				t.Errorf("LastReceivedAt = %s, want the new sample's receipt", r.w.LastReceivedAt)
+			}
+			if r.c.CheckStale(&r.w, r.cur, at(42)) {
+				t.Errorf("CheckStale two minutes after resumption = true, want false")
+			}
+		})
+	}
+}
+
+func TestCorrelationConfig(t *testing.T) {
+	t.Parallel()
+	c, err := incident.NewCorrelator(incident.CorrelationConfig{})
+	if err != nil {
+		t.Fatalf("NewCorrelator(zero config): %v", err)
+	}
+	want := incident.CorrelationConfig{OpenAfter: 3, Window: 5, ExtremeExcess: 0.5, Recovery: 15 * time.Minute, ReopenWindow: 30 * time.Minute, StaleAfter: 5 * time.Minute}
+	if got := c.Config(); got != want {
+		t.Errorf("defaults %+v, want %+v", got, want)
+	}
+	custom := incident.CorrelationConfig{OpenAfter: 1, Window: 1, ExtremeExcess: 1, Recovery: time.Second, ReopenWindow: time.Hour, StaleAfter: time.Minute}
+	if c, err := incident.NewCorrelator(custom); err != nil || c.Config() != custom {
+		t.Errorf("NewCorrelator(%+v) = %+v, %v; want it kept as given", custom, c.Config(), err)
+	}
+
+	valid := want
+	cases := []struct {
+		name   string
+		change func(*incident.CorrelationConfig)
+		ok     bool
+		why    string
+	}{
+		{"defaults", func(*incident.CorrelationConfig) {}, true, "the defaults are valid"},
+		{"largest window", func(c *incident.CorrelationConfig) { c.Window, c.OpenAfter = 64, 64 }, true, "64 samples, all anomalous"},
+		{"extreme excess 1", func(c *incident.CorrelationConfig) { c.ExtremeExcess = 1 }, true, "only a score of 1 opens at once"},
+		{"no reopen window", func(c *incident.CorrelationConfig) { c.ReopenWindow = 0 }, true, "Validate allows zero (SetDefaults replaces it)"},
+		{"open after 0", func(c *incident.CorrelationConfig) { c.OpenAfter = 0 }, false, "every sample would open"},
+		{"open after negative", func(c *incident.CorrelationConfig) { c.OpenAfter = -1 }, false, "a count cannot be negative"},
+		{"open after above window", func(c *incident.CorrelationConfig) { c.OpenAfter = 6 }, false, "6 anomalies never fit in 5 samples"},
+		{"window too large", func(c *incident.CorrelationConfig) { c.Window, c.OpenAfter = 65, 3 }, false, "the watch is stored per service and bounded"},
+		{"extreme excess 0", func(c *incident.CorrelationConfig) { c.ExtremeExcess = 0 }, false, "every anomaly would be extreme"},
+		{"extreme excess above 1", func(c *incident.CorrelationConfig) { c.ExtremeExcess = 1.5 }, false, "excess never exceeds 1: the rule would be dead"},
+		{"recovery 0", func(c *incident.CorrelationConfig) { c.Recovery = 0 }, false, "one healthy sample would resolve"},
+		{"reopen window negative", func(c *incident.CorrelationConfig) { c.ReopenWindow = -time.Minute }, false, "a window cannot be negative"},
+		{"stale after negative", func(c *incident.CorrelationConfig) { c.StaleAfter = -time.Minute }, false, "silence cannot be negative"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := valid
+			tc.change(&cfg)
+			if err := cfg.Validate(); (err == nil) != tc.ok {
+				t.Errorf("Validate(%+v) = %v, want ok %v (%s)", cfg, err, tc.ok, tc.why)
+			}
+		})
+	}
+
+	t.Run("negative values reach Validate", func(t *testing.T) {
+		t.Parallel()
+		_, err := incident.NewCorrelator(incident.CorrelationConfig{OpenAfter: -1, ExtremeExcess: 2, Recovery: -time.Minute})
+		if err == nil {
+			t.Fatal("NewCorrelator with three bad settings = nil error")
+		}
+		for _, frag := range []string{"open after -1", "extreme excess 2", "recovery"} {
+			if !strings.Contains(err.Error(), frag) {
+				t.Errorf("error %q does not mention %q: every problem is reported", err, frag)
+			}
+		}
+	})
+}
+
+// TestCorrelatorDeterministic replays one long, varied stream (warm-up, incidents opening,
+// escalating in count, resolving, reopening, new incidents, silences) into two fresh watches
+// and requires identical incidents and timelines.
+func TestCorrelatorDeterministic(t *testing.T) {
+	t.Parallel()
+	type step struct {
+		o     incident.Observation
+		check time.Time // if set, a ticker run (Settle, CheckStale) at this wall-clock time first
+	}
+	rng := rand.New(rand.NewPCG(20250301, 7))
+	var steps []step
+	m := 0
+	for range 30 { // warm-up
+		steps = append(steps, step{o: observation(m, 'w', receiptLag)})
+		m++
+	}
+	for len(steps) < 3000 {
+		burst := rng.IntN(4) == 0
+		for range 5 + rng.IntN(40) {
+			letter := byte('.')
+			switch p := rng.Float64(); {
+			case burst && p < 0.05:
+				letter = 'X'
+			case burst && p < 0.8, !burst && p < 0.03:
+				letter = 'x'
+			}
+			s := step{o: observation(m, letter, receiptLag)}
+			if rng.IntN(60) == 0 { // a silence, noticed by the ticker
+				gap := 1 + rng.IntN(20)
+				s.check = at(m - 1).Add(time.Duration(gap) * time.Minute)
+				m += gap
+				s.o = observation(m, letter, receiptLag)
+			}
+			steps = append(steps, s)
+			m++
+		}
+	}
+
+	play := func() *run {
+		r := newRun(t, incident.CorrelationConfig{})
+		for i, s := range steps {
+			if !s.check.IsZero() {
+				settle(t, r)
+				r.c.CheckStale(&r.w, r.cur, s.check)
+			}
+			if err := r.observe(s.o); err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+		}
+		return r
+	}
+	a, b := play(), play()
+
+	if len(a.all) != len(b.all) || !reflect.DeepEqual(a.ids, b.ids) || !reflect.DeepEqual(a.w, b.w) {
+		t.Fatalf("runs differ: %d vs %d incidents, ids %v vs %v", len(a.all), len(b.all), a.ids, b.ids)
+	}
+	seen := map[incident.Kind]int{}
+	for i := range a.all {
+		if !reflect.DeepEqual(a.all[i].Snapshot(), b.all[i].Snapshot()) {
+			t.Errorf("incident %d:\n%+v\n%+v", i, a.all[i].Snapshot(), b.all[i].Snapshot())
+		}
+		if !reflect.DeepEqual(a.all[i].Changes(), b.all[i].Changes()) {
+			t.Errorf("incident %d timelines differ", i)
+		}
+		for _, e := range a.all[i].Changes() {
+			seen[e.Kind]++
+		}
+	}
+	// The stream must exercise every path, or identical output would prove little.
+	for _, k := range []incident.Kind{incident.KindOpened, incident.KindAnomalyRecorded, incident.KindResolved, incident.KindReopened, incident.KindDataStopped, incident.KindDataResumed} {
+		if seen[k] == 0 {
+			t.Errorf("the stream never produced %s; change the seed or the mix", k)
+		}
+	}
+	if seen[incident.KindOpened] < 2 {
+		t.Errorf("the stream opened %d incidents, want several", seen[incident.KindOpened])
+	}
+	t.Logf("%d samples, %d incidents, entries by kind: %v", len(steps), len(a.all), seen)
+}

@@ -1,0 +1,232 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/infra/postgres"
+	"github.com/incident-engine/engine/infra/postgres/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func newStore(t *testing.T) (*postgres.Store, *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := postgres.Connect(ctx, pgtest.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	applied, err := postgres.Migrate(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(applied) == 0 {
+		t.Fatal("no migration applied to an empty database")
+	}
+	again, err := postgres.Migrate(ctx, pool)
+	if err != nil || len(again) != 0 {
+		t.Fatalf("second migration run applied %v, %v; want nothing", again, err)
+	}
+	return postgres.NewStore(pool, watermill.NopLogger{}), pool
+}
+
+var t0 = time.Date(2026, 11, 26, 17, 0, 0, 0, time.UTC)
+
+func sig(min int, score float64) incident.Signal {
+	return incident.Signal{At: t0.Add(time.Duration(min) * time.Minute), Score: score, Threshold: 0.6}
+}
+
+func TestStoreRoundTrip(t *testing.T) {
+	t.Parallel()
+	store, pool := newStore(t)
+	ctx := context.Background()
+
+	inc, err := incident.Open("0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11", "api", []incident.Signal{sig(0, 0.7), sig(1, 0.8), sig(2, 0.75)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := inc.Escalate(incident.SeverityMedium, "test-rule", sig(2, 0).At); err != nil {
+		t.Fatal(err)
+	}
+	err = store.InTx(ctx, func(tx *postgres.Tx) error {
+		w, err := tx.LoadWatch("api")
+		if err != nil {
+			return err
+		}
+		if !w.LastSampleAt.IsZero() || w.IncidentID != "" {
+			t.Errorf("fresh watch = %+v, want empty", w)
+		}
+		entries, err := tx.SaveIncident(inc)
+		if err != nil {
+			return err
+		}
+		if len(entries) != 2 || len(inc.Changes()) != 0 {
+			t.Errorf("saved %d entries, %d left pending; want 2 and 0", len(entries), len(inc.Changes()))
+		}
+		w.LastSampleAt, w.IncidentID = sig(2, 0).At, inc.ID()
+		w.Recent = []incident.Recent{{Signal: sig(2, 0.75), Anomalous: true}}
+		return tx.SaveWatch(w)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	err = store.InTx(ctx, func(tx *postgres.Tx) error {
+		w, err := tx.LoadWatch("api")
+		if err != nil {
+			return err
+		}
+		if !w.LastSampleAt.Equal(sig(2, 0).At) || w.IncidentID != inc.ID() || len(w.Recent) != 1 || !w.Recent[0].Anomalous {
+			t.Errorf("watch after reload = %+v", w)
+		}
+		got, err := tx.LoadIncident(w.IncidentID)
+		if err != nil {
+			return err
+		}
+		if got.Snapshot() != inc.Snapshot() {
+			t.Errorf("reloaded incident\n got %+v\nwant %+v", got.Snapshot(), inc.Snapshot())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The seed's query works as written.
+	var service, severity, status string
+	var count int
+	if err := pool.QueryRow(ctx, `SELECT service, severity, status, occurrence_count FROM incidents ORDER BY last_seen DESC;`).Scan(&service, &severity, &status, &count); err != nil {
+		t.Fatal(err)
+	}
+	if service != "api" || severity != "medium" || status != "open" || count != 3 {
+		t.Errorf("seed query = %s %s %s %d", service, severity, status, count)
+	}
+	var events []string
+	rows, _ := pool.Query(ctx, `SELECT event FROM incident_timeline WHERE incident_id = $1 ORDER BY id`, inc.ID())
+	for rows.Next() {
+		var e string
+		_ = rows.Scan(&e)
+		events = append(events, e)
+	}
+	if len(events) != 2 || events[0] != "opened" || events[1] != "escalated" {
+		t.Errorf("timeline = %v, want [opened escalated]", events)
+	}
+	open, err := store.ServicesWithOpenIncidents(ctx)
+	if err != nil || len(open) != 1 || open[0] != "api" {
+		t.Errorf("open services = %v, %v", open, err)
+	}
+}
+
+func TestStoreRollbackLeavesNothing(t *testing.T) {
+	t.Parallel()
+	store, pool := newStore(t)
+	ctx := context.Background()
+	sub, err := postgres.NewOutboxSubscriber(pool, postgres.OutboxConfig{}, watermill.NopLogger{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := postgres.InitializeOutbox(sub, "incidents.outbox"); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	err = store.InTx(ctx, func(tx *postgres.Tx) error {
+		inc, _ := incident.Open("5a0d7a56-55f4-4d7f-8f55-3d0a1b2c3d4e", "db", []incident.Signal{sig(0, 0.9)})
+		if _, err := tx.SaveIncident(inc); err != nil {
+			return err
+		}
+		if err := tx.Publish("incidents.outbox", message.NewMessage("e1", []byte(`{}`))); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("InTx error = %v, want boom", err)
+	}
+	var n int
+	_ = pool.QueryRow(ctx, `SELECT count(*) FROM incidents`).Scan(&n)
+	var m int
+	_ = pool.QueryRow(ctx, `SELECT count(*) FROM "watermill_incidents.outbox"`).Scan(&m)
+	if n != 0 || m != 0 {
+		t.Errorf("after rollback: %d incidents, %d outbox rows; want none", n, m)
+	}
+}
+
+func TestStoreOneOpenIncidentPerService(t *testing.T) {
+	t.Parallel()
+	store, _ := newStore(t)
+	ctx := context.Background()
+	for i, id := range []string{"11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"} {
+		inc, _ := incident.Open(id, "auth", []incident.Signal{sig(i, 0.9)})
+		err := store.InTx(ctx, func(tx *postgres.Tx) error { _, err := tx.SaveIncident(inc); return err })
+		if i == 0 && err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 && err == nil {
+			t.Fatal("a second open incident for the same service was accepted")
+		}
+	}
+}
+
+func TestStoreInboxAndOutbox(t *testing.T) {
+	t.Parallel()
+	store, pool := newStore(t)
+	ctx := context.Background()
+	sub, err := postgres.NewOutboxSubscriber(pool, postgres.OutboxConfig{PollInterval: 20 * time.Millisecond}, watermill.NopLogger{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := postgres.InitializeOutbox(sub, "test.out"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		err := store.InTx(ctx, func(tx *postgres.Tx) error {
+			first, err := tx.MarkProcessed("stage", "msg-1")
+			if err != nil {
+				return err
+			}
+			if first != (i == 0) {
+				t.Errorf("attempt %d: first = %v", i, first)
+			}
+			if !first {
+				return nil
+			}
+			return tx.Publish("test.out", message.NewMessage("m-1", []byte(`{"n":1}`)), message.NewMessage("m-2", []byte(`{"n":2}`)))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch, err := sub.Subscribe(ctx, "test.out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"m-1", "m-2"} {
+		select {
+		case m := <-ch:
+			if m.UUID != want {
+				t.Errorf("got %s, want %s in order", m.UUID, want)
+			}
+			m.Ack()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("outbox message %s not delivered", want)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	var left int
+	_ = pool.QueryRow(ctx, `SELECT count(*) FROM "watermill_test.out"`).Scan(&left)
+	if left != 0 {
+		t.Errorf("%d acked outbox rows left; the queue deletes on ack", left)
+	}
+}
