@@ -179,7 +179,7 @@ func duplicateKey(payload []byte) error {
 
 func parseTimestamp(raw json.RawMessage) (time.Time, error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return time.Time{}, fmt.Errorf("%w: timestamp is missing", sample.ErrInvalid)
+		return time.Time{}, nil // sample.New reports the missing timestamp
 	}
 	if raw[0] == '"' {
 		var s string

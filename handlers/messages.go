@@ -100,7 +100,7 @@ func eventsFor(entries []incident.Entry) []IncidentEvent {
 	for _, e := range entries {
 		s := e.After
 		ev := IncidentEvent{
-			EventID: uuid.NewSHA1(idSpace, fmt.Appendf(nil, "event|%s|%s|%s|%d|%s", s.ID, e.Kind, e.At.UTC().Format(time.RFC3339Nano), e.Details.Occurrences, e.Details.To)).String(),
+			EventID:    uuid.NewSHA1(idSpace, fmt.Appendf(nil, "event|%s|%s|%s|%d|%s", s.ID, e.Kind, e.At.UTC().Format(time.RFC3339Nano), e.Details.Occurrences, e.Details.To)).String(),
 			IncidentID: s.ID, Service: s.Service, Event: e.Kind, OccurredAt: e.At,
 			Severity: s.Severity.String(), Status: s.Status.String(), OccurrenceCount: s.Occurrences,
 			FirstSeen: s.FirstSeen, LastSeen: s.LastSeen, EpisodeStart: s.EpisodeStart,

@@ -1,8 +1,10 @@
 package handlers
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -36,35 +38,48 @@ func (h *ResolveHandler[T]) Handle(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
+	// Each service is settled in its own transaction; one service's failure does not hold up
+	// the others. Transient failures fail the check, so it is retried; a permanent one is
+	// logged here and the service is checked again at the next tick.
+	var errs []error
 	for _, svc := range services {
-		if err := h.store.InTx(msg.Context(), func(tx T) error {
-			w, err := tx.LoadWatch(svc)
-			if err != nil {
-				return err
-			}
-			inc, err := tx.LoadIncident(w.IncidentID)
-			if err != nil || inc == nil {
-				return err
-			}
-			if err := h.correlator.Settle(&w, inc); err != nil {
-				return Permanent(err)
-			}
-			if h.correlator.CheckStale(&w, inc, check.Now) {
-				h.logger.Warn("service stopped sending metrics", "stage", "resolve", "service", svc, "incident", inc.ID(), "last_sample_at", w.LastSampleAt)
-			}
-			if len(inc.Changes()) == 0 {
-				return nil
-			}
-			if inc.Status() == incident.StatusResolved {
-				h.logger.Info("incident resolved", "stage", "resolve", "service", svc, "incident", inc.ID())
-			}
-			if err := saveAndPublish(msg.Context(), tx, inc, h.out); err != nil {
-				return err
-			}
-			return tx.SaveWatch(w)
-		}); err != nil {
-			return fmt.Errorf("resolution check of %s: %w", svc, err)
+		err := h.check(msg, svc, check.Now)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrPermanent):
+			h.logger.Error("resolution check failed", "stage", "resolve", "service", svc, "err", err)
+		default:
+			errs = append(errs, fmt.Errorf("resolution check of %s: %w", svc, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+func (h *ResolveHandler[T]) check(msg *message.Message, svc string, now time.Time) error {
+	return h.store.InTx(msg.Context(), func(tx T) error {
+		w, err := tx.LoadWatch(svc)
+		if err != nil {
+			return err
+		}
+		inc, err := tx.LoadIncident(w.IncidentID)
+		if err != nil || inc == nil {
+			return err
+		}
+		if err := h.correlator.Settle(&w, inc); err != nil {
+			return Permanent(err)
+		}
+		if h.correlator.CheckStale(&w, inc, now) {
+			h.logger.Warn("service stopped sending metrics", "stage", "resolve", "service", svc, "incident", inc.ID(), "last_sample_at", w.LastSampleAt)
+		}
+		if len(inc.Changes()) == 0 {
+			return nil
+		}
+		if inc.Status() == incident.StatusResolved {
+			h.logger.Info("incident resolved", "stage", "resolve", "service", svc, "incident", inc.ID())
+		}
+		if err := saveAndPublish(msg.Context(), tx, inc, h.out); err != nil {
+			return err
+		}
+		return tx.SaveWatch(w)
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -16,7 +17,8 @@ import (
 // warm-up) and are passed on unjudged; later samples carry a score, the service's calibrated
 // threshold and whether they are anomalous. Models live in memory.
 type ScoreHandler struct {
-	cfg detect.Config
+	cfg    detect.Config
+	logger *slog.Logger
 
 	mu        sync.Mutex
 	detectors map[string]*serviceDetector
@@ -28,11 +30,11 @@ type serviceDetector struct {
 }
 
 // NewScoreHandler returns the score stage, or an error when cfg is invalid.
-func NewScoreHandler(cfg detect.Config) (*ScoreHandler, error) {
+func NewScoreHandler(cfg detect.Config, logger *slog.Logger) (*ScoreHandler, error) {
 	if _, err := detect.New("check", cfg); err != nil {
 		return nil, err
 	}
-	return &ScoreHandler{cfg: cfg, detectors: make(map[string]*serviceDetector)}, nil
+	return &ScoreHandler{cfg: cfg, logger: logger, detectors: make(map[string]*serviceDetector)}, nil
 }
 
 func (h *ScoreHandler) detector(service string) (*serviceDetector, error) {
@@ -51,7 +53,7 @@ func (h *ScoreHandler) detector(service string) (*serviceDetector, error) {
 }
 
 // Handle scores one decoded sample. A redelivered sample gets the same judgement again; a
-// sample older than the service's last one is a permanent error.
+// sample older than the service's last one is dropped with a warning.
 func (h *ScoreHandler) Handle(msg *message.Message) ([]*message.Message, error) {
 	in, err := decodeJSON[DecodedSample](msg.Payload, "decoded sample")
 	if err != nil {
@@ -69,7 +71,10 @@ func (h *ScoreHandler) Handle(msg *message.Message) ([]*message.Message, error) 
 	res, err := sd.d.Observe(s)
 	sd.mu.Unlock()
 	if errors.Is(err, detect.ErrOutOfOrder) {
-		return nil, Permanent(err)
+		// A redelivery of a sample already passed on (after a rebalance, say) or a sample that
+		// came too late to judge in order: correlation would ignore it either way.
+		h.logger.Warn("sample older than the service's last one ignored", "stage", "score", "service", s.Service, "timestamp", s.At)
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("score %s: %w", s.Service, err)

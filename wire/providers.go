@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 
 	"github.com/ThreeDotsLabs/watermill"
-	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -104,7 +104,7 @@ func provideCorrelator(cfg Config) (incident.Correlator, error) {
 }
 
 func provideStages(cfg Config, store *postgres.Store, c incident.Correlator, logger *slog.Logger) (router.Stages, error) {
-	score, err := handlers.NewScoreHandler(cfg.Detect)
+	score, err := handlers.NewScoreHandler(cfg.Detect, logger)
 	if err != nil {
 		return router.Stages{}, err
 	}

@@ -20,6 +20,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/incident-engine/engine/cmd/internal/cli"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -69,8 +71,6 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func env(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		return v
-	}
-	return def
+	var e cli.Env
+	return e.String(key, def)
 }

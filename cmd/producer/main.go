@@ -16,13 +16,13 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/IBM/sarama"
 
+	"github.com/incident-engine/engine/cmd/internal/cli"
 	"github.com/incident-engine/engine/infra/kafka"
 )
 
@@ -66,23 +66,27 @@ func run(args []string) int {
 
 func parse(args []string) (options, error) {
 	var o options
+	var env cli.Env
 	fs := flag.NewFlagSet("producer", flag.ContinueOnError)
-	brokers := fs.String("brokers", env("KAFKA_BROKERS", "localhost:9092"), "comma-separated Kafka brokers [KAFKA_BROKERS]")
-	fs.StringVar(&o.topic, "topic", env("METRICS_TOPIC", "metrics"), "topic to publish to [METRICS_TOPIC]")
-	services := fs.String("services", env("SERVICES", "api,db,auth"), "comma-separated services to run [SERVICES]")
-	fail := fs.String("fail-services", env("FAIL_SERVICES", "api"), "services the failure is injected into [FAIL_SERVICES]")
-	mode := fs.String("failure-mode", env("FAILURE_MODE", "none"), "none, latency, errors, meltdown or spike (3x traffic, healthy) [FAILURE_MODE]")
-	fs.DurationVar(&o.interval, "interval", envDuration("INTERVAL", time.Minute), "time between samples of a service [INTERVAL]")
-	fs.IntVar(&o.count, "count", envInt("COUNT", 0), "samples per service; 0 uses --duration [COUNT]")
-	fs.DurationVar(&o.duration, "duration", envDuration("DURATION", 0), "span of samples to emit; 0 with --count 0 means 24h when simulating, forever otherwise [DURATION]")
-	fs.BoolVar(&o.simulate, "simulate", envBool("SIMULATE", false), "simulated time: timestamps --interval apart, sent as fast as possible [SIMULATE]")
-	start := fs.String("start", env("START", ""), "first timestamp (RFC 3339) when simulating; default: now minus the duration [START]")
-	fs.DurationVar(&o.failureAfter, "failure-after", envDuration("FAILURE_AFTER", 0), "when the failure starts, from the first sample; default 300 intervals (after the engine's warm-up) [FAILURE_AFTER]")
-	fs.DurationVar(&o.failureFor, "failure-for", envDuration("FAILURE_FOR", 0), "how long the failure lasts; default 60 intervals [FAILURE_FOR]")
-	seed := fs.Uint64("seed", uint64(envInt("SEED", 1)), "random seed, for reproducible runs [SEED]")
+	brokers := fs.String("brokers", env.String("KAFKA_BROKERS", "localhost:9092"), "comma-separated Kafka brokers [KAFKA_BROKERS]")
+	fs.StringVar(&o.topic, "topic", env.String("METRICS_TOPIC", "metrics"), "topic to publish to [METRICS_TOPIC]")
+	services := fs.String("services", env.String("SERVICES", "api,db,auth"), "comma-separated services to run [SERVICES]")
+	fail := fs.String("fail-services", env.String("FAIL_SERVICES", "api"), "services the failure is injected into [FAIL_SERVICES]")
+	mode := fs.String("failure-mode", env.String("FAILURE_MODE", "none"), "none, latency, errors, meltdown or spike (3x traffic, healthy) [FAILURE_MODE]")
+	fs.DurationVar(&o.interval, "interval", env.Duration("INTERVAL", time.Minute), "time between samples of a service [INTERVAL]")
+	fs.IntVar(&o.count, "count", env.Int("COUNT", 0), "samples per service; 0 uses --duration [COUNT]")
+	fs.DurationVar(&o.duration, "duration", env.Duration("DURATION", 0), "span of samples to emit; 0 with --count 0 means 24h when simulating, forever otherwise [DURATION]")
+	fs.BoolVar(&o.simulate, "simulate", env.Bool("SIMULATE", false), "simulated time: timestamps --interval apart, sent as fast as possible [SIMULATE]")
+	start := fs.String("start", env.String("START", ""), "first timestamp (RFC 3339) when simulating; default: now minus the duration [START]")
+	fs.DurationVar(&o.failureAfter, "failure-after", env.Duration("FAILURE_AFTER", 0), "when the failure starts, from the first sample; default 300 intervals (after the engine's warm-up) [FAILURE_AFTER]")
+	fs.DurationVar(&o.failureFor, "failure-for", env.Duration("FAILURE_FOR", 0), "how long the failure lasts; default 60 intervals [FAILURE_FOR]")
+	seed := fs.Uint64("seed", env.Uint64("SEED", 1), "random seed, for reproducible runs [SEED]")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only the summary")
-	fs.StringVar(&o.prefix, "service-prefix", env("SERVICE_PREFIX", ""), "prefix for the emitted service names (e.g. \"staging-\"); behaviour follows the unprefixed name [SERVICE_PREFIX]")
+	fs.StringVar(&o.prefix, "service-prefix", env.String("SERVICE_PREFIX", ""), "prefix for the emitted service names (e.g. \"staging-\"); behaviour follows the unprefixed name [SERVICE_PREFIX]")
 	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if err := env.Err(); err != nil {
 		return o, err
 	}
 	o.seed = *seed
@@ -229,32 +233,4 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-func env(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
-}
-
-func envInt(key string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(key)); err == nil {
-		return v
-	}
-	return def
-}
-
-func envBool(key string, def bool) bool {
-	if v, err := strconv.ParseBool(os.Getenv(key)); err == nil {
-		return v
-	}
-	return def
-}
-
-func envDuration(key string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(key)); err == nil {
-		return v
-	}
-	return def
 }

@@ -14,11 +14,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/incident-engine/engine/cmd/internal/cli"
 	"github.com/incident-engine/engine/wire"
 )
 
@@ -55,19 +55,23 @@ func run(args []string) int {
 
 func parse(args []string) (wire.Config, slog.Level, error) {
 	var cfg wire.Config
+	var env cli.Env
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	brokers := fs.String("kafka-brokers", env("KAFKA_BROKERS", ""), "comma-separated Kafka brokers; empty starts an in-process broker on localhost:9092 [KAFKA_BROKERS]")
-	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty starts a private cluster under --data-dir [DATABASE_URL]")
-	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", ".data"), "directory of the private PostgreSQL cluster and the in-process broker's log [DATA_DIR]")
-	fs.StringVar(&cfg.Router.Topics.Metrics, "metrics-topic", env("METRICS_TOPIC", "metrics"), "Kafka topic services publish samples to [METRICS_TOPIC]")
-	fs.StringVar(&cfg.Router.Topics.DeadLetter, "dead-letter-topic", env("DEAD_LETTER_TOPIC", "metrics.deadletter"), "Kafka topic for poisoned messages [DEAD_LETTER_TOPIC]")
-	fs.IntVar(&cfg.Detect.WarmUp, "warm-up", envInt("WARM_UP", 256), "samples per service before its model is trained [WARM_UP]")
-	fs.DurationVar(&cfg.TickInterval, "tick-interval", envDuration("TICK_INTERVAL", 5*time.Second), "how often resolution checks run [TICK_INTERVAL]")
-	fs.DurationVar(&cfg.Correlation.Recovery, "recovery-window", envDuration("RECOVERY_WINDOW", 15*time.Minute), "healthy time (sample time) before an incident resolves [RECOVERY_WINDOW]")
-	fs.DurationVar(&cfg.Correlation.ReopenWindow, "reopen-window", envDuration("REOPEN_WINDOW", 30*time.Minute), "anomalies this soon after resolution reopen the incident [REOPEN_WINDOW]")
-	fs.DurationVar(&cfg.Correlation.StaleAfter, "stale-after", envDuration("STALE_AFTER", 5*time.Minute), "wall-clock silence after which an open incident records that data stopped [STALE_AFTER]")
-	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error [LOG_LEVEL]")
+	brokers := fs.String("kafka-brokers", env.String("KAFKA_BROKERS", ""), "comma-separated Kafka brokers; empty starts an in-process broker on localhost:9092 [KAFKA_BROKERS]")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", env.String("DATABASE_URL", ""), "PostgreSQL URL; empty starts a private cluster under --data-dir [DATABASE_URL]")
+	fs.StringVar(&cfg.DataDir, "data-dir", env.String("DATA_DIR", ".data"), "directory of the private PostgreSQL cluster and the in-process broker's log [DATA_DIR]")
+	fs.StringVar(&cfg.Router.Topics.Metrics, "metrics-topic", env.String("METRICS_TOPIC", "metrics"), "Kafka topic services publish samples to [METRICS_TOPIC]")
+	fs.StringVar(&cfg.Router.Topics.DeadLetter, "dead-letter-topic", env.String("DEAD_LETTER_TOPIC", "metrics.deadletter"), "Kafka topic for poisoned messages [DEAD_LETTER_TOPIC]")
+	fs.IntVar(&cfg.Detect.WarmUp, "warm-up", env.Int("WARM_UP", 256), "samples per service before its model is trained [WARM_UP]")
+	fs.DurationVar(&cfg.TickInterval, "tick-interval", env.Duration("TICK_INTERVAL", 5*time.Second), "how often resolution checks run [TICK_INTERVAL]")
+	fs.DurationVar(&cfg.Correlation.Recovery, "recovery-window", env.Duration("RECOVERY_WINDOW", 15*time.Minute), "healthy time (sample time) before an incident resolves [RECOVERY_WINDOW]")
+	fs.DurationVar(&cfg.Correlation.ReopenWindow, "reopen-window", env.Duration("REOPEN_WINDOW", 30*time.Minute), "anomalies this soon after resolution reopen the incident [REOPEN_WINDOW]")
+	fs.DurationVar(&cfg.Correlation.StaleAfter, "stale-after", env.Duration("STALE_AFTER", 5*time.Minute), "wall-clock silence after which an open incident records that data stopped [STALE_AFTER]")
+	logLevel := fs.String("log-level", env.String("LOG_LEVEL", "info"), "debug, info, warn or error [LOG_LEVEL]")
 	if err := fs.Parse(args); err != nil {
+		return cfg, 0, err
+	}
+	if err := env.Err(); err != nil {
 		return cfg, 0, err
 	}
 	for _, b := range strings.Split(*brokers, ",") {
@@ -80,25 +84,4 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 		return cfg, 0, fmt.Errorf("log level: %w", err)
 	}
 	return cfg, level, nil
-}
-
-func env(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
-}
-
-func envInt(key string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(key)); err == nil {
-		return v
-	}
-	return def
-}
-
-func envDuration(key string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(key)); err == nil {
-		return v
-	}
-	return def
 }

@@ -109,6 +109,8 @@ type Detector struct {
 
 	names   []string
 	isCount []bool
+	better  []bool    // lower is better: error rates and latencies
+	typical []float64 // per lower-is-better feature, the median of the training window
 	level   []float64
 	hasLvl  bool
 
@@ -156,12 +158,13 @@ func (d *Detector) Observe(s sample.Sample) (Result, error) {
 	var res Result
 	if d.model == nil {
 		d.warm = append(d.warm, slices.Clone(d.x))
-		if len(d.warm) >= d.cfg.WarmUp {
+		left := max(0, d.cfg.WarmUp-len(d.warm))
+		if left == 0 {
 			if err := d.train(); err != nil {
 				return Result{}, err
 			}
 		}
-		res = Result{ModelVersion: d.version, WarmUpLeft: max(0, d.cfg.WarmUp-len(d.warm))}
+		res = Result{ModelVersion: d.version, WarmUpLeft: left}
 	} else {
 		score := d.model.ScoreExtended(d.x)
 		res = Result{Score: score, Threshold: d.threshold, Judged: true, Anomalous: score > d.threshold, ModelVersion: d.version}
@@ -186,9 +189,12 @@ func (d *Detector) sameNames(ms []sample.Metric) bool {
 func (d *Detector) reset(ms []sample.Metric) {
 	d.names = make([]string, len(ms))
 	d.isCount = make([]bool, len(ms))
+	d.better = make([]bool, len(ms))
+	d.typical = make([]float64, len(ms))
 	for i, m := range ms {
 		d.names[i] = m.Name
 		d.isCount[i] = isCount(m.Name)
+		d.better[i] = lowerIsBetter(m.Name)
 	}
 	d.level = make([]float64, len(ms))
 	d.x = make([]float64, len(ms))
@@ -204,6 +210,13 @@ func isCount(name string) bool {
 	return name == sample.RequestCount || strings.HasSuffix(name, "_count") || strings.HasSuffix(name, "_total")
 }
 
+// lowerIsBetter reports whether a metric only hurts when it rises (error rates, latencies):
+// a value better than typical is good news, not an anomaly, so the model sees such a value
+// as typical (the training window's median), alone or together with others.
+func lowerIsBetter(name string) bool {
+	return name == sample.ErrorRate || strings.Contains(name, "latency") || strings.Contains(name, "error")
+}
+
 // features fills d.x from the metrics. A count becomes its log-ratio to the count's recent
 // level, clipped at zero from above: traffic falling below its level is a signal (a collapse),
 // traffic above it is not (a healthy spike, or recovery from a collapse).
@@ -211,9 +224,12 @@ func (d *Detector) features(ms []sample.Metric) {
 	for i, m := range ms {
 		if !d.isCount[i] {
 			d.x[i] = m.Value
+			if d.better[i] && d.model != nil {
+				d.x[i] = max(m.Value, d.typical[i])
+			}
 			continue
 		}
-		v := math.Log1p(m.Value)
+		v := logCount(m.Value)
 		if !d.hasLvl {
 			d.level[i] = v
 		}
@@ -221,6 +237,11 @@ func (d *Detector) features(ms []sample.Metric) {
 	}
 	d.hasLvl = true
 }
+
+// logCount is the log scale counts are compared on. A count below zero, which sample
+// validation allows for names other than request_count, counts as zero: log1p of -1 or less
+// is -Inf or NaN, which would fail every training and poison the level for good.
+func logCount(v float64) float64 { return math.Log1p(max(v, 0)) }
 
 // advanceLevels moves each count's level towards the sample (an exponential average over
 // LevelSpan samples), by at most LevelDrift per hour of sample time since the last sample.
@@ -232,13 +253,24 @@ func (d *Detector) advanceLevels(ms []sample.Metric, at time.Time) {
 	}
 	for i, m := range ms {
 		if d.isCount[i] {
-			step := alpha * (math.Log1p(m.Value) - d.level[i])
+			step := alpha * (logCount(m.Value) - d.level[i])
 			d.level[i] += max(-maxStep, min(maxStep, step))
 		}
 	}
 }
 
 func (d *Detector) train() error {
+	col := make([]float64, len(d.warm))
+	for j, better := range d.better {
+		if !better {
+			continue
+		}
+		for i, row := range d.warm {
+			col[i] = row[j]
+		}
+		slices.Sort(col)
+		d.typical[j] = col[len(col)/2]
+	}
 	fc := d.cfg.Forest
 	fc.Seed ^= fnv64(d.service)
 	m, err := forest.Train(d.warm, fc)
@@ -259,7 +291,11 @@ func (d *Detector) train() error {
 // Calibrate returns a threshold from the scores of a model's own training samples: their
 // q-quantile, raised by margin times the headroom left above it. Each service thereby gets a
 // threshold fitted to how spread its normal behaviour is, instead of one global number.
+// With no scores it returns 1: nothing is anomalous.
 func Calibrate(scores []float64, q, margin float64) float64 {
+	if len(scores) == 0 {
+		return 1
+	}
 	s := slices.Clone(scores)
 	slices.Sort(s)
 	pos := q * float64(len(s)-1)

@@ -27,6 +27,7 @@ const receiptLag = 2 * time.Second
 // observation is the sample at minute m written as one pattern letter:
 //
 //	'.' healthy   'x' anomaly   'X' extreme anomaly
+//	'E' an anomaly exactly at the extreme excess (score 0.75 over a threshold of 0.5: 0.5)
 //	'w' warm-up (not judged; its flags are set as if anomalous, to show they are ignored)
 func observation(m int, letter byte, lag time.Duration) incident.Observation {
 	o := incident.Observation{At: at(m), ReceivedAt: at(m).Add(lag), Threshold: thr, Judged: true}
@@ -37,6 +38,8 @@ func observation(m int, letter byte, lag time.Duration) incident.Observation {
 		o.Score, o.Anomalous = anomalyScore, true
 	case 'X':
 		o.Score, o.Anomalous = extremeScore, true
+	case 'E':
+		o.Score, o.Threshold, o.Anomalous = 0.75, 0.5, true
 	case 'w':
 		o.Score, o.Anomalous, o.Judged = extremeScore, true, false
 	default:
@@ -151,6 +154,11 @@ func TestCorrelatorOpens(t *testing.T) {
 			name: "single extreme", pattern: "....X", wantFirst: 4, wantLast: 4, wantOcc: 1,
 			wantKinds: []incident.Kind{incident.KindOpened},
 			why:       "an excess of at least 0.5 opens at once",
+		},
+		{
+			name: "exactly extreme", pattern: "..E", wantFirst: 2, wantLast: 2, wantOcc: 1,
+			wantKinds: []incident.Kind{incident.KindOpened},
+			why:       "an excess equal to ExtremeExcess is extreme",
 		},
 		{
 			name: "extreme after an anomaly", pattern: ".x..X", wantFirst: 1, wantLast: 4, wantOcc: 2,

@@ -300,7 +300,61 @@ func TestTransitions(t *testing.T) {
 			name: "escalate resolved", setup: resolved,
 			act:     func(i *incident.Incident) error { return i.Escalate(incident.SeverityCritical, "late", at(11)) },
 			wantErr: incident.ErrResolved,
-			why:     "a late escalation must not touch a closed incident",
+			why:     "an escalation dated after the resolution must not touch a closed incident",
+		},
+		{
+			name: "escalate resolved, dated before resolution", setup: resolved,
+			act:         func(i *incident.Incident) error { return i.Escalate(incident.SeverityCritical, "late", at(5)) },
+			wantKind:    incident.KindEscalated,
+			wantAt:      at(5),
+			wantDetails: incident.Details{From: "high", To: "critical", Rule: "late", Score: 0.65, Threshold: thr, Occurrences: 3},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Severity = incident.SeverityCritical
+				return s
+			},
+			why: "the escalate stage may run behind: a change made while open still counts, and the incident stays resolved",
+		},
+		{
+			name: "escalate resolved, dated at resolution", setup: resolved,
+			act:         func(i *incident.Incident) error { return i.Escalate(incident.SeverityCritical, "late", at(10)) },
+			wantKind:    incident.KindEscalated,
+			wantAt:      at(10),
+			wantDetails: incident.Details{From: "high", To: "critical", Rule: "late", Score: 0.65, Threshold: thr, Occurrences: 3},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Severity = incident.SeverityCritical
+				return s
+			},
+			why: "only a change strictly after the resolution is refused",
+		},
+		{
+			name: "escalate for an earlier change", setup: opened,
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(incident.SeverityMedium, "sustained-10m", incident.Signal{At: at(1), Score: 0.8, Threshold: 0.55}, 2)
+			},
+			wantKind:    incident.KindEscalated,
+			wantAt:      at(1),
+			wantDetails: incident.Details{From: "low", To: "medium", Rule: "sustained-10m", Score: 0.8, Threshold: 0.55, Occurrences: 2},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Severity = incident.SeverityMedium
+				return s
+			},
+			why: "the entry names the change that made the rule fire, not the incident's latest state",
+		},
+		{
+			name: "escalate for a change after resolution", setup: resolved,
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(incident.SeverityCritical, "late", incident.Signal{At: at(10).Add(time.Nanosecond), Score: 0.9, Threshold: thr}, 4)
+			},
+			wantErr: incident.ErrResolved,
+			why:     "the incident was not open when that change happened",
+		},
+		{
+			name: "escalate for, not higher", setup: escalated(incident.SeverityHigh),
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(incident.SeverityHigh, "again", incident.Signal{At: at(2), Score: 0.9, Threshold: thr}, 3)
+			},
+			wantErr: incident.ErrNotHigher,
+			why:     "a redelivered or replayed judgement must not write twice",
 		},
 
 		// Resolve.

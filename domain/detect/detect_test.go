@@ -1,0 +1,550 @@
+package detect_test
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/incident-engine/engine/domain/detect"
+	"github.com/incident-engine/engine/domain/forest"
+	"github.com/incident-engine/engine/domain/sample"
+)
+
+// start is the time of the first sample; samples come one minute apart.
+var start = time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+
+// source produces one service's samples, one a minute, from a seeded random source.
+type source struct {
+	rng    *rand.Rand
+	minute int
+	// level returns the typical request count at a minute (default: a flat 1000).
+	level func(minute int) float64
+}
+
+func newSource(seed uint64) *source {
+	return &source{rng: rand.New(rand.NewPCG(seed, 99)), level: func(int) float64 { return 1000 }}
+}
+
+// values draws the next minute's healthy metrics: latency around 120 ms, error rate around
+// 1%, request count around level with 5% multiplicative noise.
+func (s *source) values() (latency, errRate, count float64) {
+	latency = max(1, 120+10*s.rng.NormFloat64())
+	errRate = min(1, max(0, 0.01+0.003*s.rng.NormFloat64()))
+	count = s.level(s.minute) * math.Exp(0.05*s.rng.NormFloat64())
+	return
+}
+
+// next returns the next minute's sample with fn applied to its healthy values.
+func (s *source) next(t testing.TB, fn func(latency, errRate, count *float64)) sample.Sample {
+	t.Helper()
+	lat, er, cnt := s.values()
+	if fn != nil {
+		fn(&lat, &er, &cnt)
+	}
+	at := start.Add(time.Duration(s.minute) * time.Minute)
+	s.minute++
+	return mustSample(t, at, map[string]float64{sample.LatencyP95: lat, sample.ErrorRate: er, sample.RequestCount: cnt})
+}
+
+func mustSample(t testing.TB, at time.Time, values map[string]float64) sample.Sample {
+	t.Helper()
+	var ms []sample.Metric
+	for name, v := range values {
+		ms = append(ms, sample.Metric{Name: name, Value: v})
+	}
+	s, err := sample.New("api", at, ms)
+	if err != nil {
+		t.Fatalf("sample.New: %v", err)
+	}
+	return s
+}
+
+func newDetector(t testing.TB, cfg detect.Config) *detect.Detector {
+	t.Helper()
+	d, err := detect.New("api", cfg)
+	if err != nil {
+		t.Fatalf("detect.New: %v", err)
+	}
+	return d
+}
+
+func observe(t testing.TB, d *detect.Detector, s sample.Sample) detect.Result {
+	t.Helper()
+	r, err := d.Observe(s)
+	if err != nil {
+		t.Fatalf("Observe(%s): %v", s.At, err)
+	}
+	return r
+}
+
+// trained returns a detector with the default config trained on src's first 256 samples.
+func trained(t testing.TB, src *source) *detect.Detector {
+	t.Helper()
+	d := newDetector(t, detect.Config{})
+	for range 256 {
+		observe(t, d, src.next(t, nil))
+	}
+	return d
+}
+
+func TestWarmUp(t *testing.T) {
+	t.Parallel()
+	const warmUp = 32
+	d := newDetector(t, detect.Config{WarmUp: warmUp})
+	src := newSource(1)
+	for i := 1; i < warmUp; i++ {
+		r := observe(t, d, src.next(t, nil))
+		want := detect.Result{WarmUpLeft: warmUp - i}
+		if r != want {
+			t.Fatalf("sample %d: %+v, want %+v: unjudged, counting down", i, r, want)
+		}
+	}
+	r := observe(t, d, src.next(t, nil))
+	if want := (detect.Result{ModelVersion: 1}); r != want {
+		t.Errorf("sample %d (the last of the warm-up): %+v, want %+v: the model is trained, nothing left to wait for", warmUp, r, want)
+	}
+	r = observe(t, d, src.next(t, nil))
+	if !r.Judged || r.ModelVersion != 1 || r.WarmUpLeft != 0 || !(r.Threshold > 0 && r.Threshold < 1) || !(r.Score > 0 && r.Score <= 1) {
+		t.Errorf("first sample after warm-up: %+v, want judged by model 1 with a score and a threshold in (0,1)", r)
+	}
+	if got, want := d.Features(), []string{sample.ErrorRate, sample.LatencyP95, sample.RequestCount}; !slices.Equal(got, want) {
+		t.Errorf("Features() = %v, want %v", got, want)
+	}
+}
+
+func TestJudgesNormalAndOutliers(t *testing.T) {
+	t.Parallel()
+	src := newSource(2)
+	d := trained(t, src)
+
+	flagged := 0
+	const n = 1000
+	for range n {
+		r := observe(t, d, src.next(t, nil))
+		if !r.Judged {
+			t.Fatalf("result %+v after warm-up, want judged", r)
+		}
+		if r.Anomalous != (r.Score > r.Threshold) {
+			t.Fatalf("result %+v: anomalous must mean exactly a score above the threshold", r)
+		}
+		if r.Anomalous {
+			flagged++
+		}
+	}
+	if flagged*100 >= 3*n {
+		t.Errorf("%d of %d fresh normal samples flagged, want under 3%%", flagged, n)
+	}
+
+	cases := []struct {
+		name  string
+		apply func(latency, errRate, count *float64)
+		want  bool
+		why   string
+	}{
+		{"latency x5", func(l, _, _ *float64) { *l *= 5 }, true, "one metric far above anything seen in warm-up"},
+		{"error rate 30%", func(_, e, _ *float64) { *e = 0.3 }, true, "thirty times the usual error rate"},
+		{"traffic collapse", func(_, _, c *float64) { *c *= 0.1 }, true, "a tenth of the usual requests"},
+		{"all at once", func(l, e, c *float64) { *l, *e, *c = *l*3, 0.2, *c*0.2 }, true, "a meltdown"},
+		{"traffic spike", func(_, _, c *float64) { *c *= 10 }, false, "more traffic than usual is not a fault by itself (counts are clipped above their level)"},
+		{"faster than ever", func(l, _, _ *float64) { *l = 5 }, false, "latency far below anything seen is good news (clamped to the training floor)"},
+		{"no errors at all", func(_, e, _ *float64) { *e = 0 }, false, "an error rate of zero is better than usual, not an anomaly"},
+		{"better on both", func(l, e, _ *float64) { *l, *e = 20, 0 }, false, "better latency and fewer errors together are still not an incident"},
+	}
+	for _, tc := range cases {
+		// Not a subtest: the cases share the detector and its clock.
+		r := observe(t, d, src.next(t, tc.apply))
+		if r.Anomalous != tc.want || (r.Score > r.Threshold) != tc.want {
+			t.Errorf("%s: %+v, want anomalous %v (%s)", tc.name, r, tc.want, tc.why)
+		}
+		observe(t, d, src.next(t, nil)) // let count levels settle back between cases
+		observe(t, d, src.next(t, nil))
+	}
+}
+
+// TestDailyCycle checks the ratio-to-level feature: request_count follows a day-long cycle
+// whose peak is far above anything in the 256-minute warm-up (which starts in the trough),
+// yet the slow change is not flagged, while a sudden collapse to a tenth is.
+func TestDailyCycle(t *testing.T) {
+	t.Parallel()
+	src := newSource(3)
+	src.level = func(m int) float64 { return 1000 * (1 - 0.6*math.Cos(2*math.Pi*float64(m)/1440)) }
+	d := newDetector(t, detect.Config{})
+
+	warmMax := 0.0
+	for range 256 {
+		s := src.next(t, nil)
+		c, _ := s.Value(sample.RequestCount)
+		warmMax = max(warmMax, c)
+		observe(t, d, s)
+	}
+	// Over the next day: every sample, and those whose count is well beyond the warm-up's.
+	dayMax, flagged, n, beyondFlagged, beyond := 0.0, 0, 0, 0, 0
+	for src.minute < 1440+256 {
+		s := src.next(t, nil)
+		c, _ := s.Value(sample.RequestCount)
+		dayMax = max(dayMax, c)
+		anomalous := observe(t, d, s).Anomalous
+		n++
+		if anomalous {
+			flagged++
+		}
+		if c > 1.2*warmMax {
+			beyond++
+			if anomalous {
+				beyondFlagged++
+			}
+		}
+	}
+	t.Logf("warm-up max %.0f, day max %.0f; flagged %d of %d, %d of %d beyond the warm-up range", warmMax, dayMax, flagged, n, beyondFlagged, beyond)
+	if dayMax < 1.5*warmMax || beyond < n/3 {
+		t.Fatalf("daily peak %.0f (%d samples beyond 1.2x the warm-up max %.0f) is not far enough out; the test proves nothing", dayMax, beyond, warmMax)
+	}
+	if beyondFlagged*100 >= 3*beyond {
+		t.Errorf("%d of %d samples with counts beyond the warm-up range flagged, want under 3%%: the count is judged against its level, not its warm-up values", beyondFlagged, beyond)
+	}
+	if flagged*100 >= 3*n {
+		t.Errorf("%d of %d samples of a normal daily cycle flagged, want under 3%%", flagged, n)
+	}
+	r := observe(t, d, src.next(t, func(_, _, c *float64) { *c *= 0.1 }))
+	if !r.Anomalous {
+		t.Errorf("collapse to 10%% of the cycle's level: %+v, want anomalous", r)
+	}
+}
+
+// TestSustainedCollapse checks that a count's level follows a collapse only slowly (at most
+// LevelDrift per hour), so an outage stays anomalous for hours instead of becoming the new
+// normal within minutes, and that traffic returning afterwards is not itself flagged.
+func TestSustainedCollapse(t *testing.T) {
+	t.Parallel()
+	src := newSource(9)
+	d := trained(t, src)
+	for range 60 {
+		observe(t, d, src.next(t, nil))
+	}
+	const outage = 120
+	flagged := 0
+	for range outage {
+		if observe(t, d, src.next(t, func(_, _, c *float64) { *c *= 0.1 })).Anomalous {
+			flagged++
+		}
+	}
+	if flagged != outage {
+		t.Errorf("%d of %d minutes of a traffic collapse flagged, want all: two hours is too soon to accept it as normal", flagged, outage)
+	}
+	flagged = 0
+	for range 30 {
+		if observe(t, d, src.next(t, nil)).Anomalous {
+			flagged++
+		}
+	}
+	if flagged > 1 {
+		t.Errorf("%d of the 30 samples after traffic returned flagged, want at most 1: recovery is not a fault", flagged)
+	}
+}
+
+func TestRedelivery(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		first int // samples observed before the redelivered one
+		why   string
+	}{
+		{"during warm-up", 10, "a redelivery must not count towards the warm-up"},
+		{"when trained", 300, "a redelivery must not move the count level"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// Two identical detectors; only one sees the redeliveries.
+			a, b := newDetector(t, detect.Config{}), newDetector(t, detect.Config{})
+			src := newSource(4)
+			var s sample.Sample
+			var want detect.Result
+			for range tc.first {
+				s = src.next(t, nil)
+				want = observe(t, a, s)
+				observe(t, b, s)
+			}
+			again := observe(t, a, s)
+			if again != want {
+				t.Errorf("redelivery: %+v, want the first result %+v (%s)", again, want, tc.why)
+			}
+			changed := s
+			changed.Metrics = slices.Clone(s.Metrics)
+			for i := range changed.Metrics {
+				changed.Metrics[i].Value *= 7
+			}
+			if r := observe(t, a, changed); r != want {
+				t.Errorf("redelivery with other values: %+v, want the first result %+v: the time identifies the sample", r, want)
+			}
+			for i := range 300 {
+				s := src.next(t, nil)
+				if ra, rb := observe(t, a, s), observe(t, b, s); ra != rb {
+					t.Fatalf("sample %d after the redeliveries: %+v, twin without them %+v (%s)", i, ra, rb, tc.why)
+				}
+			}
+		})
+	}
+}
+
+func TestOutOfOrder(t *testing.T) {
+	t.Parallel()
+	a, b := newDetector(t, detect.Config{}), newDetector(t, detect.Config{})
+	src := newSource(5)
+	var samples []sample.Sample
+	for range 300 {
+		s := src.next(t, nil)
+		samples = append(samples, s)
+		observe(t, a, s)
+		observe(t, b, s)
+	}
+	for _, old := range []sample.Sample{samples[298], samples[0], {Service: "api", At: start.Add(-time.Hour), Metrics: samples[0].Metrics}} {
+		r, err := a.Observe(old)
+		if !errors.Is(err, detect.ErrOutOfOrder) || r != (detect.Result{}) {
+			t.Errorf("Observe(sample at %s) = %+v, %v; want the zero Result and ErrOutOfOrder", old.At, r, err)
+		}
+	}
+	for i := range 100 {
+		s := src.next(t, nil)
+		if ra, rb := observe(t, a, s), observe(t, b, s); ra != rb {
+			t.Fatalf("sample %d after the late ones: %+v, twin without them %+v; a late sample must change nothing", i, ra, rb)
+		}
+	}
+}
+
+func TestMetricSetChange(t *testing.T) {
+	t.Parallel()
+	src := newSource(6)
+	d := trained(t, src)
+	if r := observe(t, d, src.next(t, nil)); !r.Judged || r.ModelVersion != 1 {
+		t.Fatalf("before the change: %+v, want judged by model 1", r)
+	}
+
+	withCPU := func() sample.Sample {
+		s := src.next(t, nil)
+		ms := append(slices.Clone(s.Metrics), sample.Metric{Name: "cpu", Value: 0.4 + 0.05*src.rng.NormFloat64()})
+		out, err := sample.New(s.Service, s.At, ms)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	r := observe(t, d, withCPU())
+	if want := (detect.Result{ModelVersion: 1, WarmUpLeft: 255}); r != want {
+		t.Errorf("first sample with a new metric: %+v, want %+v: unjudged, a new warm-up under way", r, want)
+	}
+	if got, want := d.Features(), []string{"cpu", sample.ErrorRate, sample.LatencyP95, sample.RequestCount}; !slices.Equal(got, want) {
+		t.Errorf("Features() = %v, want %v", got, want)
+	}
+	for i := 2; i < 256; i++ {
+		if r := observe(t, d, withCPU()); r.Judged || r.WarmUpLeft != 256-i {
+			t.Fatalf("warm-up sample %d: %+v, want unjudged with %d left", i, r, 256-i)
+		}
+	}
+	if r := observe(t, d, withCPU()); r.ModelVersion != 2 || r.Judged {
+		t.Errorf("last warm-up sample: %+v, want model 2 trained, this sample unjudged", r)
+	}
+	if r := observe(t, d, withCPU()); !r.Judged || r.ModelVersion != 2 {
+		t.Errorf("after the new warm-up: %+v, want judged by model 2", r)
+	}
+	collapse := withCPU()
+	for i, m := range collapse.Metrics {
+		if m.Name == sample.RequestCount {
+			collapse.Metrics[i].Value *= 0.1
+		}
+	}
+	if r := observe(t, d, collapse); !r.Anomalous {
+		t.Errorf("traffic collapse under the new model: %+v, want anomalous: count levels restart with the new metric set", r)
+	}
+	if r := observe(t, d, src.next(t, nil)); r.Judged || r.ModelVersion != 2 || r.WarmUpLeft != 255 {
+		t.Errorf("dropping the metric again: %+v, want a third warm-up", r)
+	}
+}
+
+// TestOtherCounts checks that a metric the detector treats as a count (by its _count or
+// _total suffix) but that sample validation lets be negative cannot break the model.
+func TestOtherCounts(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		metric string
+		value  func(i int) float64
+		why    string
+	}{
+		{"negative _count", "retries_count", func(i int) float64 { return -5 - float64(i%3) }, "log1p of less than -1 is NaN"},
+		{"_count of minus one", "retries_count", func(int) float64 { return -1 }, "log1p(-1) is -Inf"},
+		{"negative _total", "bytes_total", func(i int) float64 { return -float64(i) }, "the _total suffix is a count too"},
+		{"ordinary _total", "bytes_total", func(i int) float64 { return 1e6 + float64(i) }, "a positive count works as request_count does"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := newDetector(t, detect.Config{WarmUp: 32})
+			for i := range 40 {
+				s := mustSample(t, start.Add(time.Duration(i)*time.Minute), map[string]float64{tc.metric: tc.value(i), "cpu": 0.5})
+				r, err := d.Observe(s)
+				if err != nil {
+					t.Fatalf("sample %d: %v (%s)", i, err, tc.why)
+				}
+				if i >= 32 && (!r.Judged || math.IsNaN(r.Score)) {
+					t.Fatalf("sample %d: %+v, want a judged, finite score (%s)", i, r, tc.why)
+				}
+			}
+		})
+	}
+}
+
+func TestCalibrate(t *testing.T) {
+	t.Parallel()
+	five := []float64{0.5, 0.1, 0.4, 0.2, 0.3} // sorted: 0.1 0.2 0.3 0.4 0.5
+	cases := []struct {
+		name    string
+		scores  []float64
+		q, marg float64
+		want    float64
+		why     string
+	}{
+		{"median", five, 0.5, 0, 0.3, "q 0.5 of 5 sorted values is the middle one"},
+		{"interpolated", five, 0.9, 0, 0.46, "position 3.6 lies 60% of the way from 0.4 to 0.5"},
+		{"maximum", five, 1, 0, 0.5, "q 1 is the largest score"},
+		{"lowest", five, 0.01, 0, 0.104, "position 0.04 interpolates from the smallest"},
+		{"margin", five, 1, 0.5, 0.75, "half the headroom above 0.5"},
+		{"margin on interpolated", five, 0.9, 0.15, 0.46 + 0.15*0.54, "margin applies to the interpolated quantile"},
+		{"single score", []float64{0.42}, 0.99, 0.1, 0.42 + 0.1*0.58, "one score is every quantile"},
+		{"all equal", []float64{0.6, 0.6, 0.6}, 0.99, 0, 0.6, "no spread, no interpolation"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in := slices.Clone(tc.scores)
+			got := detect.Calibrate(in, tc.q, tc.marg)
+			if math.Abs(got-tc.want) > 1e-12 {
+				t.Errorf("Calibrate(%v, %g, %g) = %.15g, want %.15g (%s)", tc.scores, tc.q, tc.marg, got, tc.want, tc.why)
+			}
+			if !slices.Equal(in, tc.scores) {
+				t.Errorf("Calibrate reordered its input to %v", in)
+			}
+		})
+	}
+}
+
+func TestConfig(t *testing.T) {
+	t.Parallel()
+	var c detect.Config
+	c.SetDefaults()
+	if want := (detect.Config{WarmUp: 256, Quantile: 0.99, Margin: 0.15, LevelSpan: 10, LevelDrift: 0.5}); c != want {
+		t.Errorf("defaults %+v, want %+v", c, want)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("defaults do not validate: %v", err)
+	}
+	custom := detect.Config{WarmUp: 16, Quantile: 1, Margin: 0.5, LevelSpan: 1, LevelDrift: 3}
+	c = custom
+	c.SetDefaults()
+	if c != custom {
+		t.Errorf("SetDefaults changed set fields: %+v, want %+v", c, custom)
+	}
+
+	cases := []struct {
+		name    string
+		cfg     detect.Config
+		wantErr []string // fragments, one per problem; none means valid
+		why     string
+	}{
+		{"smallest", custom, nil, "every boundary value at once"},
+		{"zero margin", detect.Config{WarmUp: 16, Quantile: 0.5, Margin: 0, LevelSpan: 5}, nil, "Validate allows 0 (SetDefaults replaces it)"},
+		{"warm-up 15", detect.Config{WarmUp: 15, Quantile: 0.99, LevelSpan: 30}, []string{"warm-up 15"}, "too few samples to train on"},
+		{"quantile 0", detect.Config{WarmUp: 256, Quantile: 0, LevelSpan: 30}, []string{"quantile 0"}, "the threshold would be the lowest score"},
+		{"quantile above 1", detect.Config{WarmUp: 256, Quantile: 1.01, LevelSpan: 30}, []string{"quantile 1.01"}, "beyond the largest score"},
+		{"negative margin", detect.Config{WarmUp: 256, Quantile: 0.99, Margin: -0.1, LevelSpan: 30}, []string{"margin -0.1"}, "the threshold would drop below the quantile"},
+		{"margin 1", detect.Config{WarmUp: 256, Quantile: 0.99, Margin: 1, LevelSpan: 30}, []string{"margin 1"}, "the threshold would be 1: nothing is ever anomalous"},
+		{"level span 0", detect.Config{WarmUp: 256, Quantile: 0.99}, []string{"level span 0"}, "an average over no samples"},
+		{"negative level drift", detect.Config{WarmUp: 256, Quantile: 0.99, LevelSpan: 30, LevelDrift: -0.1}, []string{"level drift -0.1"}, "a level cannot move a negative distance"},
+		{"negative trees", detect.Config{WarmUp: 256, Quantile: 0.99, LevelSpan: 30, Forest: forest.Config{Trees: -1}}, []string{"forest trees"}, "the forest rejects it at training, too late"},
+		{
+			"every problem", detect.Config{WarmUp: 1, Quantile: 2, Margin: 1, LevelSpan: -1, LevelDrift: -1, Forest: forest.Config{Trees: -1}},
+			[]string{"warm-up 1", "quantile 2", "margin 1", "level span -1", "level drift -1", "forest trees"}, "all reported at once",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := tc.cfg.Validate()
+			if (err == nil) != (len(tc.wantErr) == 0) {
+				t.Fatalf("Validate(%+v) = %v, want error %v (%s)", tc.cfg, err, tc.wantErr, tc.why)
+			}
+			for _, frag := range tc.wantErr {
+				if !strings.Contains(err.Error(), frag) {
+					t.Errorf("Validate error %q does not mention %q (%s)", err, frag, tc.why)
+				}
+			}
+		})
+	}
+
+	t.Run("New validates after defaults", func(t *testing.T) {
+		t.Parallel()
+		if d, err := detect.New("api", detect.Config{WarmUp: 8}); err == nil || d != nil {
+			t.Errorf("New with warm-up 8 = %v, %v; want nil and an error", d, err)
+		}
+		if _, err := detect.New("api", detect.Config{}); err != nil {
+			t.Errorf("New with the zero Config = %v, want the defaults to be valid", err)
+		}
+	})
+}
+
+// TestObserveAllocs checks that a trained detector scores without allocating. Not parallel:
+// AllocsPerRun counts every goroutine's allocations.
+func TestObserveAllocs(t *testing.T) {
+	src := newSource(7)
+	d := trained(t, src)
+	s := src.next(t, nil)
+	var err error
+	var r detect.Result
+	allocs := testing.AllocsPerRun(500, func() {
+		s.At = s.At.Add(time.Minute)
+		r, err = d.Observe(s)
+	})
+	if err != nil || !r.Judged {
+		t.Fatalf("last Observe = %+v, %v; want a judged result", r, err)
+	}
+	if allocs != 0 {
+		t.Errorf("Observe allocates %.1f times per sample once trained, want 0", allocs)
+	}
+}
+
+func TestDeterministic(t *testing.T) {
+	t.Parallel()
+	cfg := detect.Config{Forest: forest.Config{Seed: 42}}
+	play := func(service string) []detect.Result {
+		d, err := detect.New(service, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := newSource(8)
+		var out []detect.Result
+		for i := range 400 {
+			s := src.next(t, func(l, _, _ *float64) {
+				if i%50 == 49 {
+					*l *= 3
+				}
+			})
+			out = append(out, observe(t, d, s))
+		}
+		return out
+	}
+	a, b := play("api"), play("api")
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("two detectors of the same service and config disagree")
+	}
+	if a[len(a)-1].Score == 0 || !a[len(a)-1].Judged {
+		t.Fatalf("last result %+v, want a judged score", a[len(a)-1])
+	}
+	if other := play("db"); reflect.DeepEqual(a, other) {
+		t.Errorf("services api and db got identical forests; the seed is meant to be mixed with the service name")
+	}
+}
