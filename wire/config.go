@@ -32,6 +32,8 @@ type Config struct {
 	EmbeddedPostgresAnyPort bool
 	// TickInterval is how often resolution checks are published (default 5s).
 	TickInterval time.Duration
+	// HTTPAddr is where /metrics, /healthz and /readyz are served (default ":8080").
+	HTTPAddr string
 
 	Router      router.Config
 	Detect      detect.Config
@@ -52,6 +54,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = 5 * time.Second
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = ":8080"
 	}
 	if c.Policy.Rules == nil {
 		c.Policy = incident.DefaultPolicy()

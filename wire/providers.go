@@ -12,9 +12,11 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/incident-engine/engine/domain/incident"
 	"github.com/incident-engine/engine/handlers"
+	"github.com/incident-engine/engine/infra/httpserver"
 	"github.com/incident-engine/engine/infra/kafka"
 	"github.com/incident-engine/engine/infra/postgres"
 	"github.com/incident-engine/engine/router"
@@ -135,4 +137,15 @@ func provideRouter(cfg Config, s router.Stages, t router.Transport, kc kafka.Con
 	return router.New(cfg.Router, s, t, logger)
 }
 
-func provideRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
+func provideRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func provideHTTP(cfg Config, reg *prometheus.Registry, pool *pgxpool.Pool, kc kafka.Config, logger *slog.Logger) (*httpserver.Server, error) {
+	return httpserver.New(cfg.HTTPAddr, reg, map[string]httpserver.Check{
+		"postgres": pool.Ping,
+		"kafka":    func(ctx context.Context) error { return kafka.Ping(ctx, kc) },
+	}, logger)
+}

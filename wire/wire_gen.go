@@ -81,7 +81,16 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 		cleanup()
 		return nil, nil, err
 	}
-	worker := NewWorker(router, ticker, config, databaseURL, registry, logger)
+	server, err := provideHTTP(cfg, registry, pool, config, logger)
+	if err != nil {
+		cleanup5()
+		cleanup4()
+		cleanup3()
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	worker := NewWorker(router, ticker, server, config, databaseURL, registry, logger)
 	return worker, func() {
 		cleanup5()
 		cleanup4()

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/incident-engine/engine/infra/httpserver"
 	"github.com/incident-engine/engine/infra/kafka"
 	"github.com/incident-engine/engine/router"
 )
@@ -17,6 +18,7 @@ import (
 type Worker struct {
 	Router      *message.Router
 	Ticker      *router.Ticker
+	HTTP        *httpserver.Server
 	Kafka       kafka.Config
 	DatabaseURL DatabaseURL
 	Registry    *prometheus.Registry
@@ -24,12 +26,12 @@ type Worker struct {
 }
 
 // NewWorker groups the worker's parts.
-func NewWorker(r *message.Router, t *router.Ticker, kc kafka.Config, url DatabaseURL, reg *prometheus.Registry, logger *slog.Logger) *Worker {
-	return &Worker{Router: r, Ticker: t, Kafka: kc, DatabaseURL: url, Registry: reg, logger: logger}
+func NewWorker(r *message.Router, t *router.Ticker, h *httpserver.Server, kc kafka.Config, url DatabaseURL, reg *prometheus.Registry, logger *slog.Logger) *Worker {
+	return &Worker{Router: r, Ticker: t, HTTP: h, Kafka: kc, DatabaseURL: url, Registry: reg, logger: logger}
 }
 
-// Run runs the router and the ticker until ctx ends or one of them fails, then waits for
-// both to stop.
+// Run runs the router, the ticker and the HTTP server until ctx ends or one of them fails,
+// then waits for all of them to stop.
 func (w *Worker) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -47,6 +49,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.logger.Info("pipeline running", "brokers", w.Kafka.Brokers)
 		return w.Ticker.Run(ctx)
 	})
+	g.Go(func() error { return w.HTTP.Run(ctx) })
 	return g.Wait()
 }
 

@@ -72,7 +72,7 @@ func startEngine(t testing.TB, tune func(*wire.Config)) *engine {
 // function that stops it and waits until it has.
 func (e *engine) startWorker(t testing.TB, dbURL string, tune func(*wire.Config)) (stop func()) {
 	t.Helper()
-	cfg := wire.Config{KafkaBrokers: e.brokers, DatabaseURL: dbURL, TickInterval: 200 * time.Millisecond}
+	cfg := wire.Config{KafkaBrokers: e.brokers, DatabaseURL: dbURL, TickInterval: 200 * time.Millisecond, HTTPAddr: "127.0.0.1:0"}
 	if tune != nil {
 		tune(&cfg)
 	}

@@ -25,7 +25,7 @@ func TestEmbeddedDefaults(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil { // the cluster's user must reach its directory
 		t.Fatal(err)
 	}
-	cfg := wire.Config{DataDir: filepath.Join(dir, "data"), EmbeddedKafkaAnyPort: true, EmbeddedPostgresAnyPort: true}
+	cfg := wire.Config{DataDir: filepath.Join(dir, "data"), EmbeddedKafkaAnyPort: true, EmbeddedPostgresAnyPort: true, HTTPAddr: "127.0.0.1:0"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w, cleanup, err := wire.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -43,8 +43,8 @@ func run(args []string) int {
 		return 1
 	}
 	defer cleanup()
-	fmt.Printf("\nincident engine running\n  Kafka brokers:  %s\n  PostgreSQL:     %s\n  try:            psql '%s' -c 'SELECT service, severity, status, occurrence_count FROM incidents ORDER BY last_seen DESC;'\n  stop with Ctrl-C\n\n",
-		strings.Join(w.Kafka.Brokers, ","), w.DatabaseURL, w.DatabaseURL)
+	fmt.Printf("\nincident engine running\n  Kafka brokers:  %s\n  PostgreSQL:     %s\n  health:         http://%s/readyz  metrics: http://%s/metrics\n  try:            psql '%s' -c 'SELECT service, severity, status, occurrence_count FROM incidents ORDER BY last_seen DESC;'\n  stop with Ctrl-C\n\n",
+		strings.Join(w.Kafka.Brokers, ","), w.DatabaseURL, w.HTTP.Addr(), w.HTTP.Addr(), w.DatabaseURL)
 	if err := w.Run(ctx); err != nil {
 		logger.Error("worker stopped with an error", "err", err)
 		return 1
@@ -63,6 +63,7 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 	fs.StringVar(&cfg.Router.Topics.Metrics, "metrics-topic", env.String("METRICS_TOPIC", "metrics"), "Kafka topic services publish samples to [METRICS_TOPIC]")
 	fs.StringVar(&cfg.Router.Topics.DeadLetter, "dead-letter-topic", env.String("DEAD_LETTER_TOPIC", "metrics.deadletter"), "Kafka topic for poisoned messages [DEAD_LETTER_TOPIC]")
 	fs.IntVar(&cfg.Detect.WarmUp, "warm-up", env.Int("WARM_UP", 256), "samples per service before its model is trained [WARM_UP]")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", env.String("HTTP_ADDR", ":8080"), "address of /metrics, /healthz and /readyz [HTTP_ADDR]")
 	fs.DurationVar(&cfg.TickInterval, "tick-interval", env.Duration("TICK_INTERVAL", 5*time.Second), "how often resolution checks run [TICK_INTERVAL]")
 	fs.DurationVar(&cfg.Correlation.Recovery, "recovery-window", env.Duration("RECOVERY_WINDOW", 15*time.Minute), "healthy time (sample time) before an incident resolves [RECOVERY_WINDOW]")
 	fs.DurationVar(&cfg.Correlation.ReopenWindow, "reopen-window", env.Duration("REOPEN_WINDOW", 30*time.Minute), "anomalies this soon after resolution reopen the incident [REOPEN_WINDOW]")

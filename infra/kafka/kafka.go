@@ -7,6 +7,7 @@
 package kafka
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -147,6 +148,25 @@ func CreateTopics(c Config, partitions int32, topics ...string) error {
 		if err := admin.CreateTopic(t, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1}, false); err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 			return fmt.Errorf("create topic %s: %w", t, err)
 		}
+	}
+	return nil
+}
+
+// Ping connects to the brokers and fetches the cluster's metadata, for readiness checks.
+func Ping(ctx context.Context, c Config) error {
+	c.setDefaults()
+	sc := saramaConfig(c)
+	sc.Metadata.Retry.Max = 0
+	if dl, ok := ctx.Deadline(); ok {
+		sc.Net.DialTimeout = time.Until(dl)
+	}
+	client, err := sarama.NewClient(c.Brokers, sc)
+	if err != nil {
+		return fmt.Errorf("kafka %v: %w", c.Brokers, err)
+	}
+	defer client.Close()
+	if len(client.Brokers()) == 0 {
+		return fmt.Errorf("kafka %v: no brokers in metadata", c.Brokers)
 	}
 	return nil
 }
