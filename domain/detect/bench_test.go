@@ -10,8 +10,15 @@ import (
 
 // BenchmarkObserve measures the score stage's per-sample work once a model is trained:
 // feature extraction, the forest's score and the threshold test. It must not allocate.
-func BenchmarkObserve(b *testing.B) {
-	d, err := detect.New("api", detect.Config{})
+// Retraining is pushed out of the way here; BenchmarkObserveWithRetraining includes it.
+func BenchmarkObserve(b *testing.B) { benchObserve(b, detect.Config{RetrainEvery: 1 << 62}) }
+
+// BenchmarkObserveWithRetraining is BenchmarkObserve with the default daily retraining, one
+// sample a minute, so the cost of retraining is spread over the samples as in the worker.
+func BenchmarkObserveWithRetraining(b *testing.B) { benchObserve(b, detect.Config{}) }
+
+func benchObserve(b *testing.B, cfg detect.Config) {
+	d, err := detect.New("api", cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

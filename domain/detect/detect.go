@@ -44,6 +44,16 @@ type Config struct {
 	// of sample time (default 0.5, about 65% per hour): fast enough to follow a daily cycle,
 	// too slow to absorb a collapse within the hours it matters.
 	LevelDrift float64
+	// RetrainEvery is how much sample time passes between retrainings (default 24h).
+	RetrainEvery time.Duration
+	// RetrainWindow is the number of recent samples a retraining draws from (default 1440,
+	// a day at one sample a minute). Anomalous samples, and those within Exclusion after an
+	// anomaly (while an incident may still be open), are left out, so an outage is never
+	// learned as normal.
+	RetrainWindow int
+	// Exclusion is how long after an anomaly samples stay out of the retraining window
+	// (default 15m, the recovery window of incidents).
+	Exclusion time.Duration
 }
 
 // SetDefaults fills every zero field with its default.
@@ -62,6 +72,15 @@ func (c *Config) SetDefaults() {
 	}
 	if c.LevelDrift == 0 {
 		c.LevelDrift = 0.5
+	}
+	if c.RetrainEvery == 0 {
+		c.RetrainEvery = 24 * time.Hour
+	}
+	if c.RetrainWindow == 0 {
+		c.RetrainWindow = 1440
+	}
+	if c.Exclusion == 0 {
+		c.Exclusion = 15 * time.Minute
 	}
 }
 
@@ -83,6 +102,12 @@ func (c Config) Validate() error {
 	if c.LevelSpan < 1 {
 		errs = append(errs, fmt.Errorf("level span %d must be positive", c.LevelSpan))
 	}
+	if c.RetrainEvery < 0 || c.Exclusion < 0 {
+		errs = append(errs, errors.New("retrain interval and exclusion must not be negative"))
+	}
+	if c.RetrainWindow != 0 && c.RetrainWindow < c.WarmUp {
+		errs = append(errs, fmt.Errorf("retrain window %d is smaller than the warm-up %d", c.RetrainWindow, c.WarmUp))
+	}
 	if c.Forest.Trees < 0 || c.Forest.SampleSize < 0 {
 		errs = append(errs, errors.New("forest trees and sample size must not be negative"))
 	}
@@ -100,6 +125,9 @@ type Result struct {
 	ModelVersion int
 	// WarmUpLeft is the number of samples still needed before the next model is trained.
 	WarmUpLeft int
+	// Trained is true for the sample at which a new model was trained (the end of the
+	// warm-up, or a retraining); the caller may store it (see Model).
+	Trained bool
 }
 
 // Detector scores the samples of one service. It is not safe for concurrent use.
@@ -114,10 +142,12 @@ type Detector struct {
 	level   []float64
 	hasLvl  bool
 
-	warm      [][]float64
+	win       window // recent feature rows: the warm-up, then the retraining window
 	model     *forest.Forest
 	threshold float64
 	version   int
+	trainedAt time.Time // sample time of the latest training
+	lastAnom  time.Time // sample time of the latest anomaly
 
 	x        []float64
 	lastAt   time.Time
@@ -157,17 +187,28 @@ func (d *Detector) Observe(s sample.Sample) (Result, error) {
 
 	var res Result
 	if d.model == nil {
-		d.warm = append(d.warm, slices.Clone(d.x))
-		left := max(0, d.cfg.WarmUp-len(d.warm))
+		d.win.push(d.x, s.At)
+		left := max(0, d.cfg.WarmUp-d.win.len())
 		if left == 0 {
-			if err := d.train(); err != nil {
+			if err := d.train(s.At); err != nil {
 				return Result{}, err
 			}
 		}
-		res = Result{ModelVersion: d.version, WarmUpLeft: left}
+		res = Result{ModelVersion: d.version, WarmUpLeft: left, Trained: left == 0}
 	} else {
 		score := d.model.ScoreExtended(d.x)
 		res = Result{Score: score, Threshold: d.threshold, Judged: true, Anomalous: score > d.threshold, ModelVersion: d.version}
+		if res.Anomalous {
+			d.lastAnom = s.At
+		} else if d.lastAnom.IsZero() || s.At.Sub(d.lastAnom) > d.cfg.Exclusion {
+			d.win.push(d.x, s.At)
+		}
+		if s.At.Sub(d.trainedAt) >= d.cfg.RetrainEvery && d.win.len() >= d.cfg.WarmUp {
+			if err := d.train(s.At); err != nil {
+				return Result{}, err
+			}
+			res.Trained = true
+		}
 	}
 	d.advanceLevels(s.Metrics, s.At)
 	d.hasFirst, d.lastAt, d.lastRes = true, s.At, res
@@ -199,9 +240,10 @@ func (d *Detector) reset(ms []sample.Metric) {
 	d.level = make([]float64, len(ms))
 	d.x = make([]float64, len(ms))
 	d.hasLvl = false
-	d.warm = d.warm[:0]
+	d.win = newWindow(max(d.cfg.RetrainWindow, d.cfg.WarmUp), len(ms))
 	d.model = nil
 	d.threshold = 0
+	d.lastAnom = time.Time{}
 }
 
 // isCount reports whether a metric counts events per interval: its level follows traffic, so
@@ -259,32 +301,38 @@ func (d *Detector) advanceLevels(ms []sample.Metric, at time.Time) {
 	}
 }
 
-func (d *Detector) train() error {
-	col := make([]float64, len(d.warm))
+// train fits a new model on the window's rows at sample time at and calibrates its
+// threshold on them.
+func (d *Detector) train(at time.Time) error {
+	rows := d.win.rows()
+	col := make([]float64, len(rows))
 	for j, better := range d.better {
 		if !better {
 			continue
 		}
-		for i, row := range d.warm {
+		for i, row := range rows {
 			col[i] = row[j]
 		}
 		slices.Sort(col)
 		d.typical[j] = col[len(col)/2]
 	}
 	fc := d.cfg.Forest
-	fc.Seed ^= fnv64(d.service)
-	m, err := forest.Train(d.warm, fc)
+	fc.Seed ^= fnv64(d.service) ^ uint64(d.version)
+	m, err := forest.Train(rows, fc)
 	if err != nil {
 		return fmt.Errorf("train model for %s: %w", d.service, err)
 	}
-	scores := make([]float64, len(d.warm))
-	for i, row := range d.warm {
-		scores[i] = m.ScoreExtended(row)
+	// Calibrate on at most 512 rows spread evenly over the window: enough for the 99th
+	// percentile, and retraining stays a few milliseconds.
+	step := max(1, len(rows)/512)
+	scores := make([]float64, 0, len(rows)/step+1)
+	for i := 0; i < len(rows); i += step {
+		scores = append(scores, m.ScoreExtended(rows[i]))
 	}
 	d.model = m
 	d.threshold = Calibrate(scores, d.cfg.Quantile, d.cfg.Margin)
 	d.version++
-	d.warm = d.warm[:0]
+	d.trainedAt = at
 	return nil
 }
 
@@ -312,4 +360,16 @@ func fnv64(s string) uint64 {
 		h *= 1099511628211
 	}
 	return h
+}
+
+// Explain writes into out, for the sample last observed, each feature's share in isolating it
+// (forest.PathFeatures: features on short isolation paths count more); shares sum to 1. out
+// must have one entry per feature (see Features). It reports false, leaving out unchanged,
+// when there is no model yet. Explain allocates nothing.
+func (d *Detector) Explain(out []float64) bool {
+	if d.model == nil || len(out) != len(d.x) {
+		return false
+	}
+	d.model.PathFeatures(d.x, out)
+	return true
 }

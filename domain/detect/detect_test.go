@@ -105,7 +105,7 @@ func TestWarmUp(t *testing.T) {
 		}
 	}
 	r := observe(t, d, src.next(t, nil))
-	if want := (detect.Result{ModelVersion: 1}); r != want {
+	if want := (detect.Result{ModelVersion: 1, Trained: true}); r != want {
 		t.Errorf("sample %d (the last of the warm-up): %+v, want %+v: the model is trained, nothing left to wait for", warmUp, r, want)
 	}
 	r = observe(t, d, src.next(t, nil))
@@ -437,13 +437,14 @@ func TestConfig(t *testing.T) {
 	t.Parallel()
 	var c detect.Config
 	c.SetDefaults()
-	if want := (detect.Config{WarmUp: 256, Quantile: 0.99, Margin: 0.15, LevelSpan: 10, LevelDrift: 0.5}); c != want {
+	if want := (detect.Config{WarmUp: 256, Quantile: 0.99, Margin: 0.15, LevelSpan: 10, LevelDrift: 0.5,
+		RetrainEvery: 24 * time.Hour, RetrainWindow: 1440, Exclusion: 15 * time.Minute}); c != want {
 		t.Errorf("defaults %+v, want %+v", c, want)
 	}
 	if err := c.Validate(); err != nil {
 		t.Errorf("defaults do not validate: %v", err)
 	}
-	custom := detect.Config{WarmUp: 16, Quantile: 1, Margin: 0.5, LevelSpan: 1, LevelDrift: 3}
+	custom := detect.Config{WarmUp: 16, Quantile: 1, Margin: 0.5, LevelSpan: 1, LevelDrift: 3, RetrainEvery: time.Hour, RetrainWindow: 100, Exclusion: time.Minute}
 	c = custom
 	c.SetDefaults()
 	if c != custom {
@@ -501,7 +502,10 @@ func TestConfig(t *testing.T) {
 // AllocsPerRun counts every goroutine's allocations.
 func TestObserveAllocs(t *testing.T) {
 	src := newSource(7)
-	d := trained(t, src)
+	d := newDetector(t, detect.Config{RetrainEvery: 1000 * time.Hour}) // retraining allocates; scoring must not
+	for range 256 {
+		observe(t, d, src.next(t, nil))
+	}
 	s := src.next(t, nil)
 	var err error
 	var r detect.Result
