@@ -66,7 +66,8 @@ func (h *EscalateHandler[T]) Handle(msg *message.Message) error {
 		if inc == nil || target <= inc.Severity() {
 			return nil
 		}
-		cause := incident.Signal{At: ev.OccurredAt, Score: ev.Details.Score, Threshold: ev.Details.Threshold}
+		cause := incident.Signal{At: ev.OccurredAt, Score: ev.Details.Score, Threshold: ev.Details.Threshold,
+			ModelVersion: ev.Details.ModelVersion, Explanation: ev.Details.Explanation}
 		if err := inc.EscalateFor(target, rule.Name, cause, ev.OccurrenceCount); err != nil {
 			if errors.Is(err, incident.ErrNotHigher) || errors.Is(err, incident.ErrResolved) {
 				return nil

@@ -38,7 +38,7 @@ type stages struct {
 func newStages(t *testing.T) *stages {
 	t.Helper()
 	logger := slog.New(slog.DiscardHandler)
-	c, err := incident.NewCorrelator(incident.CorrelationConfig{})
+	c, err := incident.NewCorrelator(incident.CorrelationConfig{OpenAfter: 3, Window: 5}) // the scenarios count 3 of 5
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,8 @@ type ScoredSample struct {
 	Anomalous    bool    `json:"anomalous"`
 	ModelVersion int     `json:"model_version"`
 	WarmUpLeft   int     `json:"warm_up_left,omitempty"`
+	// Explanation names, for an anomaly, the metrics that drove its score.
+	Explanation []incident.Contribution `json:"explanation,omitempty"`
 }
 
 // IncidentEvent is one change of an incident: what correlate, escalate and resolve emit and

@@ -22,7 +22,7 @@ var scoreStart = time.Date(2026, 11, 26, 17, 0, 0, 0, time.UTC)
 
 func newScoreHandler(t *testing.T) *handlers.ScoreHandler {
 	t.Helper()
-	h, err := handlers.NewScoreHandler(detect.Config{WarmUp: testWarmUp}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, err := handlers.NewScoreHandler(detect.Config{WarmUp: testWarmUp}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

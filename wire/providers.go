@@ -105,8 +105,8 @@ func provideCorrelator(cfg Config) (incident.Correlator, error) {
 	return incident.NewCorrelator(cfg.Correlation)
 }
 
-func provideStages(cfg Config, store *postgres.Store, c incident.Correlator, logger *slog.Logger) (router.Stages, error) {
-	score, err := handlers.NewScoreHandler(cfg.Detect, logger)
+func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c incident.Correlator, logger *slog.Logger) (router.Stages, error) {
+	score, err := handlers.NewScoreHandler(cfg.Detect, postgres.NewModels(pool), logger)
 	if err != nil {
 		return router.Stages{}, err
 	}

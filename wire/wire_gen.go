@@ -34,7 +34,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 		cleanup()
 		return nil, nil, err
 	}
-	stages, err := provideStages(cfg, store, correlator, logger)
+	stages, err := provideStages(cfg, store, pool, correlator, logger)
 	if err != nil {
 		cleanup2()
 		cleanup()

@@ -1,6 +1,6 @@
 // Command producer runs the test services api, db and auth: each publishes a JSON metric
 // sample to Kafka every interval, keyed by service, with realistic noise and a daily traffic
-// cycle. FAILURE_MODE=none|latency|errors|meltdown|spike injects a failure into the services
+// cycle. FAILURE_MODE=none|latency|errors|meltdown|spike|collapse|better injects a change into the services
 // named by --fail-services for --failure-for, starting --failure-after into the run.
 //
 // In real-time mode samples carry the current time and are sent every --interval. With
@@ -72,14 +72,14 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.topic, "topic", env.String("METRICS_TOPIC", "metrics"), "topic to publish to [METRICS_TOPIC]")
 	services := fs.String("services", env.String("SERVICES", "api,db,auth"), "comma-separated services to run [SERVICES]")
 	fail := fs.String("fail-services", env.String("FAIL_SERVICES", "api"), "services the failure is injected into [FAIL_SERVICES]")
-	mode := fs.String("failure-mode", env.String("FAILURE_MODE", "none"), "none, latency, errors, meltdown or spike (3x traffic, healthy) [FAILURE_MODE]")
+	mode := fs.String("failure-mode", env.String("FAILURE_MODE", "none"), "none, latency, errors, meltdown; or spike (3x traffic), collapse (a tenth of the traffic), better (faster, fewer errors) [FAILURE_MODE]")
 	fs.DurationVar(&o.interval, "interval", env.Duration("INTERVAL", time.Minute), "time between samples of a service [INTERVAL]")
 	fs.IntVar(&o.count, "count", env.Int("COUNT", 0), "samples per service; 0 uses --duration [COUNT]")
 	fs.DurationVar(&o.duration, "duration", env.Duration("DURATION", 0), "span of samples to emit; 0 with --count 0 means 24h when simulating, forever otherwise [DURATION]")
 	fs.BoolVar(&o.simulate, "simulate", env.Bool("SIMULATE", false), "simulated time: timestamps --interval apart, sent as fast as possible [SIMULATE]")
 	start := fs.String("start", env.String("START", ""), "first timestamp (RFC 3339) when simulating; default: now minus the duration [START]")
-	fs.DurationVar(&o.failureAfter, "failure-after", env.Duration("FAILURE_AFTER", 0), "when the failure starts, from the first sample; default 300 intervals (after the engine's warm-up) [FAILURE_AFTER]")
-	fs.DurationVar(&o.failureFor, "failure-for", env.Duration("FAILURE_FOR", 0), "how long the failure lasts; default 60 intervals [FAILURE_FOR]")
+	fs.DurationVar(&o.failureAfter, "failure-after", env.Duration("FAILURE_AFTER", -1), "when the failure starts, from the first sample; negative means 300 intervals (after the engine's warm-up) [FAILURE_AFTER]")
+	fs.DurationVar(&o.failureFor, "failure-for", env.Duration("FAILURE_FOR", -1), "how long the failure lasts; negative means 60 intervals [FAILURE_FOR]")
 	seed := fs.Uint64("seed", env.Uint64("SEED", 1), "random seed, for reproducible runs [SEED]")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only the summary")
 	fs.StringVar(&o.prefix, "service-prefix", env.String("SERVICE_PREFIX", ""), "prefix for the emitted service names (e.g. \"staging-\"); behaviour follows the unprefixed name [SERVICE_PREFIX]")
@@ -99,17 +99,17 @@ func parse(args []string) (options, error) {
 	o.mode = Mode(*mode)
 	var errs []error
 	switch o.mode {
-	case ModeNone, ModeLatency, ModeErrors, ModeMeltdown, ModeSpike:
+	case ModeNone, ModeLatency, ModeErrors, ModeMeltdown, ModeSpike, ModeCollapse, ModeBetter:
 	default:
 		errs = append(errs, fmt.Errorf("unknown failure mode %q", *mode))
 	}
 	if len(o.brokers) == 0 || len(o.services) == 0 || o.interval <= 0 || o.count < 0 || o.duration < 0 {
 		errs = append(errs, errors.New("need brokers, services, a positive interval and non-negative count and duration"))
 	}
-	if o.failureAfter == 0 {
+	if o.failureAfter < 0 {
 		o.failureAfter = 300 * o.interval
 	}
-	if o.failureFor == 0 {
+	if o.failureFor < 0 {
 		o.failureFor = 60 * o.interval
 	}
 	if o.count == 0 && o.duration == 0 && o.simulate {

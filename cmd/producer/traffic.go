@@ -15,7 +15,9 @@ const (
 	ModeLatency  Mode = "latency"
 	ModeErrors   Mode = "errors"
 	ModeMeltdown Mode = "meltdown"
-	ModeSpike    Mode = "spike"
+	ModeSpike    Mode = "spike"    // three times the traffic, healthy
+	ModeCollapse Mode = "collapse" // traffic falls to a tenth, nothing else changes
+	ModeBetter   Mode = "better"   // faster and fewer errors than usual
 )
 
 // profile is one test service's healthy behaviour.
@@ -89,6 +91,11 @@ func (s *service) sample(at time.Time, interval time.Duration, mode Mode, failin
 			reqs *= 0.1 + 0.05*s.rng.Float64()
 		case ModeSpike:
 			reqs *= 3
+		case ModeCollapse:
+			reqs *= 0.1
+		case ModeBetter:
+			lat *= 0.5
+			errs *= 0.2
 		}
 	}
 	return metrics{

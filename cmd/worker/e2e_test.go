@@ -351,6 +351,18 @@ func checkTimeline(t *testing.T, tl []timelineRow, inc incidentRow) {
 			if score <= thr || thr <= 0 {
 				t.Errorf("%s at %s: score %v not above threshold %v", r.Event, r.OccurredAt, score, thr)
 			}
+			if v, _ := r.Details["model_version"].(float64); v < 1 {
+				t.Errorf("%s at %s: no model version in %v", r.Event, r.OccurredAt, r.Details)
+			}
+			expl, _ := r.Details["explanation"].([]any)
+			total := 0.0
+			for _, c := range expl {
+				share, _ := c.(map[string]any)["share"].(float64)
+				total += share
+			}
+			if len(expl) == 0 || total <= 0 || total > 1.0001 {
+				t.Errorf("%s at %s: explanation %v, want metrics with shares summing to at most 1", r.Event, r.OccurredAt, expl)
+			}
 		case "escalated":
 			escalations++
 			if r.Details["from"] != severity || r.Details["rule"] == "" || r.Details["rule"] == nil {
@@ -377,4 +389,69 @@ func contains(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// TestTrafficAndSeasonality runs the producer's traffic changes through the pipeline over two
+// simulated days (the daily cycle twice, and a retraining at the first day's end): a healthy
+// spike of three times the traffic and a service doing better than usual open nothing; a
+// collapse of traffic with everything else normal opens an incident.
+func TestTrafficAndSeasonality(t *testing.T) {
+	e := startEngine(t, nil)
+	cases := []struct {
+		mode     string
+		incident bool
+		why      string
+	}{
+		{"spike", false, "three times the requests with normal errors and latency is healthy load"},
+		{"better", false, "lower latency and fewer errors than usual is not an incident"},
+		{"collapse", true, "traffic falling to a tenth is an incident even when errors and latency look fine"},
+		{"none", false, "two days of daily cycles, with a retraining in between, open nothing"},
+	}
+	done := make(chan error, len(cases))
+	for _, c := range cases {
+		go func() {
+			args := []string{"--simulate", "--quiet", "--brokers", strings.Join(e.brokers, ","), "--service-prefix", c.mode + "-",
+				"--failure-mode", c.mode, "--fail-services", "api", "--start", simStart.Format(time.RFC3339), "--duration", "48h",
+				"--failure-after", "30h", "--failure-for", "1h"}
+			out, err := exec.Command(producerBin, args...).CombinedOutput()
+			if err != nil {
+				err = fmt.Errorf("producer %s: %w\n%s", c.mode, err, out)
+			}
+			done <- err
+		}()
+	}
+	for range cases {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range cases {
+		p := c.mode + "-"
+		e.waitProcessed(t, simStart.Add(48*time.Hour-time.Minute), p+"api", p+"db", p+"auth")
+	}
+	var retrained int
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM models WHERE version = 2`).Scan(&retrained); err != nil || retrained != 3*len(cases) {
+		t.Errorf("%d services retrained (%v), want all %d after a day of samples", retrained, err, 3*len(cases))
+	}
+	for _, c := range cases {
+		t.Run(c.mode, func(t *testing.T) {
+			p := c.mode + "-"
+			got := e.incidents(t, p+"api", p+"db", p+"auth")
+			if !c.incident {
+				if len(got) != 0 {
+					t.Errorf("%s: got %+v", c.why, got)
+				}
+				return
+			}
+			from := simStart.Add(30 * time.Hour)
+			if len(got) != 1 || got[0].Service != p+"api" || got[0].FirstSeen.Before(from) || got[0].FirstSeen.After(from.Add(5*time.Minute)) {
+				t.Fatalf("%s: got %+v, want one incident for %sapi at %s", c.why, got, p, from)
+			}
+			tl := e.timeline(t, got[0].ID)
+			expl, _ := tl[0].Details["explanation"].([]any)
+			if len(expl) == 0 || expl[0].(map[string]any)["metric"] != "request_count" {
+				t.Errorf("explanation %v, want request_count first", expl)
+			}
+		})
+	}
 }

@@ -40,10 +40,15 @@ type Config struct {
 	// LevelSpan is the number of samples the recent level of a count averages over
 	// (default 10).
 	LevelSpan int
-	// LevelDrift is the fastest the level of a count may move, in natural-log units per hour
-	// of sample time (default 0.5, about 65% per hour): fast enough to follow a daily cycle,
-	// too slow to absorb a collapse within the hours it matters.
+	// LevelDrift is the fastest the level of a count may fall, in natural-log units per hour
+	// of sample time (default 0.5, about 40% per hour): fast enough to follow a daily cycle
+	// down, too slow to absorb a collapse within the hours it matters.
 	LevelDrift float64
+	// LevelRise is the fastest the level of a count may rise, in natural-log units per hour
+	// (default 0.1). Only falls below the level are a signal, so a level that lags behind
+	// rising traffic costs nothing, while one that chased a burst of traffic would make its
+	// end look like a collapse.
+	LevelRise float64
 	// RetrainEvery is how much sample time passes between retrainings (default 24h).
 	RetrainEvery time.Duration
 	// RetrainWindow is the number of recent samples a retraining draws from (default 1440,
@@ -73,6 +78,9 @@ func (c *Config) SetDefaults() {
 	if c.LevelDrift == 0 {
 		c.LevelDrift = 0.5
 	}
+	if c.LevelRise == 0 {
+		c.LevelRise = 0.1
+	}
 	if c.RetrainEvery == 0 {
 		c.RetrainEvery = 24 * time.Hour
 	}
@@ -96,8 +104,8 @@ func (c Config) Validate() error {
 	if c.Margin < 0 || c.Margin >= 1 {
 		errs = append(errs, fmt.Errorf("margin %g must be in [0,1)", c.Margin))
 	}
-	if c.LevelDrift < 0 {
-		errs = append(errs, fmt.Errorf("level drift %g must not be negative", c.LevelDrift))
+	if c.LevelDrift < 0 || c.LevelRise < 0 {
+		errs = append(errs, fmt.Errorf("level drift %g and rise %g must not be negative", c.LevelDrift, c.LevelRise))
 	}
 	if c.LevelSpan < 1 {
 		errs = append(errs, fmt.Errorf("level span %d must be positive", c.LevelSpan))
@@ -147,6 +155,8 @@ type Detector struct {
 	threshold float64
 	version   int
 	trainedAt time.Time // sample time of the latest training
+	trainSpan [2]time.Time
+	trainRows int
 	lastAnom  time.Time // sample time of the latest anomaly
 
 	x        []float64
@@ -286,17 +296,19 @@ func (d *Detector) features(ms []sample.Metric) {
 func logCount(v float64) float64 { return math.Log1p(max(v, 0)) }
 
 // advanceLevels moves each count's level towards the sample (an exponential average over
-// LevelSpan samples), by at most LevelDrift per hour of sample time since the last sample.
+// LevelSpan samples), falling by at most LevelDrift and rising by at most LevelRise per hour
+// of sample time since the last sample.
 func (d *Detector) advanceLevels(ms []sample.Metric, at time.Time) {
 	alpha := 2 / (float64(d.cfg.LevelSpan) + 1)
-	maxStep := math.Inf(1)
+	maxFall, maxRise := math.Inf(1), math.Inf(1)
 	if d.hasFirst {
-		maxStep = d.cfg.LevelDrift * at.Sub(d.lastAt).Hours()
+		hours := at.Sub(d.lastAt).Hours()
+		maxFall, maxRise = d.cfg.LevelDrift*hours, d.cfg.LevelRise*hours
 	}
 	for i, m := range ms {
 		if d.isCount[i] {
 			step := alpha * (logCount(m.Value) - d.level[i])
-			d.level[i] += max(-maxStep, min(maxStep, step))
+			d.level[i] += max(-maxFall, min(maxRise, step))
 		}
 	}
 }
@@ -333,6 +345,8 @@ func (d *Detector) train(at time.Time) error {
 	d.threshold = Calibrate(scores, d.cfg.Quantile, d.cfg.Margin)
 	d.version++
 	d.trainedAt = at
+	d.trainSpan[0], d.trainSpan[1] = d.win.span()
+	d.trainRows = len(rows)
 	return nil
 }
 

@@ -437,14 +437,14 @@ func TestConfig(t *testing.T) {
 	t.Parallel()
 	var c detect.Config
 	c.SetDefaults()
-	if want := (detect.Config{WarmUp: 256, Quantile: 0.99, Margin: 0.15, LevelSpan: 10, LevelDrift: 0.5,
+	if want := (detect.Config{WarmUp: 256, Quantile: 0.99, Margin: 0.15, LevelSpan: 10, LevelDrift: 0.5, LevelRise: 0.1,
 		RetrainEvery: 24 * time.Hour, RetrainWindow: 1440, Exclusion: 15 * time.Minute}); c != want {
 		t.Errorf("defaults %+v, want %+v", c, want)
 	}
 	if err := c.Validate(); err != nil {
 		t.Errorf("defaults do not validate: %v", err)
 	}
-	custom := detect.Config{WarmUp: 16, Quantile: 1, Margin: 0.5, LevelSpan: 1, LevelDrift: 3, RetrainEvery: time.Hour, RetrainWindow: 100, Exclusion: time.Minute}
+	custom := detect.Config{WarmUp: 16, Quantile: 1, Margin: 0.5, LevelSpan: 1, LevelDrift: 3, LevelRise: 1, RetrainEvery: time.Hour, RetrainWindow: 100, Exclusion: time.Minute}
 	c = custom
 	c.SetDefaults()
 	if c != custom {

@@ -13,9 +13,9 @@ var ErrStaleSample = errors.New("sample is not newer than the last one seen")
 // CorrelationConfig sets how anomalies become incidents and how incidents end. A zero field
 // takes the default written beside it.
 type CorrelationConfig struct {
-	// OpenAfter anomalies among the last Window judged samples open an incident (default 3).
+	// OpenAfter anomalies among the last Window judged samples open an incident (default 4).
 	OpenAfter int
-	// Window is the number of recent judged samples OpenAfter counts in (default 5).
+	// Window is the number of recent judged samples OpenAfter counts in (default 6).
 	Window int
 	// ExtremeExcess opens an incident on a single anomaly whose excess over the threshold
 	// reaches it (default 0.5, see Signal.Excess).
@@ -34,10 +34,10 @@ type CorrelationConfig struct {
 // SetDefaults fills every zero field with its default.
 func (c *CorrelationConfig) SetDefaults() {
 	if c.OpenAfter == 0 {
-		c.OpenAfter = 3
+		c.OpenAfter = 4
 	}
 	if c.Window == 0 {
-		c.Window = 5
+		c.Window = 6
 	}
 	if c.ExtremeExcess == 0 {
 		c.ExtremeExcess = 0.5
@@ -79,6 +79,9 @@ type Observation struct {
 	// Judged is false while the service's model warms up: such samples are never anomalous.
 	Judged    bool
 	Anomalous bool
+	// ModelVersion and Explanation are the evidence carried into the timeline.
+	ModelVersion int
+	Explanation  []Contribution
 }
 
 // Watch is the correlation state of one service between samples. Its fields are exported for
@@ -146,7 +149,10 @@ func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID)
 	if !o.Judged {
 		return cur, nil
 	}
-	sig := Signal{At: o.At, Score: o.Score, Threshold: o.Threshold}
+	sig := Signal{At: o.At, Score: o.Score, Threshold: o.Threshold, ModelVersion: o.ModelVersion}
+	if o.Anomalous {
+		sig.Explanation = o.Explanation
+	}
 	w.Recent = append(w.Recent, Recent{Signal: sig, Anomalous: o.Anomalous})
 	if len(w.Recent) > c.cfg.Window {
 		w.Recent = w.Recent[len(w.Recent)-c.cfg.Window:]

@@ -67,6 +67,11 @@ type run struct {
 
 func newRun(t *testing.T, cfg incident.CorrelationConfig) *run {
 	t.Helper()
+	if cfg.OpenAfter == 0 && cfg.Window == 0 {
+		// The scenarios are written for 3 anomalies of 5 samples; the defaults (4 of 6) are
+		// checked in TestCorrelationConfig.
+		cfg.OpenAfter, cfg.Window = 3, 5
+	}
 	c, err := incident.NewCorrelator(cfg)
 	if err != nil {
 		t.Fatalf("NewCorrelator: %v", err)
@@ -537,7 +542,7 @@ func TestCorrelationConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewCorrelator(zero config): %v", err)
 	}
-	want := incident.CorrelationConfig{OpenAfter: 3, Window: 5, ExtremeExcess: 0.5, Recovery: 15 * time.Minute, ReopenWindow: 30 * time.Minute, StaleAfter: 5 * time.Minute}
+	want := incident.CorrelationConfig{OpenAfter: 4, Window: 6, ExtremeExcess: 0.5, Recovery: 15 * time.Minute, ReopenWindow: 30 * time.Minute, StaleAfter: 5 * time.Minute}
 	if got := c.Config(); got != want {
 		t.Errorf("defaults %+v, want %+v", got, want)
 	}
@@ -559,7 +564,7 @@ func TestCorrelationConfig(t *testing.T) {
 		{"no reopen window", func(c *incident.CorrelationConfig) { c.ReopenWindow = 0 }, true, "Validate allows zero (SetDefaults replaces it)"},
 		{"open after 0", func(c *incident.CorrelationConfig) { c.OpenAfter = 0 }, false, "every sample would open"},
 		{"open after negative", func(c *incident.CorrelationConfig) { c.OpenAfter = -1 }, false, "a count cannot be negative"},
-		{"open after above window", func(c *incident.CorrelationConfig) { c.OpenAfter = 6 }, false, "6 anomalies never fit in 5 samples"},
+		{"open after above window", func(c *incident.CorrelationConfig) { c.OpenAfter = 7 }, false, "7 anomalies never fit in 6 samples"},
 		{"window too large", func(c *incident.CorrelationConfig) { c.Window, c.OpenAfter = 65, 3 }, false, "the watch is stored per service and bounded"},
 		{"extreme excess 0", func(c *incident.CorrelationConfig) { c.ExtremeExcess = 0 }, false, "every anomaly would be extreme"},
 		{"extreme excess above 1", func(c *incident.CorrelationConfig) { c.ExtremeExcess = 1.5 }, false, "excess never exceeds 1: the rule would be dead"},

@@ -84,6 +84,21 @@ type Signal struct {
 	At        time.Time `json:"at"`
 	Score     float64   `json:"score"`
 	Threshold float64   `json:"threshold"`
+	// ModelVersion is the version of the service's model that judged the sample.
+	ModelVersion int `json:"model_version,omitempty"`
+	// Explanation names the metrics that drove the score, largest share first.
+	Explanation []Contribution `json:"explanation,omitempty"`
+}
+
+// Contribution is one metric's share in an anomaly's score; the shares of all metrics sum to 1.
+type Contribution struct {
+	Metric string  `json:"metric"`
+	Share  float64 `json:"share"`
+}
+
+// details returns the timeline details that carry the signal's evidence.
+func (s Signal) details() Details {
+	return Details{Score: s.Score, Threshold: s.Threshold, ModelVersion: s.ModelVersion, Explanation: s.Explanation}
 }
 
 // Excess is how far the score is above the threshold, as a fraction of the headroom left
@@ -97,15 +112,17 @@ func (s Signal) Excess() float64 {
 
 // Details is the payload of a timeline entry: what led to the change.
 type Details struct {
-	Score       float64    `json:"score,omitempty"`
-	Threshold   float64    `json:"threshold,omitempty"`
-	Occurrences int        `json:"occurrence_count,omitempty"`
-	From        string     `json:"from,omitempty"`
-	To          string     `json:"to,omitempty"`
-	Rule        string     `json:"rule,omitempty"`
-	Reason      string     `json:"reason,omitempty"`
-	LastSample  *time.Time `json:"last_sample_at,omitempty"`
-	DetectedAt  *time.Time `json:"detected_at,omitempty"`
+	Score        float64        `json:"score,omitempty"`
+	Threshold    float64        `json:"threshold,omitempty"`
+	ModelVersion int            `json:"model_version,omitempty"`
+	Explanation  []Contribution `json:"explanation,omitempty"`
+	Occurrences  int            `json:"occurrence_count,omitempty"`
+	From         string         `json:"from,omitempty"`
+	To           string         `json:"to,omitempty"`
+	Rule         string         `json:"rule,omitempty"`
+	Reason       string         `json:"reason,omitempty"`
+	LastSample   *time.Time     `json:"last_sample_at,omitempty"`
+	DetectedAt   *time.Time     `json:"detected_at,omitempty"`
 }
 
 // Entry is one row of an incident's timeline.
@@ -170,7 +187,9 @@ func Open(id, service string, trigger []Signal) (*Incident, error) {
 	}
 	peak := peakOf(trigger)
 	inc.peakExcess = peak.Excess()
-	inc.record(KindOpened, last.At, Details{Score: peak.Score, Threshold: peak.Threshold, Occurrences: len(trigger), To: SeverityLow.String()})
+	d := peak.details()
+	d.Occurrences, d.To = len(trigger), SeverityLow.String()
+	inc.record(KindOpened, last.At, d)
 	return inc, nil
 }
 
@@ -197,7 +216,9 @@ func (i *Incident) RecordAnomaly(s Signal) error {
 	i.lastScore = s.Score
 	i.threshold = s.Threshold
 	i.peakExcess = max(i.peakExcess, s.Excess())
-	i.record(KindAnomalyRecorded, s.At, Details{Score: s.Score, Threshold: s.Threshold, Occurrences: i.occurrences})
+	d := s.details()
+	d.Occurrences = i.occurrences
+	i.record(KindAnomalyRecorded, s.At, d)
 	return nil
 }
 
@@ -222,7 +243,9 @@ func (i *Incident) EscalateFor(to Severity, rule string, cause Signal, occurrenc
 	}
 	from := i.severity
 	i.severity = to
-	i.record(KindEscalated, cause.At, Details{From: from.String(), To: to.String(), Rule: rule, Score: cause.Score, Threshold: cause.Threshold, Occurrences: occurrences})
+	d := cause.details()
+	d.From, d.To, d.Rule, d.Occurrences = from.String(), to.String(), rule, occurrences
+	i.record(KindEscalated, cause.At, d)
 	return nil
 }
 
@@ -268,10 +291,10 @@ func (i *Incident) Reopen(trigger []Signal, window time.Duration) error {
 	i.threshold = last.Threshold
 	peak := peakOf(trigger)
 	i.peakExcess = peak.Excess()
-	i.record(KindReopened, last.At, Details{
-		Score: peak.Score, Threshold: peak.Threshold, Occurrences: i.occurrences,
-		Reason: fmt.Sprintf("anomalies again %s after resolution (reopen window %s)", first.At.Sub(resolvedAt), window),
-	})
+	d := peak.details()
+	d.Occurrences = i.occurrences
+	d.Reason = fmt.Sprintf("anomalies again %s after resolution (reopen window %s)", first.At.Sub(resolvedAt), window)
+	i.record(KindReopened, last.At, d)
 	return nil
 }
 

@@ -1,0 +1,80 @@
+package detect
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/incident-engine/engine/domain/forest"
+	"github.com/incident-engine/engine/domain/sample"
+)
+
+// ErrNoModel is returned by Model while the detector is still warming up.
+var ErrNoModel = errors.New("no trained model yet")
+
+// Model is a trained model as the model registry stores it: enough to score again after a
+// restart or on another worker, without a new warm-up.
+type Model struct {
+	Service  string
+	Version  int
+	Features []string
+	// Threshold is the calibrated anomaly threshold.
+	Threshold float64
+	// Typical holds, per feature, the training median used for lower-is-better metrics.
+	Typical []float64
+	// TrainedAt is the sample time at which the model was trained.
+	TrainedAt time.Time
+	// WindowFrom and WindowTo bound the samples it was trained on; Rows counts them.
+	WindowFrom, WindowTo time.Time
+	Rows                 int
+	// Forest is the serialized Isolation Forest (forest.MarshalBinary).
+	Forest []byte
+}
+
+// Model returns the detector's current model for storage.
+func (d *Detector) Model() (Model, error) {
+	if d.model == nil {
+		return Model{}, ErrNoModel
+	}
+	blob, err := d.model.MarshalBinary()
+	if err != nil {
+		return Model{}, fmt.Errorf("serialize model of %s: %w", d.service, err)
+	}
+	return Model{
+		Service: d.service, Version: d.version, Features: slices.Clone(d.names), Threshold: d.threshold,
+		Typical: slices.Clone(d.typical), TrainedAt: d.trainedAt, WindowFrom: d.trainSpan[0], WindowTo: d.trainSpan[1],
+		Rows: d.trainRows, Forest: blob,
+	}, nil
+}
+
+// Restore installs a stored model, replacing any warm-up in progress. Samples with the
+// model's feature names are scored at once; the retraining window fills again from there.
+func (d *Detector) Restore(m Model) error {
+	if m.Service != d.service {
+		return fmt.Errorf("restore model of %s into the detector of %s", m.Service, d.service)
+	}
+	if len(m.Features) == 0 || len(m.Typical) != len(m.Features) || m.Version < 1 || !(m.Threshold > 0 && m.Threshold <= 1) {
+		return fmt.Errorf("restore model %s v%d: inconsistent model", m.Service, m.Version)
+	}
+	var f forest.Forest
+	if err := f.UnmarshalBinary(m.Forest); err != nil {
+		return fmt.Errorf("restore model %s v%d: %w", m.Service, m.Version, err)
+	}
+	if f.Dims() != len(m.Features) {
+		return fmt.Errorf("restore model %s v%d: forest has %d features, model lists %d", m.Service, m.Version, f.Dims(), len(m.Features))
+	}
+	ms := make([]sample.Metric, len(m.Features))
+	for i, name := range m.Features {
+		ms[i] = sample.Metric{Name: name}
+	}
+	d.reset(ms)
+	copy(d.typical, m.Typical)
+	d.model = &f
+	d.threshold = m.Threshold
+	d.version = m.Version
+	d.trainedAt = m.TrainedAt
+	d.trainSpan = [2]time.Time{m.WindowFrom, m.WindowTo}
+	d.trainRows = m.Rows
+	return nil
+}
