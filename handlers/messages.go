@@ -46,36 +46,8 @@ type ScoredSample struct {
 }
 
 // IncidentEvent is one change of an incident: what correlate, escalate and resolve emit and
-// persist delivers to Kafka. EventID is derived from the change itself, so a replay of the
-// same stream produces the same ids and receivers can deduplicate on it.
-type IncidentEvent struct {
-	EventID         string           `json:"event_id"`
-	IncidentID      string           `json:"incident_id"`
-	Service         string           `json:"service"`
-	Event           incident.Kind    `json:"event"`
-	OccurredAt      time.Time        `json:"occurred_at"`
-	Severity        string           `json:"severity"`
-	Status          string           `json:"status"`
-	OccurrenceCount int              `json:"occurrence_count"`
-	FirstSeen       time.Time        `json:"first_seen"`
-	LastSeen        time.Time        `json:"last_seen"`
-	ResolvedAt      *time.Time       `json:"resolved_at,omitempty"`
-	EpisodeStart    time.Time        `json:"episode_start"`
-	PeakExcess      float64          `json:"peak_excess"`
-	Reopens         int              `json:"reopen_count"`
-	Details         incident.Details `json:"details"`
-}
-
-// Facts returns the snapshot of the incident this event was emitted with, for the severity
-// policy.
-func (e IncidentEvent) Facts() incident.Facts {
-	return incident.Facts{
-		Active:      e.LastSeen.Sub(e.EpisodeStart),
-		Occurrences: e.OccurrenceCount,
-		Reopens:     e.Reopens,
-		PeakExcess:  e.PeakExcess,
-	}
-}
+// persist delivers to Kafka (see incident.Event).
+type IncidentEvent = incident.Event
 
 // ResolutionCheck is the ticker's message: check open incidents as of wall-clock time Now.
 type ResolutionCheck struct {

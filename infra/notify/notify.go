@@ -1,0 +1,272 @@
+// Package notify delivers incident events to the places people look: Slack incoming
+// webhooks, PagerDuty's Events API v2, and generic webhooks in the Prometheus Alertmanager
+// format (version "4"), so existing Alertmanager receivers work unchanged.
+//
+// A Notifier routes each event to the receivers that want it (by service and minimum
+// severity), builds each receiver's payload, and posts it with retries and exponential
+// backoff. It keeps no state: which deliveries already happened is the notify stage's
+// business (handlers/notify.go), recorded in PostgreSQL.
+package notify
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/incident-engine/engine/domain/incident"
+)
+
+// Kinds of receiver.
+const (
+	KindSlack     = "slack"
+	KindPagerDuty = "pagerduty"
+	KindWebhook   = "webhook"
+)
+
+// DefaultPagerDutyURL is PagerDuty's Events API v2 endpoint.
+const DefaultPagerDutyURL = "https://events.pagerduty.com/v2/enqueue"
+
+// Receiver is one destination with its route.
+type Receiver struct {
+	// Name identifies the receiver in the timeline and in deliveries; unique.
+	Name string `json:"name"`
+	// Kind is slack, pagerduty or webhook (Alertmanager format).
+	Kind string `json:"kind"`
+	// URL is the webhook URL (PagerDuty: the Events API endpoint, default DefaultPagerDutyURL).
+	URL string `json:"url"`
+	// RoutingKey is PagerDuty's integration key.
+	RoutingKey string `json:"routing_key,omitempty"`
+	// Services limits the receiver to these services; empty means all.
+	Services []string `json:"services,omitempty"`
+	// MinSeverity is the lowest severity the receiver hears about (default low).
+	MinSeverity string `json:"min_severity,omitempty"`
+}
+
+// Config lists the receivers and how deliveries are attempted.
+type Config struct {
+	Receivers []Receiver `json:"receivers"`
+	// DashboardURL is the base URL of the dashboard, for links (optional).
+	DashboardURL string `json:"dashboard_url,omitempty"`
+	// MaxAttempts per delivery (default 5).
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// Backoff is the wait before the second attempt; it doubles each time (default 500ms).
+	Backoff Duration `json:"backoff,omitempty"`
+	// Timeout bounds one HTTP attempt (default 10s).
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// Duration is a time.Duration written as "500ms" in JSON.
+type Duration time.Duration
+
+// UnmarshalJSON reads a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"500ms\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// LoadConfig reads a JSON configuration file.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read notification config: %w", err)
+	}
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("parse notification config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// SetDefaults fills every zero field with its default.
+func (c *Config) SetDefaults() {
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 5
+	}
+	if c.Backoff == 0 {
+		c.Backoff = Duration(500 * time.Millisecond)
+	}
+	if c.Timeout == 0 {
+		c.Timeout = Duration(10 * time.Second)
+	}
+	for i := range c.Receivers {
+		r := &c.Receivers[i]
+		if r.MinSeverity == "" {
+			r.MinSeverity = "low"
+		}
+		if r.Kind == KindPagerDuty && r.URL == "" {
+			r.URL = DefaultPagerDutyURL
+		}
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	seen := map[string]bool{}
+	for i, r := range c.Receivers {
+		if r.Name == "" || seen[r.Name] {
+			errs = append(errs, fmt.Errorf("receiver %d: needs a unique name", i))
+		}
+		seen[r.Name] = true
+		switch r.Kind {
+		case KindSlack, KindWebhook:
+		case KindPagerDuty:
+			if r.RoutingKey == "" {
+				errs = append(errs, fmt.Errorf("receiver %s: pagerduty needs a routing_key", r.Name))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("receiver %s: kind %q is not slack, pagerduty or webhook", r.Name, r.Kind))
+		}
+		if r.URL == "" {
+			errs = append(errs, fmt.Errorf("receiver %s: needs a url", r.Name))
+		}
+		if _, err := incident.ParseSeverity(r.MinSeverity); err != nil {
+			errs = append(errs, fmt.Errorf("receiver %s: min_severity: %w", r.Name, err))
+		}
+	}
+	if c.MaxAttempts < 1 || c.Backoff < 0 || c.Timeout <= 0 {
+		errs = append(errs, errors.New("max_attempts must be at least 1, backoff not negative, timeout positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Notifier routes and delivers incident events. Build it with New.
+type Notifier struct {
+	cfg    Config
+	client *http.Client
+	sleep  func(context.Context, time.Duration) error
+}
+
+// New returns a notifier for cfg, with its defaults filled in, or the validation error.
+func New(cfg Config) (*Notifier, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("notification config: %w", err)
+	}
+	return &Notifier{cfg: cfg, client: &http.Client{Timeout: time.Duration(cfg.Timeout)}, sleep: sleepCtx}, nil
+}
+
+// notifiable are the changes people are told about; anomalies inside an incident are not.
+var notifiable = []incident.Kind{
+	incident.KindOpened, incident.KindEscalated, incident.KindReopened, incident.KindResolved,
+	incident.KindDataStopped, "acknowledged",
+}
+
+// Targets returns the names of the receivers that want ev: its kind is one people are told
+// about, its service is routed to them and its severity reaches their minimum. A resolution
+// or acknowledgement goes to every receiver the incident could have reached, whatever its
+// severity, so nothing stays open elsewhere.
+func (n *Notifier) Targets(ev incident.Event) []string {
+	if !slices.Contains(notifiable, ev.Event) {
+		return nil
+	}
+	sev, err := incident.ParseSeverity(ev.Severity)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, r := range n.cfg.Receivers {
+		if len(r.Services) > 0 && !slices.Contains(r.Services, ev.Service) {
+			continue
+		}
+		min, _ := incident.ParseSeverity(r.MinSeverity)
+		if sev < min {
+			continue
+		}
+		out = append(out, r.Name)
+	}
+	return out
+}
+
+// ErrRejected wraps a receiver's 4xx answer other than 429: retrying will not help.
+var ErrRejected = errors.New("receiver rejected the notification")
+
+// Deliver posts ev to the named receiver, retrying failures (network errors, 429 and 5xx
+// answers) with exponential backoff up to MaxAttempts. It returns the attempts made.
+func (n *Notifier) Deliver(ctx context.Context, receiver string, ev incident.Event) (int, error) {
+	i := slices.IndexFunc(n.cfg.Receivers, func(r Receiver) bool { return r.Name == receiver })
+	if i < 0 {
+		return 0, fmt.Errorf("no receiver named %q", receiver)
+	}
+	r := n.cfg.Receivers[i]
+	body, err := Payload(r, ev, n.cfg.DashboardURL)
+	if err != nil {
+		return 0, err
+	}
+	wait := time.Duration(n.cfg.Backoff)
+	var last error
+	for attempt := 1; attempt <= n.cfg.MaxAttempts; attempt++ {
+		last = n.post(ctx, r.URL, body)
+		if last == nil || errors.Is(last, ErrRejected) {
+			return attempt, last
+		}
+		if attempt < n.cfg.MaxAttempts {
+			if err := n.sleep(ctx, wait); err != nil {
+				return attempt, err
+			}
+			wait *= 2
+		}
+	}
+	return n.cfg.MaxAttempts, last
+}
+
+func (n *Notifier) post(ctx context.Context, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("post notification: %w", err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	switch {
+	case resp.StatusCode < 300:
+		return nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return fmt.Errorf("receiver answered %s: %s", resp.Status, bytes.TrimSpace(msg))
+	default:
+		return fmt.Errorf("%w: %s: %s", ErrRejected, resp.Status, bytes.TrimSpace(msg))
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// fingerprint identifies an incident's alert for Alertmanager receivers.
+func fingerprint(incidentID string) string {
+	sum := sha256.Sum256([]byte(incidentID))
+	return hex.EncodeToString(sum[:8])
+}

@@ -1,0 +1,237 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/incident-engine/engine/domain/incident"
+)
+
+var (
+	first    = time.Date(2026, 11, 26, 5, 2, 0, 0, time.UTC)
+	resolved = time.Date(2026, 11, 26, 6, 15, 0, 0, time.UTC)
+)
+
+func event(kind incident.Kind, severity, status string) incident.Event {
+	ev := incident.Event{
+		EventID: "ev-1", IncidentID: "0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11", Service: "api", Event: kind,
+		OccurredAt: first.Add(8 * time.Minute), Severity: severity, Status: status, OccurrenceCount: 12,
+		FirstSeen: first, LastSeen: first.Add(8 * time.Minute),
+		Details: incident.Details{Score: 0.8, Threshold: 0.7, Rule: "sustained-10m", Explanation: []incident.Contribution{
+			{Metric: "latency_p95", Share: 0.68}, {Metric: "error_rate", Share: 0.25}, {Metric: "request_count", Share: 0.07},
+		}},
+	}
+	if status == "resolved" {
+		ev.ResolvedAt = &resolved
+	}
+	return ev
+}
+
+// recorder is a loopback receiver that fails the first failures requests with status.
+type recorder struct {
+	mu       sync.Mutex
+	bodies   [][]byte
+	failures int
+	status   int
+}
+
+func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	b, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.bodies = append(r.bodies, b)
+	if req.Header.Get("Content-Type") != "application/json" {
+		http.Error(w, "want application/json", http.StatusUnsupportedMediaType)
+		return
+	}
+	if r.failures > 0 {
+		r.failures--
+		http.Error(w, "try later", r.status)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (r *recorder) last(t *testing.T) map[string]any {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.bodies) == 0 {
+		t.Fatal("receiver got nothing")
+	}
+	var m map[string]any
+	if err := json.Unmarshal(r.bodies[len(r.bodies)-1], &m); err != nil {
+		t.Fatalf("payload is not JSON: %v", err)
+	}
+	return m
+}
+
+func newNotifier(t *testing.T, receivers ...Receiver) *Notifier {
+	t.Helper()
+	n, err := New(Config{Receivers: receivers, DashboardURL: "http://dash.local/", Backoff: Duration(time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.sleep = func(context.Context, time.Duration) error { return nil }
+	return n
+}
+
+func TestPayloads(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		r    Receiver
+		ev   incident.Event
+		want string
+		why  string
+	}{
+		{
+			"slack-opened", Receiver{Name: "s", Kind: KindSlack}, event(incident.KindOpened, "low", "open"),
+			`{"text":"Incident opened: api is behaving abnormally (severity low) http://dash.local/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","blocks":[` +
+				`{"type":"section","text":{"type":"mrkdwn","text":"*Incident opened: api is behaving abnormally (severity low)*"}},` +
+				`{"type":"section","fields":[{"type":"mrkdwn","text":"*Service*\napi"},{"type":"mrkdwn","text":"*Severity*\nlow"},{"type":"mrkdwn","text":"*Status*\nopen"},` +
+				`{"type":"mrkdwn","text":"*Anomalies*\n12 since 2026-11-26T05:02:00Z"},{"type":"mrkdwn","text":"*Driven by*\nlatency_p95 68%, error_rate 25%, request_count 7%"}]},` +
+				`{"type":"section","text":{"type":"mrkdwn","text":"\u003chttp://dash.local/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11|Open in the dashboard\u003e"}}]}`,
+			"a readable message: service, severity, the metrics that drove it, a link",
+		},
+		{
+			"pagerduty-trigger", Receiver{Name: "p", Kind: KindPagerDuty, RoutingKey: "R0UT1NG"}, event(incident.KindEscalated, "high", "open"),
+			`{"routing_key":"R0UT1NG","event_action":"trigger","dedup_key":"0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","payload":{` +
+				`"summary":"Incident escalated: api is now high (rule sustained-10m)","source":"api","severity":"error","timestamp":"2026-11-26T05:10:00Z",` +
+				`"component":"api","group":"incident-engine","class":"escalated","custom_details":{"driven_by":"latency_p95 68%, error_rate 25%, request_count 7%",` +
+				`"engine_severity":"high","first_seen":"2026-11-26T05:02:00Z","incident_id":"0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","occurrence_count":12,"score":0.8,"threshold":0.7}},` +
+				`"links":[{"href":"http://dash.local/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","text":"Incident in the dashboard"}]}`,
+			"Events API v2 trigger, dedup_key = incident id, high maps to error",
+		},
+		{
+			"pagerduty-resolve", Receiver{Name: "p", Kind: KindPagerDuty, RoutingKey: "R0UT1NG"}, event(incident.KindResolved, "high", "resolved"),
+			`{"routing_key":"R0UT1NG","event_action":"resolve","dedup_key":"0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11"}`,
+			"resolve needs only the key and the dedup_key",
+		},
+		{
+			"pagerduty-acknowledge", Receiver{Name: "p", Kind: KindPagerDuty, RoutingKey: "R0UT1NG"}, event("acknowledged", "high", "open"),
+			`{"routing_key":"R0UT1NG","event_action":"acknowledge","dedup_key":"0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11"}`,
+			"an acknowledgement in the engine acknowledges the PagerDuty incident",
+		},
+		{
+			"alertmanager-resolved", Receiver{Name: "am", Kind: KindWebhook}, event(incident.KindResolved, "medium", "resolved"),
+			`{"version":"4","groupKey":"{}:{service=\"api\"}","truncatedAlerts":0,"status":"resolved","receiver":"am","groupLabels":{"service":"api"},` +
+				`"commonLabels":{"alertname":"IncidentEngineAnomaly","incident_id":"0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","service":"api","severity":"medium"},` +
+				`"commonAnnotations":{"description":"12 anomalies since 2026-11-26T05:02:00Z; last change: resolved","driven_by":"latency_p95 68%, error_rate 25%, request_count 7%","summary":"Incident resolved: api has recovered"},` +
+				`"externalURL":"http://dash.local","alerts":[{"status":"resolved","labels":{"alertname":"IncidentEngineAnomaly","incident_id":"0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","service":"api","severity":"medium"},` +
+				`"annotations":{"description":"12 anomalies since 2026-11-26T05:02:00Z; last change: resolved","driven_by":"latency_p95 68%, error_rate 25%, request_count 7%","summary":"Incident resolved: api has recovered"},` +
+				`"startsAt":"2026-11-26T05:02:00Z","endsAt":"2026-11-26T06:15:00Z","generatorURL":"http://dash.local/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","fingerprint":"` + fingerprint("0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11") + `"}]}`,
+			"Alertmanager webhook version 4 with one alert per incident",
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := Payload(c.r, c.ev, "http://dash.local/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var g, w any
+			if err := json.Unmarshal(got, &g); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(c.want), &w); err != nil {
+				t.Fatalf("bad expectation: %v", err)
+			}
+			if !reflect.DeepEqual(g, w) {
+				t.Errorf("%s\n got %s\nwant %s", c.why, got, c.want)
+			}
+		})
+	}
+}
+
+func TestDeliverRetriesThenSucceeds(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{failures: 2, status: http.StatusServiceUnavailable}
+	srv := httptest.NewServer(rec)
+	defer srv.Close()
+	n := newNotifier(t, Receiver{Name: "am", Kind: KindWebhook, URL: srv.URL})
+	attempts, err := n.Deliver(context.Background(), "am", event(incident.KindOpened, "low", "open"))
+	if err != nil || attempts != 3 {
+		t.Fatalf("Deliver = %d attempts, %v; want success on the third after two 503s", attempts, err)
+	}
+	if got := rec.last(t)["status"]; got != "firing" {
+		t.Errorf("status %v, want firing", got)
+	}
+}
+
+func TestDeliverGivesUp(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name         string
+		status       int
+		wantAttempts int
+		why          string
+	}{
+		{"server-error", http.StatusInternalServerError, 5, "5xx is retried up to max_attempts"},
+		{"rate-limited", http.StatusTooManyRequests, 5, "429 is retried too"},
+		{"rejected", http.StatusBadRequest, 1, "a 4xx will not get better: no retry"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			rec := &recorder{failures: 100, status: c.status}
+			srv := httptest.NewServer(rec)
+			defer srv.Close()
+			n := newNotifier(t, Receiver{Name: "s", Kind: KindSlack, URL: srv.URL})
+			attempts, err := n.Deliver(context.Background(), "s", event(incident.KindOpened, "low", "open"))
+			if err == nil || attempts != c.wantAttempts {
+				t.Errorf("%s: %d attempts, err %v; want %d and an error", c.why, attempts, err, c.wantAttempts)
+			}
+		})
+	}
+}
+
+func TestTargets(t *testing.T) {
+	t.Parallel()
+	n := newNotifier(t,
+		Receiver{Name: "all", Kind: KindSlack, URL: "http://x"},
+		Receiver{Name: "api-high", Kind: KindPagerDuty, URL: "http://x", RoutingKey: "k", Services: []string{"api"}, MinSeverity: "high"},
+	)
+	cases := []struct {
+		name string
+		ev   incident.Event
+		want []string
+		why  string
+	}{
+		{"opened-low", event(incident.KindOpened, "low", "open"), []string{"all"}, "low is below the pager's minimum"},
+		{"escalated-high", event(incident.KindEscalated, "high", "open"), []string{"all", "api-high"}, "high reaches the pager"},
+		{"anomaly", event(incident.KindAnomalyRecorded, "critical", "open"), nil, "single anomalies inside an incident notify no one"},
+		{"other-service", func() incident.Event { e := event(incident.KindOpened, "critical", "open"); e.Service = "db"; return e }(), []string{"all"}, "the pager is routed to api only"},
+	}
+	for _, c := range cases {
+		if got := n.Targets(c.ev); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: targets %v, want %v (%s)", c.name, got, c.want, c.why)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	_, err := New(Config{Receivers: []Receiver{
+		{Name: "a", Kind: "email", URL: "x"},
+		{Name: "a", Kind: KindPagerDuty},
+		{Name: "b", Kind: KindSlack, URL: "x", MinSeverity: "urgent"},
+	}})
+	if err == nil {
+		t.Fatal("invalid receivers accepted")
+	}
+	for _, want := range []string{"kind \"email\"", "unique name", "routing_key", "min_severity"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
