@@ -20,22 +20,13 @@ type Notifier interface {
 	Deliver(ctx context.Context, receiver string, ev incident.Event) (attempts int, err error)
 }
 
-// Delivery is the outcome of notifying one receiver of one event.
-type Delivery struct {
-	Receiver    string
-	Event       incident.Event
-	Attempts    int
-	Err         string // empty when delivered
-	DeliveredAt time.Time
-}
-
 // DeliveryLog remembers deliveries; infra/postgres.Deliveries is the real one.
 type DeliveryLog interface {
 	// Delivered reports whether receiver already had a final outcome for the event.
 	Delivered(ctx context.Context, receiver, eventID string) (bool, error)
 	// Record stores a delivery's outcome with its timeline entry ("notified" or
 	// "notification_failed"), in one transaction.
-	Record(ctx context.Context, d Delivery) error
+	Record(ctx context.Context, d incident.Delivery) error
 }
 
 // NotifyHandler is the notify stage: it reads the incident events persist relayed to Kafka
@@ -82,7 +73,7 @@ func (h *NotifyHandler) Handle(msg *message.Message) error {
 			errs = append(errs, ctx.Err())
 			continue
 		}
-		d := Delivery{Receiver: r, Event: ev, Attempts: attempts, DeliveredAt: h.now().UTC()}
+		d := incident.Delivery{Receiver: r, Event: ev, Attempts: attempts, DeliveredAt: h.now().UTC()}
 		if sendErr != nil {
 			d.Err = sendErr.Error()
 			h.logger.Error("notification failed", "stage", "notify", "receiver", r, "service", ev.Service, "incident", ev.IncidentID, "event", ev.Event, "attempts", attempts, "err", sendErr)

@@ -37,7 +37,7 @@ func (f *fakeNotifier) Deliver(_ context.Context, r string, _ incident.Event) (i
 
 type fakeDeliveries struct {
 	mu   sync.Mutex
-	done map[string]handlers.Delivery // receiver|event -> outcome
+	done map[string]incident.Delivery // receiver|event -> outcome
 	err  error
 }
 
@@ -48,7 +48,7 @@ func (f *fakeDeliveries) Delivered(_ context.Context, r, id string) (bool, error
 	return ok, nil
 }
 
-func (f *fakeDeliveries) Record(_ context.Context, d handlers.Delivery) error {
+func (f *fakeDeliveries) Record(_ context.Context, d incident.Delivery) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -73,7 +73,7 @@ func eventMsg(t *testing.T, id string) *message.Message {
 func TestNotifyDeliversOnce(t *testing.T) {
 	t.Parallel()
 	n := &fakeNotifier{targets: []string{"slack", "pager", "broken"}, sent: map[string]int{}, fail: map[string]error{"broken": errors.New("503 five times")}}
-	log := &fakeDeliveries{done: map[string]handlers.Delivery{}}
+	log := &fakeDeliveries{done: map[string]incident.Delivery{}}
 	at := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	h := handlers.NewNotifyHandler(n, log, func() time.Time { return at }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
@@ -99,7 +99,7 @@ func TestNotifyDeliversOnce(t *testing.T) {
 func TestNotifyRecordFailureIsRetried(t *testing.T) {
 	t.Parallel()
 	n := &fakeNotifier{targets: []string{"slack"}, sent: map[string]int{}}
-	log := &fakeDeliveries{done: map[string]handlers.Delivery{}, err: errors.New("database down")}
+	log := &fakeDeliveries{done: map[string]incident.Delivery{}, err: errors.New("database down")}
 	h := handlers.NewNotifyHandler(n, log, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	err := h.Handle(eventMsg(t, "ev-2"))
 	if err == nil || errors.Is(err, handlers.ErrPermanent) {

@@ -8,6 +8,7 @@
 //	escalate   handlers/escalate.go     incidents.correlated       incidents.outbox (outbox)
 //	resolve    handlers/resolve.go      incidents.checks (ticker)  incidents.outbox (outbox)
 //	persist    handlers/persist.go      incidents.outbox           incidents (Kafka)
+//	notify     handlers/notify.go       incidents (Kafka)          receivers (Slack, PagerDuty, webhooks)
 //
 // Kafka topics are keyed by service, so each service's messages stay in order. Outbox topics
 // are PostgreSQL tables (watermill-sql's queue schema): the stages that change incident state
@@ -126,6 +127,7 @@ type Stages struct {
 	Escalate  *handlers.EscalateHandler[*postgres.Tx]
 	Resolve   *handlers.ResolveHandler[*postgres.Tx]
 	Persist   *handlers.PersistHandler
+	Notify    *handlers.NotifyHandler
 }
 
 // Transport is what the stages are connected by.
@@ -175,6 +177,10 @@ func New(cfg Config, s Stages, t Transport, logger *slog.Logger) (*message.Route
 	if err != nil {
 		return nil, err
 	}
+	notifyIn, err := sub("notify")
+	if err != nil {
+		return nil, err
+	}
 
 	r.AddHandler("decode", cfg.Topics.Metrics, decodeIn, TopicDecoded, t.KafkaPublisher, s.Decode.Handle)
 	r.AddHandler("score", TopicDecoded, scoreIn, TopicScored, t.KafkaPublisher, s.Score.Handle)
@@ -182,6 +188,7 @@ func New(cfg Config, s Stages, t Transport, logger *slog.Logger) (*message.Route
 	r.AddConsumerHandler("escalate", TopicCorrelated, t.Outbox, s.Escalate.Handle)  // -> TopicOutbox, in its transaction
 	r.AddConsumerHandler("resolve", TopicChecks, t.Outbox, s.Resolve.Handle)        // -> TopicOutbox, in its transaction
 	r.AddHandler("persist", TopicOutbox, t.Outbox, TopicIncidents, t.KafkaPublisher, s.Persist.Handle)
+	r.AddConsumerHandler("notify", TopicIncidents, notifyIn, s.Notify.Handle) // -> receivers, over HTTP
 	return r, nil
 }
 

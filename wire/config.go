@@ -10,6 +10,7 @@ import (
 
 	"github.com/incident-engine/engine/domain/detect"
 	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/infra/notify"
 	"github.com/incident-engine/engine/router"
 )
 
@@ -36,6 +37,7 @@ type Config struct {
 	HTTPAddr string
 
 	Router      router.Config
+	Notify      notify.Config
 	Detect      detect.Config
 	Correlation incident.CorrelationConfig
 	Policy      incident.Policy
@@ -62,6 +64,7 @@ func (c *Config) SetDefaults() {
 		c.Policy = incident.DefaultPolicy()
 	}
 	c.Router.SetDefaults()
+	c.Notify.SetDefaults()
 	c.Detect.SetDefaults()
 	c.Correlation.SetDefaults()
 }
@@ -72,6 +75,6 @@ func (c Config) Validate() error {
 	if c.TickInterval < 0 {
 		errs = append(errs, errors.New("tick interval must not be negative"))
 	}
-	errs = append(errs, c.Router.Validate(), c.Detect.Validate(), c.Correlation.Validate(), c.Policy.Validate())
+	errs = append(errs, c.Router.Validate(), c.Notify.Validate(), c.Detect.Validate(), c.Correlation.Validate(), c.Policy.Validate())
 	return errors.Join(errs...)
 }

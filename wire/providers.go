@@ -18,6 +18,7 @@ import (
 	"github.com/incident-engine/engine/handlers"
 	"github.com/incident-engine/engine/infra/httpserver"
 	"github.com/incident-engine/engine/infra/kafka"
+	"github.com/incident-engine/engine/infra/notify"
 	"github.com/incident-engine/engine/infra/postgres"
 	"github.com/incident-engine/engine/router"
 )
@@ -114,7 +115,12 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c inci
 	if err != nil {
 		return router.Stages{}, err
 	}
+	notifier, err := notify.New(cfg.Notify)
+	if err != nil {
+		return router.Stages{}, err
+	}
 	return router.Stages{
+		Notify:    handlers.NewNotifyHandler(notifier, postgres.NewDeliveries(pool), nil, logger),
 		Decode:    handlers.NewDecodeHandler(kafka.ReceivedAt),
 		Score:     score,
 		Correlate: handlers.NewCorrelateHandler[*postgres.Tx](store, c, router.TopicCorrelated, logger),

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/incident-engine/engine/infra/kafka"
+	"github.com/incident-engine/engine/infra/notify"
 	"github.com/incident-engine/engine/infra/postgres"
 	"github.com/incident-engine/engine/infra/postgres/pgtest"
 	"github.com/incident-engine/engine/router"
@@ -453,5 +457,90 @@ func TestTrafficAndSeasonality(t *testing.T) {
 				t.Errorf("explanation %v, want request_count first", expl)
 			}
 		})
+	}
+}
+
+// alertReceiver is a loopback receiver recording every payload, failing the first few.
+type alertReceiver struct {
+	mu       sync.Mutex
+	bodies   []map[string]any
+	failures int
+}
+
+func (a *alertReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var m map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.failures > 0 {
+		a.failures--
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+		return
+	}
+	a.bodies = append(a.bodies, m)
+}
+
+func (a *alertReceiver) received() []map[string]any {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]map[string]any(nil), a.bodies...)
+}
+
+// TestNotificationsEndToEnd sends a failure through the pipeline to a local receiver in
+// Prometheus Alertmanager format: it gets firing alerts while the incident is open (after
+// retrying past the receiver's first failures) and a resolved one at the end, every delivery
+// is in the timeline, and a restarted worker sends nothing twice.
+func TestNotificationsEndToEnd(t *testing.T) {
+	am := &alertReceiver{failures: 2}
+	srv := httptest.NewServer(am)
+	defer srv.Close()
+	tune := func(c *wire.Config) {
+		c.Notify = notify.Config{DashboardURL: "http://dashboard.local", Backoff: notify.Duration(10 * time.Millisecond),
+			Receivers: []notify.Receiver{{Name: "alertmanager", Kind: notify.KindWebhook, URL: srv.URL}}}
+	}
+	e := startEngine(t, tune)
+	e.produce(t, "--failure-mode", "errors", "--start", simStart.Format(time.RFC3339), "--duration", "8h",
+		"--failure-after", failAfter.String(), "--failure-for", failFor.String())
+	e.waitProcessed(t, simStart.Add(8*time.Hour-time.Minute), "api", "db", "auth")
+	got := e.incidents(t, "api")
+	if len(got) != 1 || got[0].Status != "resolved" {
+		t.Fatalf("incidents %+v, want one resolved", got)
+	}
+	var notifiable int
+	for _, r := range e.timeline(t, got[0].ID) {
+		if r.Event == "opened" || r.Event == "escalated" || r.Event == "resolved" {
+			notifiable++
+		}
+	}
+	waitFor(t, time.Minute, "every notifiable change delivered", func() (bool, string) {
+		n := 0
+		for _, r := range e.timeline(t, got[0].ID) {
+			if r.Event == "notified" {
+				n++
+			}
+		}
+		return n == notifiable && len(am.received()) == notifiable, fmt.Sprintf("%d notified entries, %d received, want %d", n, len(am.received()), notifiable)
+	})
+	bodies := am.received()
+	first, last := bodies[0], bodies[len(bodies)-1]
+	if first["version"] != "4" || first["status"] != "firing" || last["status"] != "resolved" {
+		t.Errorf("first %v / last %v: want Alertmanager v4, firing then resolved", first["status"], last["status"])
+	}
+	alert := last["alerts"].([]any)[0].(map[string]any)
+	labels := alert["labels"].(map[string]any)
+	if labels["service"] != "api" || labels["incident_id"] != got[0].ID || alert["endsAt"] == "0001-01-01T00:00:00Z" {
+		t.Errorf("resolved alert %v", alert)
+	}
+
+	// A new worker re-reads the incidents topic from its committed offset: nothing is resent.
+	url := string(e.worker.DatabaseURL)
+	e.stop()
+	t.Cleanup(e.startWorker(t, url, tune))
+	time.Sleep(2 * time.Second)
+	if n := len(am.received()); n != notifiable {
+		t.Errorf("after a restart the receiver has %d notifications, want still %d", n, notifiable)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/incident-engine/engine/cmd/internal/cli"
+	"github.com/incident-engine/engine/infra/notify"
 	"github.com/incident-engine/engine/wire"
 )
 
@@ -68,6 +69,7 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 	fs.DurationVar(&cfg.Correlation.Recovery, "recovery-window", env.Duration("RECOVERY_WINDOW", 15*time.Minute), "healthy time (sample time) before an incident resolves [RECOVERY_WINDOW]")
 	fs.DurationVar(&cfg.Correlation.ReopenWindow, "reopen-window", env.Duration("REOPEN_WINDOW", 30*time.Minute), "anomalies this soon after resolution reopen the incident [REOPEN_WINDOW]")
 	fs.DurationVar(&cfg.Correlation.StaleAfter, "stale-after", env.Duration("STALE_AFTER", 5*time.Minute), "wall-clock silence after which an open incident records that data stopped [STALE_AFTER]")
+	notifyFile := fs.String("notify-config", env.String("NOTIFY_CONFIG", ""), "JSON file of notification receivers and routes (see README) [NOTIFY_CONFIG]")
 	logLevel := fs.String("log-level", env.String("LOG_LEVEL", "info"), "debug, info, warn or error [LOG_LEVEL]")
 	if err := fs.Parse(args); err != nil {
 		return cfg, 0, err
@@ -79,6 +81,13 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 		if b = strings.TrimSpace(b); b != "" {
 			cfg.KafkaBrokers = append(cfg.KafkaBrokers, b)
 		}
+	}
+	if *notifyFile != "" {
+		nc, err := notify.LoadConfig(*notifyFile)
+		if err != nil {
+			return cfg, 0, err
+		}
+		cfg.Notify = nc
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -34,3 +34,21 @@ func (e Event) Facts() Facts {
 		PeakExcess:  e.PeakExcess,
 	}
 }
+
+// Timeline kinds written by the notify stage. They record who was told about a change; they
+// change nothing about the incident.
+const (
+	KindNotified           Kind = "notified"
+	KindNotificationFailed Kind = "notification_failed"
+)
+
+// Delivery is the outcome of notifying one receiver of one event.
+type Delivery struct {
+	Receiver string
+	Event    Event
+	Attempts int
+	// Err is empty when the receiver took the notification.
+	Err string
+	// DeliveredAt is when the last attempt ended (wall-clock time).
+	DeliveredAt time.Time
+}
