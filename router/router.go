@@ -9,6 +9,7 @@
 //	resolve    handlers/resolve.go      incidents.checks (ticker)  incidents.outbox (outbox)
 //	persist    handlers/persist.go      incidents.outbox           incidents (Kafka)
 //	notify     handlers/notify.go       incidents (Kafka)          receivers (Slack, PagerDuty, webhooks)
+//	record     handlers/record.go       metrics.scored (Kafka)     samples table (for the dashboard)
 //
 // Kafka topics are keyed by service, so each service's messages stay in order. Outbox topics
 // are PostgreSQL tables (watermill-sql's queue schema): the stages that change incident state
@@ -128,6 +129,7 @@ type Stages struct {
 	Resolve   *handlers.ResolveHandler[*postgres.Tx]
 	Persist   *handlers.PersistHandler
 	Notify    *handlers.NotifyHandler
+	Record    *handlers.RecordHandler
 }
 
 // Transport is what the stages are connected by.
@@ -181,6 +183,10 @@ func New(cfg Config, s Stages, t Transport, logger *slog.Logger) (*message.Route
 	if err != nil {
 		return nil, err
 	}
+	recordIn, err := sub("record")
+	if err != nil {
+		return nil, err
+	}
 
 	r.AddHandler("decode", cfg.Topics.Metrics, decodeIn, TopicDecoded, t.KafkaPublisher, s.Decode.Handle)
 	r.AddHandler("score", TopicDecoded, scoreIn, TopicScored, t.KafkaPublisher, s.Score.Handle)
@@ -189,6 +195,7 @@ func New(cfg Config, s Stages, t Transport, logger *slog.Logger) (*message.Route
 	r.AddConsumerHandler("resolve", TopicChecks, t.Outbox, s.Resolve.Handle)        // -> TopicOutbox, in its transaction
 	r.AddHandler("persist", TopicOutbox, t.Outbox, TopicIncidents, t.KafkaPublisher, s.Persist.Handle)
 	r.AddConsumerHandler("notify", TopicIncidents, notifyIn, s.Notify.Handle) // -> receivers, over HTTP
+	r.AddConsumerHandler("record", TopicScored, recordIn, s.Record.Handle)    // -> samples table
 	return r, nil
 }
 

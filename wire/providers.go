@@ -121,6 +121,7 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c inci
 	}
 	return router.Stages{
 		Notify:    handlers.NewNotifyHandler(notifier, postgres.NewDeliveries(pool), nil, logger),
+		Record:    handlers.NewRecordHandler(postgres.NewSamples(pool)),
 		Decode:    handlers.NewDecodeHandler(kafka.ReceivedAt),
 		Score:     score,
 		Correlate: handlers.NewCorrelateHandler[*postgres.Tx](store, c, router.TopicCorrelated, logger),

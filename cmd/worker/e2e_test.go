@@ -310,6 +310,18 @@ func TestFailureModesEndToEnd(t *testing.T) {
 		})
 	}
 
+	t.Run("samples-recorded", func(t *testing.T) {
+		want := 0
+		for _, s := range scenarios {
+			want += 3 * int(s.span/time.Minute)
+		}
+		waitFor(t, time.Minute, "every scored sample in the samples table", func() (bool, string) {
+			var n, judged int
+			_ = e.pool.QueryRow(context.Background(), `SELECT count(*), count(score) FROM samples`).Scan(&n, &judged)
+			return n == want && judged == want-3*len(scenarios)*256, fmt.Sprintf("%d samples (%d judged), want %d", n, judged, want)
+		})
+	})
+
 	t.Run("events-on-kafka", func(t *testing.T) {
 		var rows int
 		if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM incident_timeline`).Scan(&rows); err != nil {

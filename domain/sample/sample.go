@@ -142,3 +142,14 @@ func checkMetric(m Metric) error {
 	}
 	return nil
 }
+
+// Scored is a sample with its model's judgement, as the engine records it.
+type Scored struct {
+	Sample
+	// Judged is false while the service's model warms up; Score and Threshold are then zero.
+	Judged       bool
+	Score        float64
+	Threshold    float64
+	Anomalous    bool
+	ModelVersion int
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/domain/sample"
 	"github.com/incident-engine/engine/infra/postgres"
 	"github.com/incident-engine/engine/infra/postgres/pgtest"
 )
@@ -228,5 +229,35 @@ func TestStoreInboxAndOutbox(t *testing.T) {
 	_ = pool.QueryRow(ctx, `SELECT count(*) FROM "watermill_test.out"`).Scan(&left)
 	if left != 0 {
 		t.Errorf("%d acked outbox rows left; the queue deletes on ack", left)
+	}
+}
+
+func TestSamplesSaveAndRange(t *testing.T) {
+	t.Parallel()
+	_, pool := newStore(t)
+	ctx := context.Background()
+	samples := postgres.NewSamples(pool)
+	mk := func(min int, judged bool) sample.Scored {
+		s, err := sample.New("api", t0.Add(time.Duration(min)*time.Minute), []sample.Metric{{Name: "latency_p95", Value: float64(100 + min)}, {Name: "error_rate", Value: 0.01}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sample.Scored{Sample: s, Judged: judged, Score: 0.5, Threshold: 0.7, ModelVersion: 1}
+	}
+	if err := samples.Save(ctx, mk(0, false), mk(1, true), mk(2, true)); err != nil {
+		t.Fatal(err)
+	}
+	if err := samples.Save(ctx, mk(1, true)); err != nil {
+		t.Fatalf("saving a sample again: %v, want it ignored", err)
+	}
+	got, err := samples.Range(ctx, "api", t0, t0.Add(time.Minute), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Judged || !got[1].Judged || got[1].Score != 0.5 {
+		t.Fatalf("range = %+v, want minutes 0 (unjudged) and 1 (judged)", got)
+	}
+	if v, ok := got[1].Value("latency_p95"); !ok || v != 101 {
+		t.Errorf("latency of minute 1 = %v, %v", v, ok)
 	}
 }

@@ -1,0 +1,83 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/incident-engine/engine/domain/sample"
+)
+
+// Samples stores scored samples.
+type Samples struct {
+	pool *pgxpool.Pool
+}
+
+// NewSamples returns the sample store over pool.
+func NewSamples(pool *pgxpool.Pool) *Samples { return &Samples{pool: pool} }
+
+// Save stores samples; a sample already stored (same service and time) is kept as it was.
+func (s *Samples) Save(ctx context.Context, batch ...sample.Scored) error {
+	b := &pgx.Batch{}
+	for _, x := range batch {
+		values := make(map[string]float64, len(x.Metrics))
+		for _, mt := range x.Metrics {
+			values[mt.Name] = mt.Value
+		}
+		m, err := json.Marshal(values)
+		if err != nil {
+			return fmt.Errorf("encode metrics: %w", err)
+		}
+		var score, threshold *float64
+		if x.Judged {
+			score, threshold = &x.Score, &x.Threshold
+		}
+		b.Queue(`INSERT INTO samples (service, at, metrics, score, threshold, anomalous, model_version)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
+			x.Service, x.At, m, score, threshold, x.Anomalous, x.ModelVersion)
+	}
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("save %d samples: %w", len(batch), err)
+	}
+	return nil
+}
+
+// Range returns the service's samples with from <= at <= to, oldest first, at most limit.
+func (s *Samples) Range(ctx context.Context, service string, from, to time.Time, limit int) ([]sample.Scored, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT service, at, metrics, score, threshold, anomalous, model_version FROM samples
+		WHERE service = $1 AND at BETWEEN $2 AND $3 ORDER BY at LIMIT $4`, service, from, to, limit)
+	if err != nil {
+		return nil, fmt.Errorf("load samples of %s: %w", service, err)
+	}
+	defer rows.Close()
+	var out []sample.Scored
+	for rows.Next() {
+		var x sample.Scored
+		var score, threshold *float64
+		var m []byte
+		if err := rows.Scan(&x.Service, &x.At, &m, &score, &threshold, &x.Anomalous, &x.ModelVersion); err != nil {
+			return nil, fmt.Errorf("load samples of %s: %w", service, err)
+		}
+		if score != nil {
+			x.Judged, x.Score, x.Threshold = true, *score, *threshold
+		}
+		x.At = x.At.UTC()
+		var values map[string]float64
+		if err := json.Unmarshal(m, &values); err != nil {
+			return nil, fmt.Errorf("decode sample metrics: %w", err)
+		}
+		for name, v := range values {
+			x.Metrics = append(x.Metrics, sample.Metric{Name: name, Value: v})
+		}
+		slices.SortFunc(x.Metrics, func(a, b sample.Metric) int { return strings.Compare(a.Name, b.Name) })
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}
