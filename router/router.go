@@ -10,6 +10,7 @@
 //	persist    handlers/persist.go      incidents.outbox           incidents (Kafka)
 //	notify     handlers/notify.go       incidents (Kafka)          receivers (Slack, PagerDuty, webhooks)
 //	record     handlers/record.go       metrics.scored (Kafka)     samples table (for the dashboard)
+//	remediate  handlers/remediate.go    incidents (Kafka)          hooks; escalations to incidents.outbox
 //
 // Kafka topics are keyed by service, so each service's messages stay in order. Outbox topics
 // are PostgreSQL tables (watermill-sql's queue schema): the stages that change incident state
@@ -130,6 +131,7 @@ type Stages struct {
 	Persist   *handlers.PersistHandler
 	Notify    *handlers.NotifyHandler
 	Record    *handlers.RecordHandler
+	Remediate *handlers.RemediateHandler[*postgres.Tx]
 }
 
 // Transport is what the stages are connected by.
@@ -187,6 +189,10 @@ func New(cfg Config, s Stages, t Transport, logger *slog.Logger) (*message.Route
 	if err != nil {
 		return nil, err
 	}
+	remediateIn, err := sub("remediate")
+	if err != nil {
+		return nil, err
+	}
 
 	r.AddHandler("decode", cfg.Topics.Metrics, decodeIn, TopicDecoded, t.KafkaPublisher, s.Decode.Handle)
 	r.AddHandler("score", TopicDecoded, scoreIn, TopicScored, t.KafkaPublisher, s.Score.Handle)
@@ -194,8 +200,9 @@ func New(cfg Config, s Stages, t Transport, logger *slog.Logger) (*message.Route
 	r.AddConsumerHandler("escalate", TopicCorrelated, t.Outbox, s.Escalate.Handle)  // -> TopicOutbox, in its transaction
 	r.AddConsumerHandler("resolve", TopicChecks, t.Outbox, s.Resolve.Handle)        // -> TopicOutbox, in its transaction
 	r.AddHandler("persist", TopicOutbox, t.Outbox, TopicIncidents, t.KafkaPublisher, s.Persist.Handle)
-	r.AddConsumerHandler("notify", TopicIncidents, notifyIn, s.Notify.Handle) // -> receivers, over HTTP
-	r.AddConsumerHandler("record", TopicScored, recordIn, s.Record.Handle)    // -> samples table
+	r.AddConsumerHandler("notify", TopicIncidents, notifyIn, s.Notify.Handle)          // -> receivers, over HTTP
+	r.AddConsumerHandler("record", TopicScored, recordIn, s.Record.Handle)             // -> samples table
+	r.AddConsumerHandler("remediate", TopicIncidents, remediateIn, s.Remediate.Handle) // -> hooks; TopicOutbox, in its transaction
 	return r, nil
 }
 

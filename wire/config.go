@@ -11,6 +11,7 @@ import (
 	"github.com/incident-engine/engine/domain/detect"
 	"github.com/incident-engine/engine/domain/incident"
 	"github.com/incident-engine/engine/infra/notify"
+	"github.com/incident-engine/engine/infra/remediate"
 	"github.com/incident-engine/engine/router"
 )
 
@@ -38,6 +39,7 @@ type Config struct {
 
 	Router      router.Config
 	Notify      notify.Config
+	Remediate   remediate.Config
 	Detect      detect.Config
 	Correlation incident.CorrelationConfig
 	Policy      incident.Policy
@@ -65,6 +67,7 @@ func (c *Config) SetDefaults() {
 	}
 	c.Router.SetDefaults()
 	c.Notify.SetDefaults()
+	c.Remediate.SetDefaults()
 	c.Detect.SetDefaults()
 	c.Correlation.SetDefaults()
 }
@@ -75,6 +78,6 @@ func (c Config) Validate() error {
 	if c.TickInterval < 0 {
 		errs = append(errs, errors.New("tick interval must not be negative"))
 	}
-	errs = append(errs, c.Router.Validate(), c.Notify.Validate(), c.Detect.Validate(), c.Correlation.Validate(), c.Policy.Validate())
+	errs = append(errs, c.Router.Validate(), c.Notify.Validate(), c.Remediate.Validate(), c.Detect.Validate(), c.Correlation.Validate(), c.Policy.Validate())
 	return errors.Join(errs...)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/incident-engine/engine/infra/kafka"
 	"github.com/incident-engine/engine/infra/notify"
 	"github.com/incident-engine/engine/infra/postgres"
+	"github.com/incident-engine/engine/infra/remediate"
 	"github.com/incident-engine/engine/router"
 )
 
@@ -119,9 +120,14 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c inci
 	if err != nil {
 		return router.Stages{}, err
 	}
+	hooks, err := remediate.New(cfg.Remediate)
+	if err != nil {
+		return router.Stages{}, err
+	}
 	return router.Stages{
 		Notify:    handlers.NewNotifyHandler(notifier, postgres.NewDeliveries(pool), nil, logger),
 		Record:    handlers.NewRecordHandler(postgres.NewSamples(pool)),
+		Remediate: handlers.NewRemediateHandler[*postgres.Tx](store, hooks, postgres.NewRemediations(pool), router.TopicOutbox, nil, logger),
 		Decode:    handlers.NewDecodeHandler(kafka.ReceivedAt),
 		Score:     score,
 		Correlate: handlers.NewCorrelateHandler[*postgres.Tx](store, c, router.TopicCorrelated, logger),

@@ -22,6 +22,7 @@ import (
 	"github.com/incident-engine/engine/infra/notify"
 	"github.com/incident-engine/engine/infra/postgres"
 	"github.com/incident-engine/engine/infra/postgres/pgtest"
+	"github.com/incident-engine/engine/infra/remediate"
 	"github.com/incident-engine/engine/router"
 	"github.com/incident-engine/engine/wire"
 )
@@ -554,5 +555,51 @@ func TestNotificationsEndToEnd(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	if n := len(am.received()); n != notifiable {
 		t.Errorf("after a restart the receiver has %d notifications, want still %d", n, notifiable)
+	}
+}
+
+// TestRemediationEndToEnd gives the latency failure a remediation hook that does not help:
+// the hook is called once with the incident, the timeline records the call and its result,
+// and since anomalies go on past the verification time, the incident escalates with the rule
+// remediation-ineffective. A dry-run hook on the same incident is recorded but never called.
+func TestRemediationEndToEnd(t *testing.T) {
+	hook := &alertReceiver{}
+	srv := httptest.NewServer(hook)
+	defer srv.Close()
+	e := startEngine(t, func(c *wire.Config) {
+		c.Remediate = remediate.Config{VerifyAfter: notify.Duration(15 * time.Minute), Hooks: []remediate.Hook{
+			{Name: "restart-api", URL: srv.URL, Services: []string{"api"}, MinSeverity: "low"},
+			{Name: "failover-api", URL: srv.URL, Services: []string{"api"}, MinSeverity: "low", DryRun: true},
+		}}
+	})
+	e.produce(t, "--failure-mode", "latency", "--start", simStart.Format(time.RFC3339), "--duration", "8h",
+		"--failure-after", failAfter.String(), "--failure-for", failFor.String())
+	e.waitProcessed(t, simStart.Add(8*time.Hour-time.Minute), "api", "db", "auth")
+	got := e.incidents(t, "api")
+	if len(got) != 1 {
+		t.Fatalf("incidents %+v, want one", got)
+	}
+	var events []string
+	waitFor(t, time.Minute, "the remediation to be judged ineffective", func() (bool, string) {
+		events = events[:0]
+		for _, r := range e.timeline(t, got[0].ID) {
+			if strings.HasPrefix(r.Event, "remediation") || (r.Event == "escalated" && r.Details["rule"] == "remediation-ineffective") {
+				events = append(events, fmt.Sprintf("%s:%v", r.Event, r.Details["hook"]))
+			}
+		}
+		return strings.Contains(strings.Join(events, " "), "remediation_ineffective"), strings.Join(events, " ")
+	})
+	joined := strings.Join(events, " ")
+	for _, want := range []string{"remediation_requested:restart-api", "remediation_result:restart-api", "remediation_requested:failover-api", "remediation_ineffective"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("timeline %q lacks %s", joined, want)
+		}
+	}
+	if strings.Contains(joined, "remediation_result:failover-api") {
+		t.Errorf("the dry-run hook was called: %s", joined)
+	}
+	calls := hook.received()
+	if len(calls) != 1 || calls[0]["hook"] != "restart-api" || calls[0]["incident"].(map[string]any)["incident_id"] != got[0].ID {
+		t.Errorf("hook calls %v, want one call of restart-api with the incident", calls)
 	}
 }

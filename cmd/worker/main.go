@@ -20,6 +20,7 @@ import (
 
 	"github.com/incident-engine/engine/cmd/internal/cli"
 	"github.com/incident-engine/engine/infra/notify"
+	"github.com/incident-engine/engine/infra/remediate"
 	"github.com/incident-engine/engine/wire"
 )
 
@@ -70,6 +71,7 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 	fs.DurationVar(&cfg.Correlation.ReopenWindow, "reopen-window", env.Duration("REOPEN_WINDOW", 30*time.Minute), "anomalies this soon after resolution reopen the incident [REOPEN_WINDOW]")
 	fs.DurationVar(&cfg.Correlation.StaleAfter, "stale-after", env.Duration("STALE_AFTER", 5*time.Minute), "wall-clock silence after which an open incident records that data stopped [STALE_AFTER]")
 	notifyFile := fs.String("notify-config", env.String("NOTIFY_CONFIG", ""), "JSON file of notification receivers and routes (see README) [NOTIFY_CONFIG]")
+	hooksFile := fs.String("remediation-config", env.String("REMEDIATION_CONFIG", ""), "JSON file of remediation hooks (see README) [REMEDIATION_CONFIG]")
 	logLevel := fs.String("log-level", env.String("LOG_LEVEL", "info"), "debug, info, warn or error [LOG_LEVEL]")
 	if err := fs.Parse(args); err != nil {
 		return cfg, 0, err
@@ -88,6 +90,13 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 			return cfg, 0, err
 		}
 		cfg.Notify = nc
+	}
+	if *hooksFile != "" {
+		rc, err := remediate.LoadConfig(*hooksFile)
+		if err != nil {
+			return cfg, 0, err
+		}
+		cfg.Remediate = rc
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -233,14 +233,20 @@ func (n *Notifier) Deliver(ctx context.Context, receiver string, ev incident.Eve
 }
 
 func (n *Notifier) post(ctx context.Context, url string, body []byte) error {
+	return PostJSON(ctx, n.client, url, body)
+}
+
+// PostJSON posts body to url. A 429 or 5xx answer and network errors are returned as plain
+// errors, worth retrying; any other 4xx wraps ErrRejected.
+func PostJSON(ctx context.Context, client *http.Client, url string, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := n.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("post notification: %w", err)
+		return fmt.Errorf("post to %s: %w", req.URL.Host, err)
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
