@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
@@ -15,7 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/domain/sample"
 	"github.com/incident-engine/engine/handlers"
+	"github.com/incident-engine/engine/infra/dashboard"
 	"github.com/incident-engine/engine/infra/httpserver"
 	"github.com/incident-engine/engine/infra/kafka"
 	"github.com/incident-engine/engine/infra/notify"
@@ -157,8 +161,25 @@ func provideRegistry() *prometheus.Registry {
 }
 
 func provideHTTP(cfg Config, reg *prometheus.Registry, pool *pgxpool.Pool, kc kafka.Config, logger *slog.Logger) (*httpserver.Server, error) {
+	views := dashboardReader{pool: pool, samples: postgres.NewSamples(pool), staleAfter: cfg.Correlation.StaleAfter}
 	return httpserver.New(cfg.HTTPAddr, reg, map[string]httpserver.Check{
 		"postgres": pool.Ping,
 		"kafka":    func(ctx context.Context) error { return kafka.Ping(ctx, kc) },
-	}, logger)
+	}, logger, func(mux *http.ServeMux) { dashboard.Register(mux, views, logger) })
+}
+
+// dashboardReader reads what the dashboard shows. The services' state is judged against the
+// wall clock of the request (is data still coming?), which is a view, not a decision.
+type dashboardReader struct {
+	pool       *pgxpool.Pool
+	samples    *postgres.Samples
+	staleAfter time.Duration
+}
+
+func (d dashboardReader) Services(ctx context.Context) ([]postgres.ServiceState, error) {
+	return postgres.Services(ctx, d.pool, time.Now(), d.staleAfter, 60)
+}
+
+func (d dashboardReader) Samples(ctx context.Context, service string, from, to time.Time, limit int) ([]sample.Scored, error) {
+	return d.samples.Range(ctx, service, from, to, limit)
 }

@@ -1,6 +1,6 @@
-// Package httpserver serves the worker's own health over HTTP: Prometheus metrics on
-// /metrics, liveness on /healthz and readiness on /readyz (ready only when every dependency
-// answers). It holds no business logic; the operator API and dashboard will mount here.
+// Package httpserver is the worker's HTTP server: Prometheus metrics on /metrics, liveness on
+// /healthz, readiness on /readyz (ready only when every dependency answers), and whatever is
+// mounted on it (the dashboard, the operator API). It holds no business logic.
 package httpserver
 
 import (
@@ -26,9 +26,12 @@ type Server struct {
 	logger *slog.Logger
 }
 
-// New listens on addr (":0" picks a free port) and routes the health endpoints. checks are
-// run, each with a 2-second limit, on every /readyz request.
-func New(addr string, gatherer prometheus.Gatherer, checks map[string]Check, logger *slog.Logger) (*Server, error) {
+// Mount adds routes to the server's mux (the dashboard, the operator API).
+type Mount func(mux *http.ServeMux)
+
+// New listens on addr (":0" picks a free port) and routes the health endpoints and whatever
+// mounts add. checks are run, each with a 2-second limit, on every /readyz request.
+func New(addr string, gatherer prometheus.Gatherer, checks map[string]Check, logger *slog.Logger, mounts ...Mount) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
@@ -53,6 +56,9 @@ func New(addr string, gatherer prometheus.Gatherer, checks map[string]Check, log
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	for _, m := range mounts {
+		m(mux)
+	}
 	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, logger: logger}, nil
 }
 

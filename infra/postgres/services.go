@@ -1,0 +1,75 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/incident-engine/engine/domain/incident"
+)
+
+// ServiceState is what the dashboard shows of one service.
+type ServiceState struct {
+	Service string `json:"service"`
+	// State is one of healthy, anomalous, in_incident, warming_up, no_data.
+	State          string     `json:"state"`
+	LastSampleAt   *time.Time `json:"last_sample_at,omitempty"`
+	LastReceivedAt *time.Time `json:"last_received_at,omitempty"`
+	IncidentID     string     `json:"incident_id,omitempty"`
+	IncidentStatus string     `json:"incident_status,omitempty"`
+	Severity       string     `json:"severity,omitempty"`
+	ModelVersion   int        `json:"model_version"`
+	ModelTrainedAt *time.Time `json:"model_trained_at,omitempty"`
+	Threshold      float64    `json:"threshold,omitempty"`
+	// RecentScores are the latest judged scores, oldest first, for a sparkline.
+	RecentScores []float64 `json:"recent_scores"`
+}
+
+// Services reads every service's state. A service whose last sample arrived more than
+// staleAfter before now is no_data; now is the caller's wall clock.
+func Services(ctx context.Context, pool *pgxpool.Pool, now time.Time, staleAfter time.Duration, sparkline int) ([]ServiceState, error) {
+	rows, err := pool.Query(ctx, `
+		SELECT w.service, w.last_sample_at, w.last_received_at, w.recent, coalesce(i.id::text, ''), coalesce(i.status, ''), coalesce(i.severity, ''),
+			coalesce(m.version, 0), m.trained_at, coalesce(m.threshold, 0),
+			coalesce((SELECT array_agg(score ORDER BY at) FROM (
+				SELECT score, at FROM samples s WHERE s.service = w.service AND s.score IS NOT NULL ORDER BY at DESC LIMIT $1) r), '{}')
+		FROM service_watch w
+		LEFT JOIN incidents i ON i.id = w.incident_id
+		LEFT JOIN LATERAL (SELECT version, trained_at, threshold FROM models WHERE service = w.service ORDER BY version DESC LIMIT 1) m ON true
+		ORDER BY w.service`, sparkline)
+	if err != nil {
+		return nil, fmt.Errorf("load services: %w", err)
+	}
+	defer rows.Close()
+	var out []ServiceState
+	for rows.Next() {
+		var s ServiceState
+		var recent []byte
+		if err := rows.Scan(&s.Service, &s.LastSampleAt, &s.LastReceivedAt, &recent, &s.IncidentID, &s.IncidentStatus, &s.Severity,
+			&s.ModelVersion, &s.ModelTrainedAt, &s.Threshold, &s.RecentScores); err != nil {
+			return nil, fmt.Errorf("load services: %w", err)
+		}
+		var rs []incident.Recent
+		_ = json.Unmarshal(recent, &rs)
+		switch {
+		case s.LastReceivedAt == nil || now.Sub(*s.LastReceivedAt) > staleAfter:
+			s.State = "no_data"
+		case s.IncidentStatus == "open":
+			s.State = "in_incident"
+		case s.ModelVersion == 0:
+			s.State = "warming_up"
+		case len(rs) > 0 && rs[len(rs)-1].Anomalous:
+			s.State = "anomalous"
+		default:
+			s.State = "healthy"
+		}
+		if s.IncidentStatus != "open" {
+			s.Severity = ""
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
