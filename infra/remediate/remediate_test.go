@@ -1,0 +1,65 @@
+package remediate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/infra/notify"
+)
+
+func TestTargetsAndCall(t *testing.T) {
+	t.Parallel()
+	var got map[string]any
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewDecoder(r.Body).Decode(&got)
+		if got["hook"] == "broken" {
+			http.Error(w, "no such runbook", http.StatusNotFound)
+		}
+	}))
+	defer srv.Close()
+	r, err := New(Config{Hooks: []Hook{
+		{Name: "restart", URL: srv.URL, Services: []string{"api"}},
+		{Name: "page-db", URL: srv.URL, Services: []string{"db"}, MinSeverity: "critical"},
+		{Name: "broken", URL: srv.URL, MinSeverity: "low"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := incident.Event{IncidentID: "i-1", Service: "api", Event: incident.KindEscalated, Severity: "high"}
+	cases := []struct {
+		name string
+		ev   func(incident.Event) incident.Event
+		want []string
+		why  string
+	}{
+		{"high-api", func(e incident.Event) incident.Event { return e }, []string{"restart", "broken"}, "high reaches the default min severity of restart"},
+		{"low-api", func(e incident.Event) incident.Event { e.Severity = "low"; return e }, []string{"broken"}, "low is below restart's default (high)"},
+		{"anomaly", func(e incident.Event) incident.Event { e.Event = incident.KindAnomalyRecorded; return e }, nil, "only openings, reopenings and escalations run hooks"},
+		{"critical-db", func(e incident.Event) incident.Event { e.Service, e.Severity = "db", "critical"; return e }, []string{"page-db", "broken"}, "routed by service"},
+	}
+	for _, c := range cases {
+		if got := r.Targets(c.ev(ev)); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: %v, want %v (%s)", c.name, got, c.want, c.why)
+		}
+	}
+	if err := r.Call(context.Background(), "restart", ev); err != nil {
+		t.Fatal(err)
+	}
+	if got["hook"] != "restart" || got["incident"].(map[string]any)["incident_id"] != "i-1" {
+		t.Errorf("hook body %v, want the hook name and the incident", got)
+	}
+	if err := r.Call(context.Background(), "broken", ev); !errors.Is(err, notify.ErrRejected) {
+		t.Errorf("a 404 from the hook: %v, want ErrRejected", err)
+	}
+	if _, err := New(Config{Hooks: []Hook{{Name: "x"}, {Name: "x", URL: "u", MinSeverity: "urgent"}}}); err == nil ||
+		!strings.Contains(err.Error(), "url") || !strings.Contains(err.Error(), "unique") || !strings.Contains(err.Error(), "min_severity") {
+		t.Errorf("bad config: %v, want every problem named", err)
+	}
+}
