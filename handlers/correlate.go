@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/domain/silence"
 )
 
 // CorrelateHandler is the correlate stage: it folds each service's scored samples into at
@@ -17,7 +18,9 @@ import (
 // incident, further ones grow its occurrence count and last_seen, a healthy streak settles
 // it, new anomalies soon after reopen it. The service's watch, the incident row, its timeline
 // entries and the events for the next stage commit in one transaction. A sample not newer
-// than the service's watermark is a redelivery and changes nothing.
+// than the service's watermark is a redelivery and changes nothing. An anomaly whose time
+// falls inside one of the service's silences (maintenance windows) opens nothing: it is
+// recorded on the open incident, marked silenced, or on the service's own timeline.
 type CorrelateHandler[T IncidentTx] struct {
 	store      IncidentStore[T]
 	correlator incident.Correlator
@@ -48,6 +51,16 @@ func (h *CorrelateHandler[T]) Handle(msg *message.Message) error {
 		w, err := tx.LoadWatch(in.Service)
 		if err != nil {
 			return err
+		}
+		if in.Judged && in.Anomalous { // healthy samples need no silence
+			silences, err := tx.ActiveSilences(in.Service, in.Timestamp)
+			if err != nil {
+				return err
+			}
+			if s, ok := silence.Covering(silences, in.Service, in.Timestamp); ok {
+				obs.Silence = s.ID()
+				h.logger.Debug("anomaly of a silenced service", "stage", "correlate", "service", in.Service, "timestamp", in.Timestamp, "silence", s.ID())
+			}
 		}
 		cur, err := tx.LoadIncident(w.IncidentID)
 		if err != nil {

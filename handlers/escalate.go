@@ -13,8 +13,9 @@ import (
 // the severity policy (domain/incident.Policy) what the incident deserves, judged on the
 // incident as it was at that change (the event's snapshot and time), and raises the severity
 // when the policy says so, writing the rule that fired to the timeline. Judging the snapshot,
-// not the current row, makes the outcome independent of how far behind this stage runs. It passes every incoming event on, followed by
-// its own escalation event, to the outbox topic out. Each input message is handled once
+// not the current row, makes the outcome independent of how far behind this stage runs.
+// Anomalies inside a silence are never judged. It passes every incoming event on, followed
+// by its own escalation event, to the outbox topic out. Each input message is handled once
 // (inbox), so redelivery neither escalates nor forwards twice.
 type EscalateHandler[T IncidentTx] struct {
 	store  IncidentStore[T]
@@ -50,6 +51,9 @@ func (h *EscalateHandler[T]) Handle(msg *message.Message) error {
 		switch ev.Event {
 		case incident.KindOpened, incident.KindAnomalyRecorded, incident.KindReopened:
 		default:
+			return nil
+		}
+		if ev.Details.Silenced { // an anomaly inside a maintenance window is no evidence of severity
 			return nil
 		}
 		target, rule, ok := h.policy.Evaluate(ev.Facts())

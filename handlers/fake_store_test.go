@@ -7,10 +7,12 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/domain/silence"
 	"github.com/incident-engine/engine/handlers"
 )
 
@@ -19,7 +21,9 @@ import (
 // the messages it published, only when fn returns nil. Transactions are serialised, as the
 // database's row locks serialise the stages on one service. Incidents are stored as snapshots
 // and rebuilt on load, so a handler can never keep a pointer into the store. Like the
-// database's unique index, it refuses a second open incident for a service.
+// database's unique index, it refuses a second open incident for a service. Service-level
+// timeline entries (Watch.Changes) are appended when the watch is saved, and silences are
+// looked up by service and sample time, as the SQL does.
 //
 // A zero fakeStore is not usable; call newFakeStore.
 type fakeStore struct {
@@ -37,6 +41,9 @@ type fakeState struct {
 	incidents map[string]incident.Snapshot
 	timeline  map[string][]incident.Entry
 	processed map[string]bool
+	// serviceTimeline holds the entries that belong to a service, not an incident.
+	serviceTimeline map[string][]incident.Entry
+	silences        map[string]silence.Silence
 }
 
 // fault makes the nth call of op (a method name of fakeTx, or "" for any) fail with err.
@@ -51,10 +58,12 @@ var _ handlers.IncidentStore[*fakeTx] = (*fakeStore)(nil)
 func newFakeStore() *fakeStore {
 	return &fakeStore{
 		state: fakeState{
-			watches:   map[string]incident.Watch{},
-			incidents: map[string]incident.Snapshot{},
-			timeline:  map[string][]incident.Entry{},
-			processed: map[string]bool{},
+			watches:         map[string]incident.Watch{},
+			incidents:       map[string]incident.Snapshot{},
+			timeline:        map[string][]incident.Entry{},
+			processed:       map[string]bool{},
+			serviceTimeline: map[string][]incident.Entry{},
+			silences:        map[string]silence.Silence{},
 		},
 		published: map[string][]*message.Message{},
 	}
@@ -62,16 +71,21 @@ func newFakeStore() *fakeStore {
 
 func (s fakeState) clone() fakeState {
 	c := fakeState{
-		watches:   make(map[string]incident.Watch, len(s.watches)),
-		incidents: maps.Clone(s.incidents),
-		timeline:  make(map[string][]incident.Entry, len(s.timeline)),
-		processed: maps.Clone(s.processed),
+		watches:         make(map[string]incident.Watch, len(s.watches)),
+		incidents:       maps.Clone(s.incidents),
+		timeline:        make(map[string][]incident.Entry, len(s.timeline)),
+		processed:       maps.Clone(s.processed),
+		serviceTimeline: make(map[string][]incident.Entry, len(s.serviceTimeline)),
+		silences:        maps.Clone(s.silences),
 	}
 	for k, w := range s.watches {
 		c.watches[k] = cloneWatch(w)
 	}
 	for k, es := range s.timeline {
 		c.timeline[k] = slices.Clone(es)
+	}
+	for k, es := range s.serviceTimeline {
+		c.serviceTimeline[k] = slices.Clone(es)
 	}
 	return c
 }
@@ -175,6 +189,21 @@ func (s *fakeStore) Timeline(id string) []incident.Entry {
 	return slices.Clone(s.state.timeline[id])
 }
 
+// ServiceTimeline returns the committed service-level timeline of service.
+func (s *fakeStore) ServiceTimeline(service string) []incident.Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.state.serviceTimeline[service])
+}
+
+// Silence returns the committed silence id.
+func (s *fakeStore) Silence(id string) (silence.Silence, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sil, ok := s.state.silences[id]
+	return sil, ok
+}
+
 // Watch returns the committed watch of service.
 func (s *fakeStore) Watch(service string) (incident.Watch, bool) {
 	s.mu.Lock()
@@ -218,7 +247,7 @@ type fakeTx struct {
 	done      bool
 }
 
-var _ handlers.IncidentTx = (*fakeTx)(nil)
+var _ handlers.OperatorTx = (*fakeTx)(nil)
 
 var errTxDone = errors.New("fake store: transaction used after it ended")
 
@@ -241,7 +270,7 @@ func (tx *fakeTx) LoadWatch(service string) (incident.Watch, error) {
 	return cloneWatch(w), nil
 }
 
-// SaveWatch stores the service's watch.
+// SaveWatch stores the service's watch and appends its pending service-level entries.
 func (tx *fakeTx) SaveWatch(w incident.Watch) error {
 	if err := tx.begin("SaveWatch"); err != nil {
 		return err
@@ -254,12 +283,15 @@ func (tx *fakeTx) SaveWatch(w incident.Watch) error {
 			return fmt.Errorf("fake store: watch of %s refers to unknown incident %s (foreign key)", w.Service, w.IncidentID)
 		}
 	}
-	tx.state.watches[w.Service] = cloneWatch(w)
+	stored := cloneWatch(w)
+	stored.ClearChanges()
+	tx.state.watches[w.Service] = stored
+	tx.state.serviceTimeline[w.Service] = append(tx.state.serviceTimeline[w.Service], w.Changes()...)
 	return nil
 }
 
 // LoadIncident rebuilds incident id from its stored snapshot, as the database does; nil for
-// an empty id, an error for an unknown one.
+// an empty id, incident.ErrNotFound for an unknown one.
 func (tx *fakeTx) LoadIncident(id string) (*incident.Incident, error) {
 	if err := tx.begin("LoadIncident"); err != nil {
 		return nil, err
@@ -269,9 +301,62 @@ func (tx *fakeTx) LoadIncident(id string) (*incident.Incident, error) {
 	}
 	snap, ok := tx.state.incidents[id]
 	if !ok {
-		return nil, fmt.Errorf("incident %s not found", id)
+		return nil, fmt.Errorf("load incident %s: %w", id, incident.ErrNotFound)
 	}
 	return incident.UnmarshalFromDatabase(snap)
+}
+
+// IncidentService returns the service of incident id, incident.ErrNotFound for an unknown one.
+func (tx *fakeTx) IncidentService(id string) (string, error) {
+	if err := tx.begin("IncidentService"); err != nil {
+		return "", err
+	}
+	snap, ok := tx.state.incidents[id]
+	if !ok {
+		return "", fmt.Errorf("incident %s: %w", id, incident.ErrNotFound)
+	}
+	return snap.Service, nil
+}
+
+// ActiveSilences returns the service's silences that cover sample time at, ordered by start.
+func (tx *fakeTx) ActiveSilences(service string, at time.Time) ([]silence.Silence, error) {
+	if err := tx.begin("ActiveSilences"); err != nil {
+		return nil, err
+	}
+	var out []silence.Silence
+	for _, s := range tx.state.silences {
+		if s.Service() == service && s.Active(at) {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b silence.Silence) int { return a.Start().Compare(b.Start()) })
+	return out, nil
+}
+
+// LoadSilence returns silence id, silence.ErrNotFound for an unknown one.
+func (tx *fakeTx) LoadSilence(id string) (silence.Silence, error) {
+	if err := tx.begin("LoadSilence"); err != nil {
+		return silence.Silence{}, err
+	}
+	s, ok := tx.state.silences[id]
+	if !ok {
+		return silence.Silence{}, fmt.Errorf("silence %s: %w", id, silence.ErrNotFound)
+	}
+	return s, nil
+}
+
+// SaveSilence stores a silence; like the SQL, only the end of an existing one can change.
+func (tx *fakeTx) SaveSilence(s silence.Silence) error {
+	if err := tx.begin("SaveSilence"); err != nil {
+		return err
+	}
+	if old, ok := tx.state.silences[s.ID()]; ok {
+		snap := old.Snapshot()
+		snap.End = s.End()
+		s, _ = silence.UnmarshalFromDatabase(snap)
+	}
+	tx.state.silences[s.ID()] = s
+	return nil
 }
 
 // SaveIncident stores the incident's snapshot and appends its pending changes to its

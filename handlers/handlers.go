@@ -8,6 +8,10 @@
 // can never succeed on retry (bad input) are marked Permanent so the router sends the message
 // to the dead-letter topic at once; every other error is retried. The package does not choose
 // topics, retry policies or transports.
+//
+// operate.go is not a stage: it is the application side of the operator API, running
+// operators' actions (acknowledge, resolve, reopen, silences) in the same kind of
+// transaction as the stages.
 package handlers
 
 import (

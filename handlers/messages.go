@@ -78,11 +78,15 @@ func eventsFor(entries []incident.Entry) []IncidentEvent {
 			IncidentID: s.ID, Service: s.Service, Event: e.Kind, OccurredAt: e.At,
 			Severity: s.Severity.String(), Status: s.Status.String(), OccurrenceCount: s.Occurrences,
 			FirstSeen: s.FirstSeen, LastSeen: s.LastSeen, EpisodeStart: s.EpisodeStart,
-			PeakExcess: s.PeakExcess, Reopens: s.Reopens, Details: e.Details,
+			PeakExcess: s.PeakExcess, Reopens: s.Reopens, AckedBy: s.AckedBy, Details: e.Details,
 		}
 		if !s.ResolvedAt.IsZero() {
 			r := s.ResolvedAt
 			ev.ResolvedAt = &r
+		}
+		if !s.AckedAt.IsZero() {
+			a := s.AckedAt
+			ev.AckedAt = &a
 		}
 		out = append(out, ev)
 	}

@@ -90,7 +90,7 @@ func (h *RemediateHandler[T]) Handle(msg *message.Message) error {
 			errs = append(errs, err)
 		}
 	}
-	if ev.Event == incident.KindAnomalyRecorded {
+	if ev.Event == incident.KindAnomalyRecorded && !ev.Details.Silenced { // maintenance is no verdict on a remediation
 		for _, r := range past {
 			if r.Verifiable() && !ev.OccurredAt.Before(r.RanFor.Add(h.hooks.VerifyAfter())) {
 				if err := h.ineffective(msg, r, ev); err != nil {

@@ -2,10 +2,12 @@ package handlers
 
 import (
 	"context"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/domain/silence"
 )
 
 // IncidentStore is what the incident stages need from storage. infra/postgres.Store is the
@@ -22,9 +24,12 @@ type IncidentStore[T IncidentTx] interface {
 type IncidentTx interface {
 	// LoadWatch locks and returns a service's correlation state (a fresh one if new).
 	LoadWatch(service string) (incident.Watch, error)
-	// SaveWatch stores a service's correlation state.
+	// SaveWatch stores a service's correlation state and appends its pending service-level
+	// timeline entries (w.Changes), which belong to no incident. A transaction saves a watch
+	// once.
 	SaveWatch(w incident.Watch) error
-	// LoadIncident locks and returns the incident with id, or nil for an empty id.
+	// LoadIncident locks and returns the incident with id, nil for an empty id, or an error
+	// wrapping incident.ErrNotFound for an unknown one.
 	LoadIncident(id string) (*incident.Incident, error)
 	// SaveIncident stores the incident and appends its pending timeline entries, which it
 	// returns and clears.
@@ -33,4 +38,7 @@ type IncidentTx interface {
 	MarkProcessed(stage, id string) (bool, error)
 	// Publish writes messages to an outbox topic within the transaction.
 	Publish(topic string, msgs ...*message.Message) error
+	// ActiveSilences returns the service's silences that cover sample time at. It is one
+	// indexed query: correlate asks it for every anomalous sample.
+	ActiveSilences(service string, at time.Time) ([]silence.Silence, error)
 }

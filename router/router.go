@@ -12,6 +12,10 @@
 //	record     handlers/record.go       metrics.scored (Kafka)     samples table (for the dashboard)
 //	remediate  handlers/remediate.go    incidents (Kafka)          hooks; escalations to incidents.outbox
 //
+// Not a stage: the operator API's actions (handlers/operate.go, served over HTTP by infra/api)
+// write their incident changes to TopicOutbox in their own transactions, so persist relays
+// them to incidents like every other change. wire gives them the topic.
+//
 // Kafka topics are keyed by service, so each service's messages stay in order. Outbox topics
 // are PostgreSQL tables (watermill-sql's queue schema): the stages that change incident state
 // write their events there in the same transaction as the state, and the router delivers them

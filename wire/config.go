@@ -10,6 +10,7 @@ import (
 
 	"github.com/incident-engine/engine/domain/detect"
 	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/infra/api"
 	"github.com/incident-engine/engine/infra/notify"
 	"github.com/incident-engine/engine/infra/remediate"
 	"github.com/incident-engine/engine/router"
@@ -34,8 +35,12 @@ type Config struct {
 	EmbeddedPostgresAnyPort bool
 	// TickInterval is how often resolution checks are published (default 5s).
 	TickInterval time.Duration
-	// HTTPAddr is where /metrics, /healthz and /readyz are served (default ":8080").
+	// HTTPAddr is where /metrics, /healthz, /readyz, the dashboard and the operator API are
+	// served (default ":8080").
 	HTTPAddr string
+	// API sets the operator API's tokens: none by default, which leaves reads open and
+	// refuses writes.
+	API api.Config
 
 	Router      router.Config
 	Notify      notify.Config
@@ -78,6 +83,6 @@ func (c Config) Validate() error {
 	if c.TickInterval < 0 {
 		errs = append(errs, errors.New("tick interval must not be negative"))
 	}
-	errs = append(errs, c.Router.Validate(), c.Notify.Validate(), c.Remediate.Validate(), c.Detect.Validate(), c.Correlation.Validate(), c.Policy.Validate())
+	errs = append(errs, c.API.Validate(), c.Router.Validate(), c.Notify.Validate(), c.Remediate.Validate(), c.Detect.Validate(), c.Correlation.Validate(), c.Policy.Validate())
 	return errors.Join(errs...)
 }

@@ -19,7 +19,9 @@ import (
 	"github.com/incident-engine/engine/domain/incident"
 	"github.com/incident-engine/engine/domain/sample"
 	"github.com/incident-engine/engine/handlers"
+	"github.com/incident-engine/engine/infra/api"
 	"github.com/incident-engine/engine/infra/dashboard"
+	"github.com/incident-engine/engine/infra/deadletter"
 	"github.com/incident-engine/engine/infra/httpserver"
 	"github.com/incident-engine/engine/infra/kafka"
 	"github.com/incident-engine/engine/infra/notify"
@@ -160,12 +162,31 @@ func provideRegistry() *prometheus.Registry {
 	return reg
 }
 
-func provideHTTP(cfg Config, reg *prometheus.Registry, pool *pgxpool.Pool, kc kafka.Config, logger *slog.Logger) (*httpserver.Server, error) {
+// provideAPI builds the operator API: actions through the operate handler (events to the
+// outbox, as the stages write them), reads from the views, dead letters from the dead-letter
+// topic, replayed through the worker's own Kafka publisher or the outbox.
+func provideAPI(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c incident.Correlator, kc kafka.Config, pub *wkafka.Publisher, l watermill.LoggerAdapter, logger *slog.Logger) (*api.API, error) {
+	outbox, err := postgres.NewOutboxPublisher(pool, l)
+	if err != nil {
+		return nil, err
+	}
+	dlq := deadletter.NewQueue(kc, cfg.Router.Topics.DeadLetter, func(_ context.Context, topic string) (message.Publisher, error) {
+		if router.IsOutboxTopic(topic) {
+			return outbox, nil
+		}
+		return pub, nil
+	})
+	op := handlers.NewOperateHandler[*postgres.Tx](store, c, router.TopicOutbox, logger)
+	return api.New(cfg.API, op, postgres.NewViews(pool), dlq, nil, logger)
+}
+
+func provideHTTP(cfg Config, reg *prometheus.Registry, pool *pgxpool.Pool, kc kafka.Config, ops *api.API, logger *slog.Logger) (*httpserver.Server, error) {
 	views := dashboardReader{pool: pool, samples: postgres.NewSamples(pool), staleAfter: cfg.Correlation.StaleAfter}
+	handler := ops.Handler(func(mux *http.ServeMux) { dashboard.Register(mux, views, logger) })
 	return httpserver.New(cfg.HTTPAddr, reg, map[string]httpserver.Check{
 		"postgres": pool.Ping,
 		"kafka":    func(ctx context.Context) error { return kafka.Ping(ctx, kc) },
-	}, logger, func(mux *http.ServeMux) { dashboard.Register(mux, views, logger) })
+	}, logger, func(mux *http.ServeMux) { mux.Handle("/", handler) })
 }
 
 // dashboardReader reads what the dashboard shows. The services' state is judged against the

@@ -81,7 +81,16 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 		cleanup()
 		return nil, nil, err
 	}
-	server, err := provideHTTP(cfg, registry, pool, config, logger)
+	api, err := provideAPI(cfg, store, pool, correlator, config, publisher, loggerAdapter, logger)
+	if err != nil {
+		cleanup5()
+		cleanup4()
+		cleanup3()
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	server, err := provideHTTP(cfg, registry, pool, config, api, logger)
 	if err != nil {
 		cleanup5()
 		cleanup4()

@@ -13,58 +13,19 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
+	"github.com/incident-engine/engine/infra/deadletter"
 	"github.com/incident-engine/engine/infra/kafka"
 	"github.com/incident-engine/engine/infra/postgres"
 	"github.com/incident-engine/engine/router"
 )
 
-// MetadataReplayedFrom marks a replayed message with the dead-letter record it came from.
-const MetadataReplayedFrom = "replayed_from"
-
-// entry is one dead-lettered message as the operator sees it.
-type entry struct {
-	ID       string    `json:"id"`
-	Time     time.Time `json:"time"`
-	Topic    string    `json:"topic"`
-	Handler  string    `json:"handler"`
-	Reason   string    `json:"reason"`
-	Service  string    `json:"service,omitempty"`
-	Payload  string    `json:"payload"`
-	Replayed string    `json:"replayed_from,omitempty"`
-	record   kafka.Record
-}
-
 func kafkaConfig() kafka.Config {
 	return kafka.Config{Brokers: strings.Split(env("KAFKA_BROKERS", "localhost:9092"), ","), ClientID: "incidentctl"}
 }
 
-func deadLetters() ([]entry, error) {
-	topic := env("DEAD_LETTER_TOPIC", "metrics.deadletter")
-	recs, err := kafka.ReadAll(kafkaConfig(), topic)
-	if err != nil {
-		return nil, fmt.Errorf("read dead-letter topic %s: %w", topic, err)
-	}
-	out := make([]entry, 0, len(recs))
-	for _, r := range recs {
-		md := r.Message.Metadata
-		out = append(out, entry{
-			ID: r.ID(), Time: r.Timestamp.UTC(), Topic: md.Get(middleware.PoisonedTopicKey),
-			Handler: md.Get(middleware.PoisonedHandlerKey), Reason: firstLine(md.Get(middleware.ReasonForPoisonedKey)),
-			Service: md.Get(kafka.KeyMetadata), Payload: string(r.Message.Payload),
-			Replayed: md.Get(MetadataReplayedFrom), record: r,
-		})
-	}
-	return out, nil
-}
-
-// firstLine drops the stack trace that a recovered panic appends to its reason.
-func firstLine(s string) string {
-	if i := strings.Index(s, ", stacktrace:"); i >= 0 {
-		s = s[:i]
-	}
-	return strings.TrimSpace(s)
+func deadLetters() ([]deadletter.Entry, error) {
+	return deadletter.List(kafkaConfig(), env("DEAD_LETTER_TOPIC", "metrics.deadletter"))
 }
 
 func dlqList(_ context.Context, args []string, stdout io.Writer) error {
@@ -116,30 +77,17 @@ func dlqReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if !*all && *ids == "" && *reason == "" && *topic == "" {
-		return fmt.Errorf("%w: say which messages: --all, --id, --reason or --topic", errUsage)
-	}
-	want := map[string]bool{}
-	for _, id := range strings.Split(*ids, ",") {
-		if id = strings.TrimSpace(id); id != "" {
-			want[id] = true
-		}
-	}
+	sel := deadletter.Selection{All: *all, IDs: strings.Split(*ids, ","), Reason: *reason, Topic: *topic}
 	entries, err := deadLetters()
 	if err != nil {
 		return err
 	}
-	var chosen []entry
-	for _, e := range entries {
-		if (*all || len(want) == 0 || want[e.ID]) &&
-			(*reason == "" || strings.Contains(e.Reason, *reason)) &&
-			(*topic == "" || e.Topic == *topic) {
-			chosen = append(chosen, e)
-		}
-		delete(want, e.ID)
+	chosen, err := deadletter.Select(entries, sel)
+	if errors.Is(err, deadletter.ErrNoSelection) {
+		return fmt.Errorf("%w: say which messages: --all, --id, --reason or --topic", errUsage)
 	}
-	if len(want) > 0 {
-		return fmt.Errorf("no dead-lettered message with id %v", keys(want))
+	if err != nil {
+		return err
 	}
 	if *dryRun {
 		for _, e := range chosen {
@@ -149,29 +97,14 @@ func dlqReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	pubs := publishers{}
 	defer pubs.close()
-	for _, e := range chosen {
-		if e.Topic == "" {
-			return fmt.Errorf("message %s has no original topic", e.ID)
-		}
-		pub, err := pubs.forTopic(ctx, e.Topic)
-		if err != nil {
-			return err
-		}
-		msg := message.NewMessage(watermill.NewUUID(), e.record.Message.Payload)
-		for k, v := range e.record.Message.Metadata {
-			switch k {
-			case middleware.ReasonForPoisonedKey, middleware.PoisonedTopicKey, middleware.PoisonedHandlerKey, middleware.PoisonedSubscriberKey, MetadataReplayedFrom:
-			default:
-				msg.Metadata.Set(k, v)
-			}
-		}
-		msg.Metadata.Set(MetadataReplayedFrom, e.ID)
-		if err := pub.Publish(e.Topic, msg); err != nil {
-			return fmt.Errorf("replay %s to %s: %w", e.ID, e.Topic, err)
-		}
+	done, err := deadletter.Replay(ctx, chosen, pubs.forTopic)
+	for _, e := range done {
 		fmt.Fprintf(stdout, "replayed %s to %s\n", e.ID, e.Topic)
 	}
-	fmt.Fprintf(stdout, "%d messages replayed\n", len(chosen))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%d messages replayed\n", len(done))
 	return nil
 }
 
@@ -216,12 +149,4 @@ func (p *publishers) close() {
 	for i := len(p.closers) - 1; i >= 0; i-- {
 		p.closers[i]()
 	}
-}
-
-func keys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -45,14 +46,36 @@ func run(args []string) int {
 		return 1
 	}
 	defer cleanup()
-	fmt.Printf("\nincident engine running\n  Kafka brokers:  %s\n  PostgreSQL:     %s\n  health:         http://%s/readyz  metrics: http://%s/metrics\n  try:            psql '%s' -c 'SELECT service, severity, status, occurrence_count FROM incidents ORDER BY last_seen DESC;'\n  stop with Ctrl-C\n\n",
-		strings.Join(w.Kafka.Brokers, ","), w.DatabaseURL, w.HTTP.Addr(), w.HTTP.Addr(), w.DatabaseURL)
+	fmt.Printf("\nincident engine running\n  Kafka brokers:  %s\n  PostgreSQL:     %s\n  dashboard:      http://%s/  API: http://%s/api/v1/openapi.json (%s)\n  health:         http://%s/readyz  metrics: http://%s/metrics\n  try:            psql '%s' -c 'SELECT service, severity, status, occurrence_count FROM incidents ORDER BY last_seen DESC;'\n  stop with Ctrl-C\n\n",
+		strings.Join(w.Kafka.Brokers, ","), redact(string(w.DatabaseURL)), w.HTTP.Addr(), w.HTTP.Addr(), apiAccess(cfg), w.HTTP.Addr(), w.HTTP.Addr(), redact(string(w.DatabaseURL)))
 	if err := w.Run(ctx); err != nil {
 		logger.Error("worker stopped with an error", "err", err)
 		return 1
 	}
 	logger.Info("worker stopped")
 	return 0
+}
+
+// redact hides the password of a database URL; a connection string that is not a URL is not
+// shown at all, since it may carry one too.
+func redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		return "(configured)"
+	}
+	return u.Redacted()
+}
+
+// apiAccess says who may use the operator API, never quoting a token.
+func apiAccess(cfg wire.Config) string {
+	reads, writes := "reads open", "writes disabled: set API_TOKEN"
+	if cfg.API.ReadToken != "" {
+		reads = "reads need a token"
+	}
+	if cfg.API.Token != "" {
+		writes = "writes need API_TOKEN"
+	}
+	return reads + ", " + writes
 }
 
 func parse(args []string) (wire.Config, slog.Level, error) {
@@ -65,7 +88,11 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 	fs.StringVar(&cfg.Router.Topics.Metrics, "metrics-topic", env.String("METRICS_TOPIC", "metrics"), "Kafka topic services publish samples to [METRICS_TOPIC]")
 	fs.StringVar(&cfg.Router.Topics.DeadLetter, "dead-letter-topic", env.String("DEAD_LETTER_TOPIC", "metrics.deadletter"), "Kafka topic for poisoned messages [DEAD_LETTER_TOPIC]")
 	fs.IntVar(&cfg.Detect.WarmUp, "warm-up", env.Int("WARM_UP", 256), "samples per service before its model is trained [WARM_UP]")
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", env.String("HTTP_ADDR", ":8080"), "address of /metrics, /healthz and /readyz [HTTP_ADDR]")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", env.String("HTTP_ADDR", ":8080"), "address of the dashboard, the operator API (/api/v1), /metrics, /healthz and /readyz [HTTP_ADDR]")
+	// The tokens' environment variables are read after parsing, not as flag defaults, so that
+	// --help never prints a secret.
+	fs.StringVar(&cfg.API.Token, "api-token", "", "bearer token for the operator API's writes (and reads), at least 16 characters; empty refuses writes. Prefer the environment: flags show in ps [API_TOKEN]")
+	fs.StringVar(&cfg.API.ReadToken, "api-read-token", "", "bearer token required for the operator API's reads (API_TOKEN works too); empty leaves reads open [API_READ_TOKEN]")
 	fs.DurationVar(&cfg.TickInterval, "tick-interval", env.Duration("TICK_INTERVAL", 5*time.Second), "how often resolution checks run [TICK_INTERVAL]")
 	fs.DurationVar(&cfg.Correlation.Recovery, "recovery-window", env.Duration("RECOVERY_WINDOW", 15*time.Minute), "healthy time (sample time) before an incident resolves [RECOVERY_WINDOW]")
 	fs.DurationVar(&cfg.Correlation.ReopenWindow, "reopen-window", env.Duration("REOPEN_WINDOW", 30*time.Minute), "anomalies this soon after resolution reopen the incident [REOPEN_WINDOW]")
@@ -78,6 +105,12 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 	}
 	if err := env.Err(); err != nil {
 		return cfg, 0, err
+	}
+	if cfg.API.Token == "" {
+		cfg.API.Token = env.String("API_TOKEN", "")
+	}
+	if cfg.API.ReadToken == "" {
+		cfg.API.ReadToken = env.String("API_READ_TOKEN", "")
 	}
 	for _, b := range strings.Split(*brokers, ",") {
 		if b = strings.TrimSpace(b); b != "" {

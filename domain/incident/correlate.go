@@ -82,6 +82,10 @@ type Observation struct {
 	// ModelVersion and Explanation are the evidence carried into the timeline.
 	ModelVersion int
 	Explanation  []Contribution
+	// Silence is the id of a silence (maintenance window) of the service active at At, or
+	// empty. An anomaly inside a silence opens no incident and is never escalated: it is
+	// only recorded, on the open incident or, without one, on the service (Watch.Changes).
+	Silence string
 }
 
 // Watch is the correlation state of one service between samples. Its fields are exported for
@@ -101,7 +105,19 @@ type Watch struct {
 	Recent []Recent
 	// IncidentID is the service's latest incident, open or resolved, or empty.
 	IncidentID string
+
+	// pending are service-level timeline entries not saved yet (see Changes).
+	pending []Entry
 }
+
+// Changes returns the service-level timeline entries recorded since the watch was loaded,
+// oldest first: anomalies of a silenced service that had no open incident
+// (KindAnomalySilenced). They belong to no incident, so their After is the zero Snapshot.
+// Repositories append them when they save the watch.
+func (w *Watch) Changes() []Entry { return w.pending }
+
+// ClearChanges forgets the pending entries once they are saved.
+func (w *Watch) ClearChanges() { w.pending = nil }
 
 // Recent is one judged sample remembered for the open-after rule.
 type Recent struct {
@@ -132,7 +148,9 @@ type NewID func(service string, firstSeen time.Time) string
 // Observe applies one scored sample to the service's watch and its latest incident (nil if it
 // has none). It returns the incident to save, which is cur, a new incident, or nil when there
 // is nothing to save. Samples must come in event-time order: an older or equal one returns
-// ErrStaleSample and changes nothing.
+// ErrStaleSample and changes nothing. An anomaly inside a silence (Observation.Silence) is
+// recorded on the open incident (RecordSilencedAnomaly) or, with none open, as a service-level
+// entry in the watch's Changes; it never opens or reopens an incident.
 func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID) (*Incident, error) {
 	if !w.LastSampleAt.IsZero() && !o.At.After(w.LastSampleAt) {
 		return nil, ErrStaleSample
@@ -153,7 +171,10 @@ func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID)
 	if o.Anomalous {
 		sig.Explanation = o.Explanation
 	}
-	w.Recent = append(w.Recent, Recent{Signal: sig, Anomalous: o.Anomalous})
+	// A silenced anomaly takes its place in the open-after window as a sample that does not
+	// count, so anomalies inside a silence can never open an incident, then or after it.
+	silenced := o.Anomalous && o.Silence != ""
+	w.Recent = append(w.Recent, Recent{Signal: sig, Anomalous: o.Anomalous && !silenced})
 	if len(w.Recent) > c.cfg.Window {
 		w.Recent = w.Recent[len(w.Recent)-c.cfg.Window:]
 	}
@@ -168,7 +189,18 @@ func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID)
 		return cur, nil
 	}
 
+	// Any anomaly, silenced or not, breaks the recovery streak: a service in trouble during
+	// maintenance has not recovered.
 	w.HealthySince, w.RecoveredAt = time.Time{}, time.Time{}
+	if silenced {
+		if cur != nil && cur.Status() == StatusOpen {
+			return cur, cur.RecordSilencedAnomaly(sig, o.Silence)
+		}
+		d := sig.details()
+		d.Silenced, d.Silence = true, o.Silence
+		w.pending = append(w.pending, Entry{Kind: KindAnomalySilenced, At: o.At, Details: d})
+		return cur, nil
+	}
 	if cur != nil && cur.Status() == StatusOpen {
 		return cur, cur.RecordAnomaly(sig)
 	}

@@ -29,6 +29,8 @@ const receiptLag = 2 * time.Second
 //	'.' healthy   'x' anomaly   'X' extreme anomaly
 //	'E' an anomaly exactly at the extreme excess (score 0.75 over a threshold of 0.5: 0.5)
 //	'w' warm-up (not judged; its flags are set as if anomalous, to show they are ignored)
+//	's' an anomaly inside silence "sil-1"   'S' an extreme anomaly inside it
+//	'q' a healthy sample inside it
 func observation(m int, letter byte, lag time.Duration) incident.Observation {
 	o := incident.Observation{At: at(m), ReceivedAt: at(m).Add(lag), Threshold: thr, Judged: true}
 	switch letter {
@@ -42,6 +44,12 @@ func observation(m int, letter byte, lag time.Duration) incident.Observation {
 		o.Score, o.Threshold, o.Anomalous = 0.75, 0.5, true
 	case 'w':
 		o.Score, o.Anomalous, o.Judged = extremeScore, true, false
+	case 's':
+		o.Score, o.Anomalous, o.Silence = anomalyScore, true, "sil-1"
+	case 'S':
+		o.Score, o.Anomalous, o.Silence = extremeScore, true, "sil-1"
+	case 'q':
+		o.Score, o.Silence = healthyScore, "sil-1"
 	default:
 		panic(fmt.Sprintf("unknown pattern letter %q", letter))
 	}
@@ -675,4 +683,181 @@ func TestCorrelatorDeterministic(t *testing.T) {
 		t.Errorf("the stream opened %d incidents, want several", seen[incident.KindOpened])
 	}
 	t.Logf("%d samples, %d incidents, entries by kind: %v", len(steps), len(a.all), seen)
+}
+
+// TestCorrelatorSilence checks that anomalies inside a silence open nothing, are recorded on
+// the open incident or on the service, and never count towards opening later.
+func TestCorrelatorSilence(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		pattern string
+		// wantOcc 0 means no incident; wantKinds is its timeline.
+		wantOcc   int
+		wantFirst int
+		wantKinds []incident.Kind
+		// wantService is how many anomaly_silenced entries the watch recorded.
+		wantService int
+		why         string
+	}{
+		{name: "silenced anomalies", pattern: "sssss", wantService: 5, why: "five anomalies in a silence open nothing and are each recorded on the service"},
+		{name: "silenced extreme", pattern: "..S", wantService: 1, why: "even an extreme anomaly opens nothing inside a silence"},
+		{name: "healthy inside a silence", pattern: "qqqq", why: "only anomalies are recorded"},
+		{name: "after the silence, fresh anomalies only", pattern: "ssss" + "xx", wantService: 4, why: "the silenced ones do not count towards the 3 of 5"},
+		{
+			name: "after the silence, enough fresh anomalies", pattern: "ssss" + "xxx", wantOcc: 3, wantFirst: 4,
+			wantKinds: []incident.Kind{incident.KindOpened}, wantService: 4,
+			why: "the incident starts at the first anomaly after the silence",
+		},
+		{name: "anomalies before the silence age out", pattern: "xx" + "sss" + "x", wantService: 3, why: "silenced samples take their place in the window"},
+		{
+			name: "open incident records them", pattern: "xxx" + "sS", wantOcc: 5, wantFirst: 0,
+			wantKinds: []incident.Kind{incident.KindOpened, incident.KindAnomalyRecorded, incident.KindAnomalyRecorded},
+			why:       "an open incident counts silenced anomalies as its own, marked silenced",
+		},
+		{
+			name: "no reopen inside a silence", pattern: resolvedAt18 + "sss", wantOcc: 3, wantFirst: 0,
+			wantKinds: []incident.Kind{incident.KindOpened, incident.KindResolved}, wantService: 3,
+			why: "a resolved incident stays resolved; the anomalies go to the service",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRun(t, incident.CorrelationConfig{})
+			r.feed(t, 0, tc.pattern)
+			service := r.w.Changes()
+			if len(service) != tc.wantService {
+				t.Errorf("%d service entries %v, want %d (%s)", len(service), kinds(service), tc.wantService, tc.why)
+			}
+			for _, e := range service {
+				if e.Kind != incident.KindAnomalySilenced || !e.Details.Silenced || e.Details.Silence != "sil-1" || e.Details.Score <= thr || e.After != (incident.Snapshot{}) {
+					t.Errorf("service entry %+v, want anomaly_silenced of sil-1 with its score and no incident", e)
+				}
+			}
+			if tc.wantOcc == 0 {
+				if r.cur != nil {
+					t.Fatalf("incident %+v, want none (%s)", r.cur.Snapshot(), tc.why)
+				}
+				return
+			}
+			if r.cur == nil || len(r.all) != 1 {
+				t.Fatalf("%d incidents, want 1 (%s)", len(r.all), tc.why)
+			}
+			if r.cur.Occurrences() != tc.wantOcc || !r.cur.FirstSeen().Equal(at(tc.wantFirst)) {
+				t.Errorf("%d occurrences from %s, want %d from %s (%s)", r.cur.Occurrences(), r.cur.FirstSeen(), tc.wantOcc, at(tc.wantFirst), tc.why)
+			}
+			if got := kinds(r.cur.Changes()); !slices.Equal(got, tc.wantKinds) {
+				t.Errorf("timeline %v, want %v (%s)", got, tc.wantKinds, tc.why)
+			}
+			for _, e := range r.cur.Changes() {
+				if e.Kind == incident.KindAnomalyRecorded && (!e.Details.Silenced || e.Details.Silence != "sil-1") {
+					t.Errorf("anomaly entry %+v inside the silence is not marked silenced", e)
+				}
+			}
+		})
+	}
+
+	t.Run("silenced peak does not count", func(t *testing.T) {
+		t.Parallel()
+		r := newRun(t, incident.CorrelationConfig{})
+		r.feed(t, 0, "xxxS")
+		if got, want := r.cur.PeakExcess(), excess(anomalyScore); got != want {
+			t.Errorf("peak excess %v after a silenced extreme anomaly, want the unsilenced peak %v", got, want)
+		}
+	})
+
+	t.Run("silenced anomaly breaks recovery", func(t *testing.T) {
+		t.Parallel()
+		r := newRun(t, incident.CorrelationConfig{})
+		r.feed(t, 0, "xxx"+strings.Repeat(".", 10)+"s"+strings.Repeat(".", 10))
+		if !r.w.RecoveredAt.IsZero() || !r.w.HealthySince.Equal(at(14)) {
+			t.Errorf("recovered at %s, healthy since %s; want the streak restarted after the silenced anomaly at minute 13", r.w.RecoveredAt, r.w.HealthySince)
+		}
+		settle(t, r)
+		if r.cur.Status() != incident.StatusOpen {
+			t.Errorf("incident %s, want open: it was anomalous inside the silence", r.cur.Status())
+		}
+	})
+
+	t.Run("clear changes", func(t *testing.T) {
+		t.Parallel()
+		r := newRun(t, incident.CorrelationConfig{})
+		r.feed(t, 0, "ss")
+		r.w.ClearChanges()
+		r.feed(t, 2, "s")
+		if got := r.w.Changes(); len(got) != 1 || !got[0].At.Equal(at(2)) {
+			t.Errorf("changes after clearing and one more anomaly: %+v, want only that one", got)
+		}
+	})
+}
+
+// TestCorrelatorOperatorActions checks what an operator's resolution or reopening does to the
+// service's watch.
+func TestCorrelatorOperatorActions(t *testing.T) {
+	t.Parallel()
+
+	t.Run("resolution forgets the recent anomalies", func(t *testing.T) {
+		t.Parallel()
+		r := newRun(t, incident.CorrelationConfig{})
+		r.feed(t, 0, "xxx..")
+		if err := r.c.ResolveByOperator(&r.w, r.cur, "alice", "known issue", at(5)); err != nil {
+			t.Fatal(err)
+		}
+		if len(r.w.Recent) != 0 || !r.w.HealthySince.IsZero() {
+			t.Fatalf("watch %+v after a manual resolution, want no recent samples and no streak", r.w)
+		}
+		r.feed(t, 5, "x")
+		if r.cur.Status() != incident.StatusResolved || len(r.all) != 1 {
+			t.Fatalf("one anomaly after the resolution: %s, %d incidents; want it to stay resolved (the old anomalies must not count)", r.cur.Status(), len(r.all))
+		}
+		r.feed(t, 6, "xx")
+		if r.cur.Status() != incident.StatusOpen || len(r.all) != 1 || r.cur.Reopens() != 1 {
+			t.Errorf("three fresh anomalies: %s, %d incidents, %d reopens; want the same incident reopened by the metrics", r.cur.Status(), len(r.all), r.cur.Reopens())
+		}
+	})
+
+	t.Run("reopening restarts recovery", func(t *testing.T) {
+		t.Parallel()
+		r := newRun(t, incident.CorrelationConfig{})
+		r.feed(t, 0, resolvedAt18)
+		settle(t, r)
+		if err := r.c.ReopenByOperator(&r.w, r.cur, "bob", at(100)); err != nil {
+			t.Fatal(err)
+		}
+		if r.cur.Status() != incident.StatusOpen || !r.w.RecoveredAt.IsZero() || !r.w.HealthySince.IsZero() {
+			t.Fatalf("after reopening: %s, watch %+v; want open and the streak restarted", r.cur.Status(), r.w)
+		}
+		settle(t, r)
+		if r.cur.Status() != incident.StatusOpen {
+			t.Fatal("the old recovery resolved the reopened incident at once")
+		}
+		r.feed(t, 100, strings.Repeat(".", 16))
+		settle(t, r)
+		if r.cur.Status() != incident.StatusResolved || !r.cur.ResolvedAt().Equal(at(115)) {
+			t.Errorf("after 15 healthy minutes: %s at %s, want resolved at %s", r.cur.Status(), r.cur.ResolvedAt(), at(115))
+		}
+	})
+
+	t.Run("only the latest incident reopens", func(t *testing.T) {
+		t.Parallel()
+		r := newRun(t, incident.CorrelationConfig{})
+		r.feed(t, 0, resolvedAt18)
+		settle(t, r)
+		first := r.cur
+		r.feed(t, 100, "xxx")
+		if len(r.all) != 2 {
+			t.Fatalf("setup: %d incidents, want 2", len(r.all))
+		}
+		before, watch := first.Snapshot(), cloneWatch(r.w)
+		if err := r.c.ReopenByOperator(&r.w, first, "bob", at(110)); !errors.Is(err, incident.ErrNotLatest) {
+			t.Fatalf("reopening the older incident: %v, want ErrNotLatest", err)
+		}
+		if first.Snapshot() != before || !reflect.DeepEqual(r.w, watch) {
+			t.Error("a refused reopening changed the incident or the watch")
+		}
+		if err := r.c.ReopenByOperator(&r.w, r.cur, "bob", at(110)); !errors.Is(err, incident.ErrNotResolved) {
+			t.Errorf("reopening the open latest incident: %v, want ErrNotResolved", err)
+		}
+	})
 }

@@ -21,7 +21,10 @@ type Event struct {
 	EpisodeStart    time.Time  `json:"episode_start"`
 	PeakExcess      float64    `json:"peak_excess"`
 	Reopens         int        `json:"reopen_count"`
-	Details         Details    `json:"details"`
+	// AckedBy and AckedAt name the operator who acknowledged the current episode, if one did.
+	AckedBy string     `json:"acknowledged_by,omitempty"`
+	AckedAt *time.Time `json:"acknowledged_at,omitempty"`
+	Details Details    `json:"details"`
 }
 
 // Facts returns the snapshot of the incident this event was emitted with, for the severity

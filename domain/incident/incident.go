@@ -4,8 +4,10 @@
 // An Incident hides its state and changes only through methods that check the move is legal
 // and return a named error when it is not. Each successful change appends an Entry to the
 // incident's pending timeline, which the caller saves together with the new state. Times are
-// always the metric samples' own timestamps (event time); the package never reads the clock.
-// It does not persist, publish or log anything: infra and handlers do.
+// the metric samples' own timestamps (event time), except for operators' actions
+// (operate.go), which are dated by the operator's request; either way the time is an input and
+// the package never reads the clock. It does not persist, publish or log anything: infra and
+// handlers do.
 package incident
 
 import (
@@ -32,6 +34,8 @@ var (
 	ErrDataNotStopped = errors.New("no data stop recorded")
 	// ErrInvalidIncident is returned when constructing an incident from inconsistent values.
 	ErrInvalidIncident = errors.New("invalid incident")
+	// ErrNotFound is returned by repositories for an incident id they do not hold.
+	ErrNotFound = errors.New("incident not found")
 )
 
 // Status is an incident's lifecycle state. The zero value is invalid.
@@ -77,6 +81,11 @@ const (
 	KindDataStopped     Kind = "data_stopped"
 	KindDataResumed     Kind = "data_resumed"
 	KindResolved        Kind = "resolved"
+	// KindAcknowledged records that an operator took the incident on (operate.go).
+	KindAcknowledged Kind = "acknowledged"
+	// KindAnomalySilenced records an anomaly of a silenced service that has no open
+	// incident: a service-level entry, belonging to no incident (Watch.Changes).
+	KindAnomalySilenced Kind = "anomaly_silenced"
 )
 
 // Signal is one anomalous sample as the scorer judged it.
@@ -123,6 +132,14 @@ type Details struct {
 	Reason       string         `json:"reason,omitempty"`
 	LastSample   *time.Time     `json:"last_sample_at,omitempty"`
 	DetectedAt   *time.Time     `json:"detected_at,omitempty"`
+	// By names the operator who made a manual change.
+	By string `json:"by,omitempty"`
+	// Manual marks a resolution or reopening an operator made, not the metrics.
+	Manual bool `json:"manual,omitempty"`
+	// Silenced marks an anomaly inside a silence (maintenance window): recorded, never
+	// escalated or notified. Silence is the id of that silence.
+	Silenced bool   `json:"silenced,omitempty"`
+	Silence  string `json:"silence_id,omitempty"`
 }
 
 // Entry is one row of an incident's timeline.
@@ -162,6 +179,8 @@ type Incident struct {
 	threshold    float64
 	reopens      int
 	dataStopped  bool
+	ackedBy      string
+	ackedAt      time.Time
 
 	pending []Entry
 }
@@ -213,6 +232,7 @@ func (i *Incident) RecordAnomaly(s Signal) error {
 	}
 	i.occurrences++
 	i.lastSeen = s.At
+	i.startEpisodeBy(s.At)
 	i.lastScore = s.Score
 	i.threshold = s.Threshold
 	i.peakExcess = max(i.peakExcess, s.Excess())
@@ -220,6 +240,39 @@ func (i *Incident) RecordAnomaly(s Signal) error {
 	d.Occurrences = i.occurrences
 	i.record(KindAnomalyRecorded, s.At, d)
 	return nil
+}
+
+// RecordSilencedAnomaly records an anomaly that came while the service was silenced (a
+// maintenance window, silence id silence). Like RecordAnomaly it counts the anomaly and moves
+// last_seen (the service was anomalous, and the incident must not resolve meanwhile), but it
+// does not raise the episode's peak excess: how far a service strays during maintenance is no
+// evidence of how bad its problem is. Its entry is marked silenced, so the escalate stage
+// does not judge it.
+func (i *Incident) RecordSilencedAnomaly(s Signal, silence string) error {
+	if i.status != StatusOpen {
+		return ErrResolved
+	}
+	if s.At.Before(i.lastSeen) {
+		return fmt.Errorf("anomaly at %s: %w", s.At.Format(time.RFC3339), ErrOutOfOrder)
+	}
+	i.occurrences++
+	i.lastSeen = s.At
+	i.startEpisodeBy(s.At)
+	i.lastScore = s.Score
+	i.threshold = s.Threshold
+	d := s.details()
+	d.Occurrences, d.Silenced, d.Silence = i.occurrences, true, silence
+	i.record(KindAnomalyRecorded, s.At, d)
+	return nil
+}
+
+// startEpisodeBy makes the current episode start no later than anomaly time at. Only an
+// operator's reopening, dated by the wall clock, can start an episode after its first anomaly
+// (when the samples' clock runs behind, as in a replay); the episode then starts there.
+func (i *Incident) startEpisodeBy(at time.Time) {
+	if at.Before(i.episodeStart) {
+		i.episodeStart = at
+	}
 }
 
 // Escalate raises the severity as of event time at, with the incident's latest score as the
@@ -283,6 +336,7 @@ func (i *Incident) Reopen(trigger []Signal, window time.Duration) error {
 	resolvedAt := i.resolvedAt
 	i.status = StatusOpen
 	i.resolvedAt = time.Time{}
+	i.ackedBy, i.ackedAt = "", time.Time{} // a new episode needs a new acknowledgement
 	i.reopens++
 	i.occurrences += len(trigger)
 	i.lastSeen = last.At
@@ -388,6 +442,15 @@ func (i *Incident) Reopens() int { return i.reopens }
 // DataStopped reports whether a data stop is recorded and not yet followed by new samples.
 func (i *Incident) DataStopped() bool { return i.dataStopped }
 
+// Acknowledged reports whether an operator acknowledged the incident's current episode.
+func (i *Incident) Acknowledged() bool { return i.ackedBy != "" }
+
+// AckedBy returns the operator who acknowledged the current episode, or "".
+func (i *Incident) AckedBy() string { return i.ackedBy }
+
+// AckedAt returns when the current episode was acknowledged, or the zero time.
+func (i *Incident) AckedAt() time.Time { return i.ackedAt }
+
 // Snapshot is an incident's full state, for storage. Only infra/postgres builds incidents
 // from it, through UnmarshalFromDatabase.
 type Snapshot struct {
@@ -405,6 +468,10 @@ type Snapshot struct {
 	Threshold    float64
 	Reopens      int
 	DataStopped  bool
+	// AckedBy and AckedAt record the acknowledgement of the current episode; both are empty
+	// when it is not acknowledged.
+	AckedBy string
+	AckedAt time.Time
 }
 
 // Snapshot returns the incident's state for storage.
@@ -414,6 +481,7 @@ func (i *Incident) Snapshot() Snapshot {
 		Occurrences: i.occurrences, FirstSeen: i.firstSeen, LastSeen: i.lastSeen,
 		ResolvedAt: i.resolvedAt, EpisodeStart: i.episodeStart, PeakExcess: i.peakExcess,
 		LastScore: i.lastScore, Threshold: i.threshold, Reopens: i.reopens, DataStopped: i.dataStopped,
+		AckedBy: i.ackedBy, AckedAt: i.ackedAt,
 	}
 }
 
@@ -442,6 +510,9 @@ func UnmarshalFromDatabase(s Snapshot) (*Incident, error) {
 	if s.Occurrences < 1 || s.LastSeen.Before(s.FirstSeen) {
 		errs = append(errs, errors.New("occurrences or first/last seen inconsistent"))
 	}
+	if (s.AckedBy == "") != s.AckedAt.IsZero() {
+		errs = append(errs, errors.New("acknowledgement needs both who and when"))
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidIncident, s.ID, errors.Join(errs...))
 	}
@@ -450,5 +521,6 @@ func UnmarshalFromDatabase(s Snapshot) (*Incident, error) {
 		occurrences: s.Occurrences, firstSeen: s.FirstSeen, lastSeen: s.LastSeen,
 		resolvedAt: s.ResolvedAt, episodeStart: s.EpisodeStart, peakExcess: s.PeakExcess,
 		lastScore: s.LastScore, threshold: s.Threshold, reopens: s.Reopens, dataStopped: s.DataStopped,
+		ackedBy: s.AckedBy, ackedAt: s.AckedAt,
 	}, nil
 }

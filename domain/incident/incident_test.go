@@ -76,6 +76,42 @@ func escalated(to incident.Severity) func(*testing.T) *incident.Incident {
 	}
 }
 
+// acknowledged returns opened, acknowledged by alice at minute 3, timeline cleared.
+func acknowledged(t *testing.T) *incident.Incident {
+	t.Helper()
+	inc := opened(t)
+	if err := inc.Acknowledge("alice", at(3)); err != nil {
+		t.Fatalf("Acknowledge: %v", err)
+	}
+	inc.ClearChanges()
+	return inc
+}
+
+// ackedResolved returns acknowledged, then resolved by the metrics at minute 10, timeline
+// cleared: the acknowledgement outlives the resolution.
+func ackedResolved(t *testing.T) *incident.Incident {
+	t.Helper()
+	inc := acknowledged(t)
+	if err := inc.Resolve(at(10), "healthy"); err != nil {
+		t.Fatalf("Resolve: %v", err)
+	}
+	inc.ClearChanges()
+	return inc
+}
+
+// reopenedAt returns resolved, reopened by an operator at minute m, timeline cleared.
+func reopenedAt(m int) func(*testing.T) *incident.Incident {
+	return func(t *testing.T) *incident.Incident {
+		t.Helper()
+		inc := resolved(t)
+		if err := inc.ReopenManually("bob", at(m)); err != nil {
+			t.Fatalf("ReopenManually: %v", err)
+		}
+		inc.ClearChanges()
+		return inc
+	}
+}
+
 func ptr(t time.Time) *time.Time { return &t }
 
 func TestOpen(t *testing.T) {
@@ -479,6 +515,246 @@ func TestTransitions(t *testing.T) {
 			why:     "reopening needs the anomaly that caused it",
 		},
 
+		// Acknowledge (an operator's action, dated by the request).
+		{
+			name: "acknowledge open", setup: opened,
+			act:         func(i *incident.Incident) error { return i.Acknowledge("alice", at(5)) },
+			wantKind:    incident.KindAcknowledged,
+			wantAt:      at(5),
+			wantDetails: incident.Details{By: "alice", Occurrences: 3},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.AckedBy, s.AckedAt = "alice", at(5)
+				return s
+			},
+			why: "records who took the incident on, and when; nothing else changes",
+		},
+		{
+			name: "acknowledge dated before last_seen", setup: opened,
+			act:         func(i *incident.Incident) error { return i.Acknowledge(" alice ", at(1)) },
+			wantKind:    incident.KindAcknowledged,
+			wantAt:      at(1),
+			wantDetails: incident.Details{By: "alice", Occurrences: 3},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.AckedBy, s.AckedAt = "alice", at(1)
+				return s
+			},
+			why: "an operator's clock is not the samples': the time is kept as given, the name trimmed",
+		},
+		{
+			name: "acknowledge twice", setup: acknowledged,
+			act:     func(i *incident.Incident) error { return i.Acknowledge("bob", at(6)) },
+			wantErr: incident.ErrAlreadyAcknowledged,
+			why:     "the first acknowledgement stands; a second would hide who took it on",
+		},
+		{
+			name: "acknowledge resolved", setup: resolved,
+			act:     func(i *incident.Incident) error { return i.Acknowledge("alice", at(11)) },
+			wantErr: incident.ErrResolved,
+			why:     "there is nothing left to take on",
+		},
+		{
+			name: "acknowledge without a name", setup: opened,
+			act:     func(i *incident.Incident) error { return i.Acknowledge("  ", at(5)) },
+			wantErr: incident.ErrNoOperator,
+			why:     "the timeline must say who acted",
+		},
+		{
+			name: "escalate acknowledged", setup: acknowledged,
+			act:         func(i *incident.Incident) error { return i.Escalate(incident.SeverityHigh, "sustained-30m", at(4)) },
+			wantKind:    incident.KindEscalated,
+			wantAt:      at(4),
+			wantDetails: incident.Details{From: "low", To: "high", Rule: "sustained-30m", Score: 0.65, Threshold: thr, Occurrences: 3},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Severity = incident.SeverityHigh
+				return s
+			},
+			why: "severity keeps tracking the metrics after an acknowledgement, which it keeps",
+		},
+		{
+			name: "anomaly on acknowledged", setup: acknowledged,
+			act:         func(i *incident.Incident) error { return i.RecordAnomaly(sig(4, 0.7)) },
+			wantKind:    incident.KindAnomalyRecorded,
+			wantAt:      at(4),
+			wantDetails: incident.Details{Score: 0.7, Threshold: thr, Occurrences: 4},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Occurrences, s.LastSeen, s.LastScore = 4, at(4), 0.7
+				return s
+			},
+			why: "further anomalies of the same episode keep the acknowledgement",
+		},
+
+		// ResolveManually.
+		{
+			name: "resolve manually", setup: opened,
+			act:         func(i *incident.Incident) error { return i.ResolveManually("alice", "rolled back", at(20)) },
+			wantKind:    incident.KindResolved,
+			wantAt:      at(20),
+			wantDetails: incident.Details{By: "alice", Reason: "rolled back", Manual: true, Occurrences: 3},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Status, s.ResolvedAt = incident.StatusResolved, at(20)
+				return s
+			},
+			why: "the entry names the operator and the reason, and says it was manual",
+		},
+		{
+			name: "resolve manually dated before last_seen", setup: opened,
+			act:         func(i *incident.Incident) error { return i.ResolveManually("alice", "rolled back", at(1)) },
+			wantKind:    incident.KindResolved,
+			wantAt:      at(2),
+			wantDetails: incident.Details{By: "alice", Reason: "rolled back", Manual: true, Occurrences: 3},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Status, s.ResolvedAt = incident.StatusResolved, at(2)
+				return s
+			},
+			why: "an incident never ends before its last anomaly, whatever the operator's clock says",
+		},
+		{
+			name: "resolve manually keeps the acknowledgement", setup: acknowledged,
+			act:         func(i *incident.Incident) error { return i.ResolveManually("bob", "fixed", at(20)) },
+			wantKind:    incident.KindResolved,
+			wantAt:      at(20),
+			wantDetails: incident.Details{By: "bob", Reason: "fixed", Manual: true, Occurrences: 3},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Status, s.ResolvedAt = incident.StatusResolved, at(20)
+				return s
+			},
+			why: "who took the incident on stays part of its story",
+		},
+		{
+			name: "resolve manually clears data stop", setup: stopped,
+			act:         func(i *incident.Incident) error { return i.ResolveManually("alice", "service retired", at(20)) },
+			wantKind:    incident.KindResolved,
+			wantAt:      at(20),
+			wantDetails: incident.Details{By: "alice", Reason: "service retired", Manual: true, Occurrences: 3},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Status, s.ResolvedAt, s.DataStopped = incident.StatusResolved, at(20), false
+				return s
+			},
+			why: "a resolved incident has no data stop pending",
+		},
+		{
+			name: "resolve manually resolved", setup: resolved,
+			act:     func(i *incident.Incident) error { return i.ResolveManually("alice", "again", at(20)) },
+			wantErr: incident.ErrResolved,
+			why:     "an incident resolves once per episode",
+		},
+		{
+			name: "resolve manually without a reason", setup: opened,
+			act:     func(i *incident.Incident) error { return i.ResolveManually("alice", " ", at(20)) },
+			wantErr: incident.ErrNoReason,
+			why:     "a manual resolution must say why",
+		},
+		{
+			name: "resolve manually without a name", setup: opened,
+			act:     func(i *incident.Incident) error { return i.ResolveManually("", "fixed", at(20)) },
+			wantErr: incident.ErrNoOperator,
+			why:     "the timeline must say who acted",
+		},
+
+		// ReopenManually.
+		{
+			name: "reopen manually long after", setup: resolved,
+			act:         func(i *incident.Incident) error { return i.ReopenManually("bob", at(500)) },
+			wantKind:    incident.KindReopened,
+			wantAt:      at(500),
+			wantDetails: incident.Details{By: "bob", Manual: true, Occurrences: 3, Reason: "reopened by an operator"},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Status, s.ResolvedAt, s.EpisodeStart, s.PeakExcess = incident.StatusOpen, time.Time{}, at(500), 0
+				return s
+			},
+			why: "the reopen window binds the metrics only; a new episode starts, severity and reopen count stay",
+		},
+		{
+			name: "reopen manually dated before resolution", setup: resolved,
+			act:         func(i *incident.Incident) error { return i.ReopenManually("bob", at(5)) },
+			wantKind:    incident.KindReopened,
+			wantAt:      at(10),
+			wantDetails: incident.Details{By: "bob", Manual: true, Occurrences: 3, Reason: "reopened by an operator"},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Status, s.ResolvedAt, s.EpisodeStart, s.PeakExcess = incident.StatusOpen, time.Time{}, at(10), 0
+				return s
+			},
+			why: "a reopening never comes before the resolution it undoes",
+		},
+		{
+			name: "reopen manually clears the acknowledgement", setup: ackedResolved,
+			act:         func(i *incident.Incident) error { return i.ReopenManually("bob", at(30)) },
+			wantKind:    incident.KindReopened,
+			wantAt:      at(30),
+			wantDetails: incident.Details{By: "bob", Manual: true, Occurrences: 3, Reason: "reopened by an operator"},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Status, s.ResolvedAt, s.EpisodeStart, s.PeakExcess = incident.StatusOpen, time.Time{}, at(30), 0
+				s.AckedBy, s.AckedAt = "", time.Time{}
+				return s
+			},
+			why: "a new episode needs someone to take it on again",
+		},
+		{
+			name: "automatic reopen clears the acknowledgement", setup: ackedResolved,
+			act:         func(i *incident.Incident) error { return i.Reopen([]incident.Signal{sig(20, 0.7)}, 30*time.Minute) },
+			wantKind:    incident.KindReopened,
+			wantAt:      at(20),
+			wantDetails: incident.Details{Score: 0.7, Threshold: thr, Occurrences: 4},
+			reasonHas:   "10m0s after resolution",
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Status, s.ResolvedAt, s.Reopens, s.Occurrences = incident.StatusOpen, time.Time{}, 1, 4
+				s.EpisodeStart, s.LastSeen, s.LastScore, s.PeakExcess = at(20), at(20), 0.7, excess(0.7)
+				s.AckedBy, s.AckedAt = "", time.Time{}
+				return s
+			},
+			why: "a relapse is a new episode, whoever reopened it",
+		},
+		{
+			name: "anomaly before a manual reopening's time", setup: reopenedAt(500),
+			act:         func(i *incident.Incident) error { return i.RecordAnomaly(sig(30, 0.7)) },
+			wantKind:    incident.KindAnomalyRecorded,
+			wantAt:      at(30),
+			wantDetails: incident.Details{Score: 0.7, Threshold: thr, Occurrences: 4},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Occurrences, s.LastSeen, s.LastScore, s.PeakExcess, s.EpisodeStart = 4, at(30), 0.7, excess(0.7), at(30)
+				return s
+			},
+			why: "samples behind the operator's clock: the episode starts at its first anomaly, never after it",
+		},
+		{
+			name: "reopen manually open", setup: opened,
+			act:     func(i *incident.Incident) error { return i.ReopenManually("bob", at(30)) },
+			wantErr: incident.ErrNotResolved,
+			why:     "an open incident cannot be reopened",
+		},
+		{
+			name: "reopen manually without a name", setup: resolved,
+			act:     func(i *incident.Incident) error { return i.ReopenManually("", at(30)) },
+			wantErr: incident.ErrNoOperator,
+			why:     "the timeline must say who acted",
+		},
+
+		// RecordSilencedAnomaly.
+		{
+			name: "silenced anomaly on open", setup: opened,
+			act:         func(i *incident.Incident) error { return i.RecordSilencedAnomaly(sig(3, 0.95), "sil-1") },
+			wantKind:    incident.KindAnomalyRecorded,
+			wantAt:      at(3),
+			wantDetails: incident.Details{Score: 0.95, Threshold: thr, Occurrences: 4, Silenced: true, Silence: "sil-1"},
+			wantState: func(s incident.Snapshot) incident.Snapshot {
+				s.Occurrences, s.LastSeen, s.LastScore = 4, at(3), 0.95
+				return s
+			},
+			why: "counted and marked silenced, but the peak excess stays: maintenance is no evidence of severity",
+		},
+		{
+			name: "silenced anomaly on resolved", setup: resolved,
+			act:     func(i *incident.Incident) error { return i.RecordSilencedAnomaly(sig(11, 0.9), "sil-1") },
+			wantErr: incident.ErrResolved,
+			why:     "silenced anomalies never reopen",
+		},
+		{
+			name: "silenced anomaly out of order", setup: opened,
+			act:     func(i *incident.Incident) error { return i.RecordSilencedAnomaly(sig(1, 0.9), "sil-1") },
+			wantErr: incident.ErrOutOfOrder,
+			why:     "last_seen never moves backwards",
+		},
+
 		// MarkDataStopped.
 		{
 			name: "data stopped on open", setup: opened,
@@ -719,6 +995,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		{"escalated", escalated(incident.SeverityHigh), func(i *incident.Incident) error { return i.Escalate(incident.SeverityMedium, "x", at(5)) }, "the severity survives, so lower is still refused"},
 		{"data stopped", stopped, func(i *incident.Incident) error { return i.MarkDataStopped(at(2), at(30)) }, "the stop flag survives, so it is not recorded twice"},
 		{"resolved", resolved, func(i *incident.Incident) error { return i.Reopen([]incident.Signal{sig(41, 0.7)}, 30*time.Minute) }, "resolved_at survives, so the reopen window is kept"},
+		{"acknowledged", acknowledged, func(i *incident.Incident) error { return i.Acknowledge("bob", at(9)) }, "the acknowledgement survives, so a second one is refused"},
 		{
 			name: "reopened",
 			build: func(t *testing.T) *incident.Incident {
@@ -783,6 +1060,8 @@ func TestUnmarshalRejectsInconsistent(t *testing.T) {
 		{"no occurrences", func(s *incident.Snapshot) { s.Occurrences = 0 }, "an incident starts with at least one anomaly"},
 		{"negative occurrences", func(s *incident.Snapshot) { s.Occurrences = -1 }, "a count cannot be negative"},
 		{"last before first", func(s *incident.Snapshot) { s.LastSeen = at(-1) }, "time runs forwards"},
+		{"acknowledged without time", func(s *incident.Snapshot) { s.AckedBy = "alice" }, "an acknowledgement has a time"},
+		{"acknowledgement time without name", func(s *incident.Snapshot) { s.AckedAt = at(3) }, "an acknowledgement has an author"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -171,7 +171,7 @@ func New(cfg Config) (*Notifier, error) {
 // notifiable are the changes people are told about; anomalies inside an incident are not.
 var notifiable = []incident.Kind{
 	incident.KindOpened, incident.KindEscalated, incident.KindReopened, incident.KindResolved,
-	incident.KindDataStopped, "acknowledged",
+	incident.KindDataStopped, incident.KindAcknowledged,
 }
 
 // Targets returns the names of the receivers that want ev: its kind is one people are told

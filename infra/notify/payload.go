@@ -58,7 +58,7 @@ func headline(ev incident.Event) string {
 		return fmt.Sprintf("Incident resolved: %s has recovered", ev.Service)
 	case incident.KindDataStopped:
 		return fmt.Sprintf("Data stopped: %s sends no metrics while its incident is open", ev.Service)
-	case "acknowledged":
+	case incident.KindAcknowledged:
 		return fmt.Sprintf("Incident acknowledged: %s", ev.Service)
 	}
 	return fmt.Sprintf("Incident %s: %s", ev.Event, ev.Service)
@@ -146,7 +146,7 @@ func pagerDutyEvent(r Receiver, ev incident.Event, dashboard string) pdEvent {
 	case incident.KindResolved:
 		e.EventAction = "resolve"
 		return e
-	case "acknowledged":
+	case incident.KindAcknowledged:
 		e.EventAction = "acknowledge"
 		return e
 	}

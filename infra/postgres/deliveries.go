@@ -64,8 +64,8 @@ func (d *Deliveries) Record(ctx context.Context, del incident.Delivery) error {
 		if tag.RowsAffected() == 0 {
 			return nil
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO incident_timeline (incident_id, event, occurred_at, details) VALUES ($1, $2, $3, $4)`,
-			ev.IncidentID, string(kind), ev.OccurredAt, details); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO incident_timeline (incident_id, service, event, occurred_at, details) VALUES ($1, $2, $3, $4, $5)`,
+			ev.IncidentID, ev.Service, string(kind), ev.OccurredAt, details); err != nil {
 			return fmt.Errorf("append %s to timeline of %s: %w", kind, ev.IncidentID, err)
 		}
 		return nil

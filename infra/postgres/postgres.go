@@ -13,6 +13,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -57,7 +58,15 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]int64, error) {
 }
 
 func migrateDB(ctx context.Context, db *sql.DB) ([]int64, error) {
-	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	return migrateFS(ctx, db, migrations.FS)
+}
+
+// migrateFS applies the migrations in fsys. Migrations are numbered by the feature that
+// reserved the number, not by when they were merged, so a database may have applied a later
+// number before an earlier one arrived: goose applies such a missing migration instead of
+// refusing to start. Each migration is written to be correct in either order.
+func migrateFS(ctx context.Context, db *sql.DB, fsys fs.FS) ([]int64, error) {
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithAllowOutofOrder(true))
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}

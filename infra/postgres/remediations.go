@@ -67,16 +67,16 @@ func (r *Remediations) Record(ctx context.Context, x incident.Remediation) error
 		if tag.RowsAffected() == 0 {
 			return nil
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO incident_timeline (incident_id, event, occurred_at, details) VALUES ($1, $2, $3, $4)`,
-			x.IncidentID, string(incident.KindRemediationRequested), x.RanFor, requested); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO incident_timeline (incident_id, service, event, occurred_at, details) VALUES ($1, $2, $3, $4, $5)`,
+			x.IncidentID, x.Service, string(incident.KindRemediationRequested), x.RanFor, requested); err != nil {
 			return fmt.Errorf("append remediation to timeline of %s: %w", x.IncidentID, err)
 		}
 		if x.DryRun || x.Skipped != "" {
 			return nil
 		}
 		result, _ := json.Marshal(map[string]any{"hook": x.Hook, "status": x.Status, "error": x.Err})
-		if _, err := tx.Exec(ctx, `INSERT INTO incident_timeline (incident_id, event, occurred_at, details) VALUES ($1, $2, $3, $4)`,
-			x.IncidentID, string(incident.KindRemediationResult), x.RanFor, result); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO incident_timeline (incident_id, service, event, occurred_at, details) VALUES ($1, $2, $3, $4, $5)`,
+			x.IncidentID, x.Service, string(incident.KindRemediationResult), x.RanFor, result); err != nil {
 			return fmt.Errorf("append remediation result to timeline of %s: %w", x.IncidentID, err)
 		}
 		return nil

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -88,7 +89,8 @@ func (t *Tx) LoadWatch(service string) (incident.Watch, error) {
 	return w, nil
 }
 
-// SaveWatch stores the service's correlation state.
+// SaveWatch stores the service's correlation state and appends its pending service-level
+// timeline entries (w.Changes). Save a watch once per transaction.
 func (t *Tx) SaveWatch(w incident.Watch) error {
 	recent, err := json.Marshal(w.Recent)
 	if err != nil {
@@ -103,42 +105,79 @@ func (t *Tx) SaveWatch(w incident.Watch) error {
 	if err != nil {
 		return fmt.Errorf("save watch for %s: %w", w.Service, err)
 	}
-	return nil
+	return t.appendTimeline(w.Service, "", w.Changes())
 }
 
-// LoadIncident returns the incident with id, or nil when id is empty.
+// LoadIncident locks and returns the incident with id, nil when id is empty, or an error
+// wrapping incident.ErrNotFound when there is no such incident.
 func (t *Tx) LoadIncident(id string) (*incident.Incident, error) {
 	if id == "" {
 		return nil, nil
 	}
-	var (
-		s                incident.Snapshot
-		severity, status string
-		resolvedAt       *time.Time
-	)
-	err := t.tx.QueryRow(t.ctx, `
-		SELECT id::text, service, severity, status, occurrence_count, first_seen, last_seen, resolved_at,
-			episode_start, peak_excess, last_score, threshold, reopen_count, data_stopped
-		FROM incidents WHERE id = $1 FOR UPDATE`, id).
-		Scan(&s.ID, &s.Service, &severity, &status, &s.Occurrences, &s.FirstSeen, &s.LastSeen, &resolvedAt,
-			&s.EpisodeStart, &s.PeakExcess, &s.LastScore, &s.Threshold, &s.Reopens, &s.DataStopped)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("incident %s not found", id)
+	if !validID(id) {
+		return nil, fmt.Errorf("load incident %q: %w", id, incident.ErrNotFound)
 	}
+	s, err := scanIncident(t.tx.QueryRow(t.ctx, `SELECT `+incidentColumns+` FROM incidents WHERE id = $1 FOR UPDATE`, id))
 	if err != nil {
 		return nil, fmt.Errorf("load incident %s: %w", id, err)
 	}
-	s.ResolvedAt = deref(resolvedAt)
+	return incident.UnmarshalFromDatabase(s)
+}
+
+// incidentColumns are the columns scanIncident reads, in its order.
+const incidentColumns = `id::text, service, severity, status, occurrence_count, first_seen, last_seen, resolved_at,
+	episode_start, peak_excess, last_score, threshold, reopen_count, data_stopped, acked_by, acked_at`
+
+// scanIncident reads one row of incidentColumns; no row is incident.ErrNotFound.
+func scanIncident(row pgx.Row) (incident.Snapshot, error) {
+	var (
+		s                   incident.Snapshot
+		severity, status    string
+		resolvedAt, ackedAt *time.Time
+		ackedBy             *string
+	)
+	err := row.Scan(&s.ID, &s.Service, &severity, &status, &s.Occurrences, &s.FirstSeen, &s.LastSeen, &resolvedAt,
+		&s.EpisodeStart, &s.PeakExcess, &s.LastScore, &s.Threshold, &s.Reopens, &s.DataStopped, &ackedBy, &ackedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, incident.ErrNotFound
+	}
+	if err != nil {
+		return s, err
+	}
+	s.ResolvedAt, s.AckedAt = deref(resolvedAt), deref(ackedAt)
+	if ackedBy != nil {
+		s.AckedBy = *ackedBy
+	}
 	s.FirstSeen, s.LastSeen, s.EpisodeStart = s.FirstSeen.UTC(), s.LastSeen.UTC(), s.EpisodeStart.UTC()
-	var errs []error
 	var e1, e2 error
 	s.Severity, e1 = incident.ParseSeverity(severity)
 	s.Status, e2 = incident.ParseStatus(status)
-	errs = append(errs, e1, e2)
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("load incident %s: %w", id, err)
+	return s, errors.Join(e1, e2)
+}
+
+// IncidentService returns the service of incident id without locking anything, or an error
+// wrapping incident.ErrNotFound. Operator actions use it to lock the service's watch before
+// the incident, in the order every stage locks them.
+func (t *Tx) IncidentService(id string) (string, error) {
+	if !validID(id) {
+		return "", fmt.Errorf("incident %q: %w", id, incident.ErrNotFound)
 	}
-	return incident.UnmarshalFromDatabase(s)
+	var service string
+	err := t.tx.QueryRow(t.ctx, `SELECT service FROM incidents WHERE id = $1`, id).Scan(&service)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("incident %s: %w", id, incident.ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up incident %s: %w", id, err)
+	}
+	return service, nil
+}
+
+// validID reports whether id can be an incident or silence id (a UUID); any other string
+// names nothing, and asking PostgreSQL about it would be an error rather than no row.
+func validID(id string) bool {
+	_, err := uuid.Parse(id)
+	return err == nil
 }
 
 // SaveIncident upserts the incident's state and appends its pending timeline entries, then
@@ -147,33 +186,44 @@ func (t *Tx) SaveIncident(inc *incident.Incident) ([]incident.Entry, error) {
 	s := inc.Snapshot()
 	_, err := t.tx.Exec(t.ctx, `
 		INSERT INTO incidents (id, service, severity, status, occurrence_count, first_seen, last_seen, resolved_at,
-			episode_start, peak_excess, last_score, threshold, reopen_count, data_stopped, updated_at)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14, now())
+			episode_start, peak_excess, last_score, threshold, reopen_count, data_stopped, acked_by, acked_at, updated_at)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16, now())
 		ON CONFLICT (id) DO UPDATE SET severity = EXCLUDED.severity, status = EXCLUDED.status,
 			occurrence_count = EXCLUDED.occurrence_count, last_seen = EXCLUDED.last_seen,
 			resolved_at = EXCLUDED.resolved_at, episode_start = EXCLUDED.episode_start,
 			peak_excess = EXCLUDED.peak_excess, last_score = EXCLUDED.last_score,
 			threshold = EXCLUDED.threshold, reopen_count = EXCLUDED.reopen_count,
-			data_stopped = EXCLUDED.data_stopped, updated_at = now()`,
+			data_stopped = EXCLUDED.data_stopped, acked_by = EXCLUDED.acked_by,
+			acked_at = EXCLUDED.acked_at, updated_at = now()`,
 		s.ID, s.Service, s.Severity.String(), s.Status.String(), s.Occurrences, s.FirstSeen, s.LastSeen,
-		ptr(s.ResolvedAt), s.EpisodeStart, s.PeakExcess, s.LastScore, s.Threshold, s.Reopens, s.DataStopped)
+		ptr(s.ResolvedAt), s.EpisodeStart, s.PeakExcess, s.LastScore, s.Threshold, s.Reopens, s.DataStopped,
+		nullable(s.AckedBy), ptr(s.AckedAt))
 	if err != nil {
 		return nil, fmt.Errorf("save incident %s: %w", s.ID, err)
 	}
 	entries := inc.Changes()
-	for _, e := range entries {
-		details, err := json.Marshal(e.Details)
-		if err != nil {
-			return nil, fmt.Errorf("encode timeline details: %w", err)
-		}
-		if _, err := t.tx.Exec(t.ctx,
-			`INSERT INTO incident_timeline (incident_id, event, occurred_at, details) VALUES ($1, $2, $3, $4)`,
-			s.ID, string(e.Kind), e.At, details); err != nil {
-			return nil, fmt.Errorf("append %s to timeline of %s: %w", e.Kind, s.ID, err)
-		}
+	if err := t.appendTimeline(s.Service, s.ID, entries); err != nil {
+		return nil, err
 	}
 	inc.ClearChanges()
 	return entries, nil
+}
+
+// appendTimeline writes entries to the timeline of service and, unless incidentID is empty,
+// of that incident.
+func (t *Tx) appendTimeline(service, incidentID string, entries []incident.Entry) error {
+	for _, e := range entries {
+		details, err := json.Marshal(e.Details)
+		if err != nil {
+			return fmt.Errorf("encode timeline details: %w", err)
+		}
+		if _, err := t.tx.Exec(t.ctx,
+			`INSERT INTO incident_timeline (incident_id, service, event, occurred_at, details) VALUES ($1, $2, $3, $4, $5)`,
+			nullable(incidentID), service, string(e.Kind), e.At, details); err != nil {
+			return fmt.Errorf("append %s to timeline of %s %s: %w", e.Kind, service, incidentID, err)
+		}
+	}
+	return nil
 }
 
 // MarkProcessed records that stage handled the message with id. It returns false when the
