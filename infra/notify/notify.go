@@ -175,11 +175,16 @@ var notifiable = []incident.Kind{
 }
 
 // Targets returns the names of the receivers that want ev: its kind is one people are told
-// about, its service is routed to them and its severity reaches their minimum. A resolution
+// about, its service is routed to them and its severity reaches their minimum. Escalations
+// of an acknowledged incident notify no one. A resolution
 // or acknowledgement goes to every receiver the incident could have reached, whatever its
 // severity, so nothing stays open elsewhere.
 func (n *Notifier) Targets(ev incident.Event) []string {
 	if !slices.Contains(notifiable, ev.Event) {
+		return nil
+	}
+	if ev.Event == incident.KindEscalated && ev.AckedBy != "" {
+		// Someone has it: the severity still rises in the engine, but nobody is paged again.
 		return nil
 	}
 	sev, err := incident.ParseSeverity(ev.Severity)

@@ -210,6 +210,11 @@ func TestTargets(t *testing.T) {
 		{"opened-low", event(incident.KindOpened, "low", "open"), []string{"all"}, "low is below the pager's minimum"},
 		{"escalated-high", event(incident.KindEscalated, "high", "open"), []string{"all", "api-high"}, "high reaches the pager"},
 		{"anomaly", event(incident.KindAnomalyRecorded, "critical", "open"), nil, "single anomalies inside an incident notify no one"},
+		{"escalated-acked", func() incident.Event {
+			e := event(incident.KindEscalated, "critical", "open")
+			e.AckedBy = "alice"
+			return e
+		}(), nil, "an acknowledged incident's escalations stop repeating"},
 		{"other-service", func() incident.Event { e := event(incident.KindOpened, "critical", "open"); e.Service = "db"; return e }(), []string{"all"}, "the pager is routed to api only"},
 	}
 	for _, c := range cases {

@@ -59,7 +59,7 @@ func headline(ev incident.Event) string {
 	case incident.KindDataStopped:
 		return fmt.Sprintf("Data stopped: %s sends no metrics while its incident is open", ev.Service)
 	case incident.KindAcknowledged:
-		return fmt.Sprintf("Incident acknowledged: %s", ev.Service)
+		return fmt.Sprintf("Incident acknowledged: %s (by %s)", ev.Service, ev.Details.By)
 	}
 	return fmt.Sprintf("Incident %s: %s", ev.Event, ev.Service)
 }
