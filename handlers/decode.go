@@ -31,7 +31,11 @@ const MaxPayload = 64 << 10
 // Permanent error naming every problem found.
 type DecodeHandler struct {
 	receivedAt func(*message.Message) (time.Time, bool)
+	metrics    Metrics
 }
+
+// SetMetrics makes the stage count decoded samples; nil counts nothing.
+func (h *DecodeHandler) SetMetrics(m Metrics) { h.metrics = m }
 
 // NewDecodeHandler returns the decode stage. receivedAt tells when the broker received a
 // message; it may be nil, and then the sample's own timestamp stands in for it.
@@ -69,6 +73,7 @@ func (h *DecodeHandler) Handle(msg *message.Message) ([]*message.Message, error)
 	}
 	m := message.NewMessage(sampleID(s.Service, s.At), payload)
 	m.Metadata.Set(MetadataService, s.Service)
+	metricsOrNone(h.metrics).Decoded(s.Service)
 	return []*message.Message{m}, nil
 }
 

@@ -39,7 +39,11 @@ type NotifyHandler struct {
 	log      DeliveryLog
 	now      func() time.Time
 	logger   *slog.Logger
+	metrics  Metrics
 }
+
+// SetMetrics makes the stage count deliveries; nil counts nothing.
+func (h *NotifyHandler) SetMetrics(m Metrics) { h.metrics = m }
 
 // NewNotifyHandler returns the notify stage. now dates the deliveries (the moment a receiver
 // was told, which is wall-clock time by nature); nil means time.Now.
@@ -80,7 +84,9 @@ func (h *NotifyHandler) Handle(msg *message.Message) error {
 		}
 		if err := h.log.Record(ctx, d); err != nil {
 			errs = append(errs, fmt.Errorf("record delivery to %s: %w", r, err))
+			continue
 		}
+		metricsOrNone(h.metrics).Delivered(r, d.Err == "")
 	}
 	return errors.Join(errs...)
 }

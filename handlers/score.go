@@ -40,6 +40,7 @@ type ScoreHandler struct {
 	cfg      detect.Config
 	registry ModelRegistry
 	logger   *slog.Logger
+	metrics  Metrics
 
 	mu        sync.Mutex
 	detectors map[string]*serviceDetector
@@ -88,6 +89,9 @@ func (h *ScoreHandler) detector(ctx context.Context, service string) (*serviceDe
 	h.detectors[service] = sd
 	return sd, nil
 }
+
+// SetMetrics makes the stage count scored samples and their scores; nil counts nothing.
+func (h *ScoreHandler) SetMetrics(m Metrics) { h.metrics = m }
 
 // Handle scores one decoded sample. A redelivered sample gets the same judgement again; a
 // sample older than the service's last one is dropped with a warning.
@@ -146,6 +150,7 @@ func (h *ScoreHandler) Handle(msg *message.Message) ([]*message.Message, error) 
 	}
 	m := message.NewMessage(sampleID(s.Service, s.At), payload)
 	m.Metadata.Set(MetadataService, s.Service)
+	metricsOrNone(h.metrics).Scored(s.Service, res.Score, res.Judged, res.Anomalous)
 	return []*message.Message{m}, nil
 }
 

@@ -142,8 +142,11 @@ type Stages struct {
 type Transport struct {
 	// Kafka locates the brokers; the router makes one consumer group per Kafka-fed stage.
 	Kafka kafka.Config
-	// KafkaPublisher publishes the Kafka topics and the dead-letter topic.
+	// KafkaPublisher publishes the Kafka topics and, unless DeadLetter is set, the dead-letter
+	// topic.
 	KafkaPublisher message.Publisher
+	// DeadLetter publishes poisoned messages (default KafkaPublisher), e.g. a counting wrapper.
+	DeadLetter message.Publisher
 	// Outbox subscribes to the outbox topics.
 	Outbox message.Subscriber
 	// Registry receives the router's Prometheus metrics; nil registers none.
@@ -164,7 +167,11 @@ func New(cfg Config, s Stages, t Transport, logger *slog.Logger) (*message.Route
 	if t.Registry != nil {
 		metrics.NewPrometheusMetricsBuilder(t.Registry, "incident_engine", "").AddPrometheusRouterMetrics(r)
 	}
-	mw, err := Middleware(cfg, t.KafkaPublisher, wlog)
+	deadLetter := t.DeadLetter
+	if deadLetter == nil {
+		deadLetter = t.KafkaPublisher
+	}
+	mw, err := Middleware(cfg, deadLetter, wlog)
 	if err != nil {
 		return nil, err
 	}

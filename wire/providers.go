@@ -24,6 +24,7 @@ import (
 	"github.com/incident-engine/engine/infra/deadletter"
 	"github.com/incident-engine/engine/infra/httpserver"
 	"github.com/incident-engine/engine/infra/kafka"
+	"github.com/incident-engine/engine/infra/metrics"
 	"github.com/incident-engine/engine/infra/notify"
 	"github.com/incident-engine/engine/infra/postgres"
 	"github.com/incident-engine/engine/infra/remediate"
@@ -113,11 +114,12 @@ func provideCorrelator(cfg Config) (incident.Correlator, error) {
 	return incident.NewCorrelator(cfg.Correlation)
 }
 
-func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c incident.Correlator, logger *slog.Logger) (router.Stages, error) {
+func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c incident.Correlator, m *metrics.Engine, logger *slog.Logger) (router.Stages, error) {
 	score, err := handlers.NewScoreHandler(cfg.Detect, postgres.NewModels(pool), logger)
 	if err != nil {
 		return router.Stages{}, err
 	}
+	score.SetMetrics(m)
 	escalate, err := handlers.NewEscalateHandler[*postgres.Tx](store, cfg.Policy, router.TopicOutbox, logger)
 	if err != nil {
 		return router.Stages{}, err
@@ -130,21 +132,29 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c inci
 	if err != nil {
 		return router.Stages{}, err
 	}
+	decode := handlers.NewDecodeHandler(kafka.ReceivedAt)
+	decode.SetMetrics(m)
+	notifyStage := handlers.NewNotifyHandler(notifier, postgres.NewDeliveries(pool), nil, logger)
+	notifyStage.SetMetrics(m)
 	return router.Stages{
-		Notify:    handlers.NewNotifyHandler(notifier, postgres.NewDeliveries(pool), nil, logger),
-		Record:    handlers.NewRecordHandler(postgres.NewSamples(pool)),
-		Remediate: handlers.NewRemediateHandler[*postgres.Tx](store, hooks, postgres.NewRemediations(pool), router.TopicOutbox, nil, logger),
-		Decode:    handlers.NewDecodeHandler(kafka.ReceivedAt),
+		Decode:    decode,
 		Score:     score,
 		Correlate: handlers.NewCorrelateHandler[*postgres.Tx](store, c, router.TopicCorrelated, logger),
 		Escalate:  escalate,
 		Resolve:   handlers.NewResolveHandler[*postgres.Tx](store, c, router.TopicOutbox, logger),
 		Persist:   handlers.NewPersistHandler(),
+		Notify:    notifyStage,
+		Record:    handlers.NewRecordHandler(postgres.NewSamples(pool)),
+		Remediate: handlers.NewRemediateHandler[*postgres.Tx](store, hooks, postgres.NewRemediations(pool), router.TopicOutbox, nil, logger),
 	}, nil
 }
 
-func provideTransport(kc kafka.Config, pub *wkafka.Publisher, outbox *wsql.Subscriber, reg *prometheus.Registry) router.Transport {
-	return router.Transport{Kafka: kc, KafkaPublisher: pub, Outbox: outbox, Registry: reg}
+func provideTransport(kc kafka.Config, pub *wkafka.Publisher, outbox *wsql.Subscriber, reg *prometheus.Registry, m *metrics.Engine) router.Transport {
+	return router.Transport{Kafka: kc, KafkaPublisher: pub, DeadLetter: m.CountDeadLetters(pub), Outbox: outbox, Registry: reg}
+}
+
+func provideMetrics(reg *prometheus.Registry, pool *pgxpool.Pool) (*metrics.Engine, error) {
+	return metrics.New(reg, pool, router.OutboxTopics)
 }
 
 func provideRouter(cfg Config, s router.Stages, t router.Transport, kc kafka.Config, logger *slog.Logger) (*message.Router, error) {

@@ -24,6 +24,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 		provideTicker,
 		provideCorrelator,
 		provideRegistry,
+		provideMetrics,
 		provideAPI,
 		provideHTTP,
 		postgres.NewStore,

@@ -34,7 +34,14 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 		cleanup()
 		return nil, nil, err
 	}
-	stages, err := provideStages(cfg, store, pool, correlator, logger)
+	registry := provideRegistry()
+	engine, err := provideMetrics(registry, pool)
+	if err != nil {
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	stages, err := provideStages(cfg, store, pool, correlator, engine, logger)
 	if err != nil {
 		cleanup2()
 		cleanup()
@@ -61,8 +68,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 		cleanup()
 		return nil, nil, err
 	}
-	registry := provideRegistry()
-	transport := provideTransport(config, publisher, subscriber, registry)
+	transport := provideTransport(config, publisher, subscriber, registry, engine)
 	router, err := provideRouter(cfg, stages, transport, config, logger)
 	if err != nil {
 		cleanup5()

@@ -1,20 +1,29 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/incident-engine/engine/infra/kafka"
+	"github.com/incident-engine/engine/wire"
 )
 
 // TestHealthEndpoints checks the worker's own health: liveness, readiness against the real
 // database and broker, and Prometheus metrics that include the router's per-handler series
 // once samples flowed.
 func TestHealthEndpoints(t *testing.T) {
-	e := startEngine(t, nil)
-	e.publishRaw(t, "health-api", samplesJSON("health-api", simStart, 3, normalLatency)...)
-	e.waitProcessed(t, simStart.Add(2*time.Minute), "health-api")
+	e := startEngine(t, func(c *wire.Config) { c.Detect.WarmUp = 32 })
+	e.publishRaw(t, "health-api", samplesJSON("health-api", simStart, 40, normalLatency)...)
+	e.publishRaw(t, "health-api", `{"service":"health-api","timestamp":"2026-11-26T23:00:00Z","error_rate":7}`)
+	e.waitProcessed(t, simStart.Add(39*time.Minute), "health-api")
+	waitFor(t, 30*time.Second, "the bad sample dead-lettered", func() (bool, string) {
+		recs, err := kafka.ReadAll(kafka.Config{Brokers: e.brokers}, "metrics.deadletter")
+		return err == nil && len(recs) == 1, fmt.Sprint(len(recs), err)
+	})
 	base := "http://" + e.worker.HTTP.Addr()
 	for _, c := range []struct {
 		path, want string
@@ -24,6 +33,13 @@ func TestHealthEndpoints(t *testing.T) {
 		{"/readyz", "ready", "PostgreSQL and Kafka both answer"},
 		{"/metrics", `handler_name="decode"`, "the router's metrics carry one series per stage"},
 		{"/metrics", "go_goroutines", "the Go runtime collector is registered"},
+		{"/metrics", `incident_engine_samples_decoded_total{service="health-api"} 40`, "samples decoded, by service"},
+		{"/metrics", `incident_engine_samples_scored_total{service="health-api"} 8`, "samples judged once the 32-sample warm-up is over"},
+		{"/metrics", `incident_engine_anomaly_score_count{service="health-api"} 8`, "anomaly scores, by service"},
+		{"/metrics", `incident_engine_messages_dead_lettered_total{handler="decode",service="health-api"} 1`, "dead letters, by service and stage"},
+		{"/metrics", `incident_engine_incidents_open{severity="critical"} 0`, "incidents open by severity, read from the database"},
+		{"/metrics", `incident_engine_model_version{service="health-api"} 1`, "each service's model"},
+		{"/metrics", `incident_engine_outbox_pending_messages{topic="incidents.outbox"}`, "the outbox backlog"},
 	} {
 		resp, err := http.Get(base + c.path)
 		if err != nil {
