@@ -30,6 +30,7 @@ const usage = `usage:
   incidentctl dlq list   [--json]
   incidentctl dlq replay (--all | --id P-O[,P-O...] | --reason TEXT | --topic TOPIC) [--dry-run]
   incidentctl migrate
+  incidentctl listen [ADDR]   print notifications (Alertmanager webhook format) posted to ADDR (default :9099)
 environment: KAFKA_BROKERS (localhost:9092), DEAD_LETTER_TOPIC (metrics.deadletter), DATABASE_URL
 `
 
@@ -60,6 +61,12 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 	switch {
 	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
 		return flag.ErrHelp
+	case args[0] == "listen":
+		addr := ":9099"
+		if len(args) > 1 {
+			addr = args[1]
+		}
+		return listen(ctx, addr, stdout)
 	case args[0] == "migrate":
 		return migrate(ctx, stdout)
 	case args[0] == "dlq" && len(args) > 1 && args[1] == "list":
