@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,11 +134,19 @@ func TestDashboardInABrowser(t *testing.T) {
 	if err := e.pool.QueryRow(context.Background(), `SELECT coalesce(acked_by, '') FROM incidents WHERE id = $1`, got[0].ID).Scan(&acked); err != nil || acked != "alice" {
 		t.Errorf("incident acked_by = %q (%v), want alice in the database", acked, err)
 	}
+	// Silence db for the next hour through the API: the services page shows it silenced.
+	body := fmt.Sprintf(`{"service":"db","end":%q,"reason":"upgrade","author":"alice"}`, time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/silences", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		t.Fatalf("create silence: %v %v", resp, err)
+	}
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#/services"), chromedp.WaitVisible(chromedp.CSS("#services svg.sparkline"))); err != nil {
 		t.Fatalf("services page: %v", err)
 	}
-	if services := text("#services"); !strings.Contains(services, "in incident") || !strings.Contains(services, "healthy") {
-		t.Errorf("services page shows %q, want api in incident and the others healthy", services)
+	if services := text("#services"); !strings.Contains(services, "in incident") || !strings.Contains(services, "healthy") || !strings.Contains(services, "silenced") {
+		t.Errorf("services page shows %q, want api in incident, db silenced and auth healthy", services)
 	}
 	servicesShot := shot()
 	// Screenshots go to SCREENSHOT_DIR when set (the README's, in docs/, were made with

@@ -14,8 +14,10 @@ import (
 // ServiceState is what the dashboard shows of one service.
 type ServiceState struct {
 	Service string `json:"service"`
-	// State is one of healthy, anomalous, in_incident, warming_up, no_data.
+	// State is one of healthy, anomalous, in_incident, silenced, warming_up, no_data.
 	State          string     `json:"state"`
+	// SilencedUntil is the end of the silence covering the service now, if any.
+	SilencedUntil *time.Time `json:"silenced_until,omitempty"`
 	LastSampleAt   *time.Time `json:"last_sample_at,omitempty"`
 	LastReceivedAt *time.Time `json:"last_received_at,omitempty"`
 	IncidentID     string     `json:"incident_id,omitempty"`
@@ -29,17 +31,19 @@ type ServiceState struct {
 }
 
 // Services reads every service's state. A service whose last sample arrived more than
-// staleAfter before now is no_data; now is the caller's wall clock.
+// staleAfter before now is no_data, one inside a silence at now is silenced; now is the
+// caller's wall clock.
 func Services(ctx context.Context, pool *pgxpool.Pool, now time.Time, staleAfter time.Duration, sparkline int) ([]ServiceState, error) {
 	rows, err := pool.Query(ctx, `
 		SELECT w.service, w.last_sample_at, w.last_received_at, w.recent, coalesce(i.id::text, ''), coalesce(i.status, ''), coalesce(i.severity, ''),
 			coalesce(m.version, 0), m.trained_at, coalesce(m.threshold, 0),
 			coalesce((SELECT array_agg(score ORDER BY at) FROM (
-				SELECT score, at FROM samples s WHERE s.service = w.service AND s.score IS NOT NULL ORDER BY at DESC LIMIT $1) r), '{}')
+				SELECT score, at FROM samples s WHERE s.service = w.service AND s.score IS NOT NULL ORDER BY at DESC LIMIT $1) r), '{}'),
+			(SELECT max(ends_at) FROM silences z WHERE z.service = w.service AND z.starts_at <= $2 AND z.ends_at > $2)
 		FROM service_watch w
 		LEFT JOIN incidents i ON i.id = w.incident_id
 		LEFT JOIN LATERAL (SELECT version, trained_at, threshold FROM models WHERE service = w.service ORDER BY version DESC LIMIT 1) m ON true
-		ORDER BY w.service`, sparkline)
+		ORDER BY w.service`, sparkline, now)
 	if err != nil {
 		return nil, fmt.Errorf("load services: %w", err)
 	}
@@ -49,7 +53,7 @@ func Services(ctx context.Context, pool *pgxpool.Pool, now time.Time, staleAfter
 		var s ServiceState
 		var recent []byte
 		if err := rows.Scan(&s.Service, &s.LastSampleAt, &s.LastReceivedAt, &recent, &s.IncidentID, &s.IncidentStatus, &s.Severity,
-			&s.ModelVersion, &s.ModelTrainedAt, &s.Threshold, &s.RecentScores); err != nil {
+			&s.ModelVersion, &s.ModelTrainedAt, &s.Threshold, &s.RecentScores, &s.SilencedUntil); err != nil {
 			return nil, fmt.Errorf("load services: %w", err)
 		}
 		var rs []incident.Recent
@@ -57,6 +61,8 @@ func Services(ctx context.Context, pool *pgxpool.Pool, now time.Time, staleAfter
 		switch {
 		case s.LastReceivedAt == nil || now.Sub(*s.LastReceivedAt) > staleAfter:
 			s.State = "no_data"
+		case s.SilencedUntil != nil:
+			s.State = "silenced"
 		case s.IncidentStatus == "open":
 			s.State = "in_incident"
 		case s.ModelVersion == 0:

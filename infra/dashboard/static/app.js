@@ -166,7 +166,7 @@ async function servicesPage() {
   const data = await api("/api/v1/services");
   $("#main").innerHTML = `<table id="services"><thead><tr><th>Service</th><th>State</th><th>Model</th><th>Last sample</th><th>Recent score</th></tr></thead><tbody>
     ${(data.services || []).map((s) => `<tr><td>${esc(s.service)}</td>
-      <td><span class="state state-${esc(s.state)}">${esc(s.state.replace("_", " "))}</span>${s.incident_status === "open" ? ` <a href="#/incidents/${esc(s.incident_id)}">${sev(s.severity)}</a>` : ""}</td>
+      <td><span class="state state-${esc(s.state)}">${esc(s.state.replace("_", " "))}</span>${s.silenced_until ? ` <span class="muted">until ${fmt(s.silenced_until)}</span>` : ""}${s.incident_status === "open" ? ` <a href="#/incidents/${esc(s.incident_id)}">${sev(s.severity)}</a>` : ""}</td>
       <td>${s.model_version ? `v${esc(s.model_version)}, trained ${fmt(s.model_trained_at)}, threshold ${(+s.threshold).toFixed(3)}` : "warming up"}</td>
       <td>${fmt(s.last_sample_at)}</td><td>${sparkline(s.recent_scores)}</td></tr>`).join("")}
   </tbody></table>`;
