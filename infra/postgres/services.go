@@ -15,9 +15,9 @@ import (
 type ServiceState struct {
 	Service string `json:"service"`
 	// State is one of healthy, anomalous, in_incident, silenced, warming_up, no_data.
-	State          string     `json:"state"`
+	State string `json:"state"`
 	// SilencedUntil is the end of the silence covering the service now, if any.
-	SilencedUntil *time.Time `json:"silenced_until,omitempty"`
+	SilencedUntil  *time.Time `json:"silenced_until,omitempty"`
 	LastSampleAt   *time.Time `json:"last_sample_at,omitempty"`
 	LastReceivedAt *time.Time `json:"last_received_at,omitempty"`
 	IncidentID     string     `json:"incident_id,omitempty"`
