@@ -53,6 +53,7 @@ type engine struct {
 	pool    *pgxpool.Pool
 	worker  *wire.Worker
 	stop    func() // stops the worker startEngine started; safe to call twice
+	broker  *kafka.Broker
 }
 
 func startEngine(t testing.TB, tune func(*wire.Config)) *engine {
@@ -62,7 +63,7 @@ func startEngine(t testing.TB, tune func(*wire.Config)) *engine {
 		t.Fatal(err)
 	}
 	t.Cleanup(broker.Close)
-	e := &engine{brokers: broker.Addrs()}
+	e := &engine{brokers: broker.Addrs(), broker: broker}
 	e.stop = e.startWorker(t, pgtest.Database(t), tune)
 	t.Cleanup(e.stop)
 	e.pool, err = postgres.Connect(context.Background(), string(e.worker.DatabaseURL))

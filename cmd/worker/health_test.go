@@ -51,4 +51,19 @@ func TestHealthEndpoints(t *testing.T) {
 			t.Errorf("GET %s: %d, body lacks %q (%s)", c.path, resp.StatusCode, c.want, c.why)
 		}
 	}
+
+	// Without its broker the worker is alive but not ready.
+	e.broker.Close()
+	waitFor(t, 30*time.Second, "/readyz to report the broker gone", func() (bool, string) {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false, err.Error()
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "kafka"), fmt.Sprint(resp.StatusCode, " ", string(body))
+	})
+	if resp, err := http.Get(base + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz without a broker: %v %v, want 200 (alive)", resp, err)
+	}
 }

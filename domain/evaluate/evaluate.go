@@ -114,7 +114,7 @@ func AveragePrecision(scores []float64, labels []bool) (float64, error) {
 }
 
 // BestF1 returns the highest F1 over every threshold that flags the scores at or above it,
-// without point adjustment, and the lowest such threshold.
+// without point adjustment, and the highest threshold that reaches it.
 func BestF1(scores []float64, labels []bool) (f1, threshold float64, err error) {
 	r, err := rank(scores, labels)
 	if err != nil {
@@ -265,7 +265,7 @@ func FalseAlarms(spans, segments []Segment) int {
 // HitRate returns HitRate@P of one explanation: the fraction of the truth (the metrics
 // operators named, as indices into shares) found among the ⌊p·len(truth)⌋ metrics with the
 // largest shares (capped at all metrics). Equal shares rank by lower index. It is NaN for an
-// empty truth; shares are not modified and HitRate does not allocate for up to 64 metrics.
+// empty truth. Truth indices outside shares count as misses. HitRate does not allocate.
 func HitRate(shares []float64, truth []int, p float64) float64 {
 	if len(truth) == 0 {
 		return math.NaN()
@@ -274,7 +274,7 @@ func HitRate(shares []float64, truth []int, p float64) float64 {
 	hits := 0
 	for _, t := range truth {
 		if t < 0 || t >= len(shares) {
-			continue
+			continue // a metric the explanation does not cover is never found
 		}
 		// t is among the top k when fewer than k metrics outrank it.
 		above := 0

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -10,6 +11,7 @@ import (
 // and tests. It is a real broker to every client: Sarama, franz-go or kcat.
 type Broker struct {
 	cluster *kfake.Cluster
+	once    sync.Once
 }
 
 // BrokerConfig sets up the in-process broker.
@@ -46,5 +48,5 @@ func StartBroker(c BrokerConfig) (*Broker, error) {
 // Addrs returns the broker's host:port addresses.
 func (b *Broker) Addrs() []string { return b.cluster.ListenAddrs() }
 
-// Close stops the broker.
-func (b *Broker) Close() { b.cluster.Close() }
+// Close stops the broker. Closing twice is harmless.
+func (b *Broker) Close() { b.once.Do(b.cluster.Close) }
