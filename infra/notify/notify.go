@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"time"
@@ -241,16 +242,22 @@ func (n *Notifier) post(ctx context.Context, url string, body []byte) error {
 	return PostJSON(ctx, n.client, url, body)
 }
 
-// PostJSON posts body to url. A 429 or 5xx answer and network errors are returned as plain
+// PostJSON posts body to target. A 429 or 5xx answer and network errors are returned as plain
 // errors, worth retrying; any other 4xx wraps ErrRejected.
-func PostJSON(ctx context.Context, client *http.Client, url string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+func PostJSON(ctx context.Context, client *http.Client, target string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
+		// The URL may hold a secret (a Slack webhook's path): report the host only, never the
+		// whole URL that net/http's error carries.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
 		return fmt.Errorf("post to %s: %w", req.URL.Host, err)
 	}
 	defer resp.Body.Close()

@@ -240,3 +240,16 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorsKeepURLSecret checks that a failed delivery's error, which goes to the log and the
+// timeline, names the host but not the webhook URL's secret path.
+func TestErrorsKeepURLSecret(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.NotFoundHandler())
+	srv.Close() // nothing listens there any more
+	n := newNotifier(t, Receiver{Name: "s", Kind: KindSlack, URL: srv.URL + "/services/T000/B000/SECRETTOKEN"})
+	_, err := n.Deliver(context.Background(), "s", event(incident.KindOpened, "low", "open"))
+	if err == nil || strings.Contains(err.Error(), "SECRETTOKEN") {
+		t.Errorf("error %v: want a failure that does not show the secret path", err)
+	}
+}
