@@ -224,6 +224,18 @@ func peakOf(sigs []Signal) Signal {
 
 // RecordAnomaly counts one more anomaly into an open incident.
 func (i *Incident) RecordAnomaly(s Signal) error {
+	if err := i.count(s); err != nil {
+		return err
+	}
+	i.peakExcess = max(i.peakExcess, s.Excess())
+	d := s.details()
+	d.Occurrences = i.occurrences
+	i.record(KindAnomalyRecorded, s.At, d)
+	return nil
+}
+
+// count adds one anomaly to an open incident: occurrences, last_seen, latest score.
+func (i *Incident) count(s Signal) error {
 	if i.status != StatusOpen {
 		return ErrResolved
 	}
@@ -235,10 +247,6 @@ func (i *Incident) RecordAnomaly(s Signal) error {
 	i.startEpisodeBy(s.At)
 	i.lastScore = s.Score
 	i.threshold = s.Threshold
-	i.peakExcess = max(i.peakExcess, s.Excess())
-	d := s.details()
-	d.Occurrences = i.occurrences
-	i.record(KindAnomalyRecorded, s.At, d)
 	return nil
 }
 
@@ -249,17 +257,9 @@ func (i *Incident) RecordAnomaly(s Signal) error {
 // evidence of how bad its problem is. Its entry is marked silenced, so the escalate stage
 // does not judge it.
 func (i *Incident) RecordSilencedAnomaly(s Signal, silence string) error {
-	if i.status != StatusOpen {
-		return ErrResolved
+	if err := i.count(s); err != nil {
+		return err
 	}
-	if s.At.Before(i.lastSeen) {
-		return fmt.Errorf("anomaly at %s: %w", s.At.Format(time.RFC3339), ErrOutOfOrder)
-	}
-	i.occurrences++
-	i.lastSeen = s.At
-	i.startEpisodeBy(s.At)
-	i.lastScore = s.Score
-	i.threshold = s.Threshold
 	d := s.details()
 	d.Occurrences, d.Silenced, d.Silence = i.occurrences, true, silence
 	i.record(KindAnomalyRecorded, s.At, d)
