@@ -1,9 +1,10 @@
-// Command incidentctl is the operator's tool: list and replay dead-lettered messages, and
-// apply database migrations.
+// Command incidentctl is the operator's tool: list and replay dead-lettered messages, apply
+// database migrations, and backtest the detector on labelled data.
 //
 //	incidentctl dlq list   [--json]
 //	incidentctl dlq replay (--all | --id P-O[,P-O...] | --reason TEXT | --topic TOPIC) [--dry-run]
 //	incidentctl migrate
+//	incidentctl backtest [flags] PATH
 //
 // It reads KAFKA_BROKERS (default localhost:9092), DEAD_LETTER_TOPIC (default
 // metrics.deadletter) and, for migrate and for replaying messages of outbox topics,
@@ -30,6 +31,7 @@ const usage = `usage:
   incidentctl dlq list   [--json]
   incidentctl dlq replay (--all | --id P-O[,P-O...] | --reason TEXT | --topic TOPIC) [--dry-run]
   incidentctl migrate
+  incidentctl backtest [flags] PATH   replay labelled metrics through the detector offline (backtest --help)
   incidentctl listen [ADDR]   print notifications (Alertmanager webhook format) posted to ADDR (default :9099)
 environment: KAFKA_BROKERS (localhost:9092), DEAD_LETTER_TOPIC (metrics.deadletter), DATABASE_URL
 `
@@ -69,6 +71,8 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		return listen(ctx, addr, stdout)
 	case args[0] == "migrate":
 		return migrate(ctx, stdout)
+	case args[0] == "backtest":
+		return backtest(args[1:], stdout)
 	case args[0] == "dlq" && len(args) > 1 && args[1] == "list":
 		return dlqList(ctx, args[2:], stdout)
 	case args[0] == "dlq" && len(args) > 1 && args[1] == "replay":

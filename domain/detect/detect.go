@@ -4,8 +4,10 @@
 // trains a forest on them, calibrates its threshold from the scores of that same window, and
 // from then on scores every sample against it without allocating. It turns metric values into
 // features (a count becomes its ratio to the recent level, so a daily traffic cycle is not an
-// anomaly while a collapse is). It keeps no history beyond that and does not decide what an
-// incident is: the incident package does.
+// anomaly while a collapse is; any other metric that is not an error rate or a latency also
+// gets its volatility over the last few samples, see Shape) and explains each judgement as
+// every metric's share in it (Explain). It keeps no history beyond its training window and
+// those few samples, and does not decide what an incident is: the incident package does.
 package detect
 
 import (
@@ -59,6 +61,10 @@ type Config struct {
 	// Exclusion is how long after an anomaly samples stay out of the retraining window
 	// (default 15m, the recovery window of incidents).
 	Exclusion time.Duration
+	// Shape sets the features derived from each metric's recent samples (see Shape).
+	Shape Shape
+	// Explanation is how Explain attributes an anomaly to metrics (default ExplainIsolation).
+	Explanation Explanation
 }
 
 // SetDefaults fills every zero field with its default.
@@ -119,6 +125,12 @@ func (c Config) Validate() error {
 	if c.Forest.Trees < 0 || c.Forest.SampleSize < 0 {
 		errs = append(errs, errors.New("forest trees and sample size must not be negative"))
 	}
+	if err := c.Shape.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Explanation != ExplainIsolation && c.Explanation != ExplainPath {
+		errs = append(errs, fmt.Errorf("explanation %d is unknown", c.Explanation))
+	}
 	return errors.Join(errs...)
 }
 
@@ -149,6 +161,13 @@ type Detector struct {
 	typical []float64 // per lower-is-better feature, the median of the training window
 	level   []float64
 	hasLvl  bool
+	owner   []int     // per feature, the metric it derives from
+	hist    []float64 // the metrics' recent raw values, a ring of rows (see Shape)
+	histPos int       // the ring's next row
+	histLen int       // rows filled
+	shares  []float64 // per feature, Explain's scratch
+	lo, hi  []float64 // per metric, the training range derived features clip to
+	rangeOf int       // the model version lo and hi belong to
 
 	win       window // recent feature rows: the warm-up, then the retraining window
 	model     *forest.Forest
@@ -174,7 +193,9 @@ func New(service string, cfg Config) (*Detector, error) {
 	return &Detector{service: service, cfg: cfg}, nil
 }
 
-// Features returns the names of the model's features, in order.
+// Features returns the names of the metrics the model judges, in order: Explain reports one
+// share per name. The forest's own features are these metrics' values followed by the
+// features Shape derives from them.
 func (d *Detector) Features() []string { return slices.Clone(d.names) }
 
 // Observe judges s. A sample at the same time as the previous one is a redelivery and gets
@@ -248,9 +269,16 @@ func (d *Detector) reset(ms []sample.Metric) {
 		d.better[i] = lowerIsBetter(m.Name)
 	}
 	d.level = make([]float64, len(ms))
-	d.x = make([]float64, len(ms))
+	// Feature i is metric i's value; the features Shape derives follow.
+	d.owner = d.cfg.Shape.layout(d.names)
+	d.x = make([]float64, len(d.owner))
+	d.shares = make([]float64, len(d.owner))
+	d.hist = make([]float64, d.cfg.Shape.history()*len(ms))
+	d.histPos, d.histLen = 0, 0
+	d.lo, d.hi = make([]float64, len(ms)), make([]float64, len(ms))
+	d.rangeOf = -1
 	d.hasLvl = false
-	d.win = newWindow(max(d.cfg.RetrainWindow, d.cfg.WarmUp), len(ms))
+	d.win = newWindow(max(d.cfg.RetrainWindow, d.cfg.WarmUp), len(d.owner))
 	d.model = nil
 	d.threshold = 0
 	d.lastAnom = time.Time{}
@@ -269,15 +297,23 @@ func lowerIsBetter(name string) bool {
 	return name == sample.ErrorRate || strings.Contains(name, "latency") || strings.Contains(name, "error")
 }
 
-// features fills d.x from the metrics. A count becomes its log-ratio to the count's recent
-// level, clipped at zero from above: traffic falling below its level is a signal (a collapse),
-// traffic above it is not (a healthy spike, or recovery from a collapse).
+// features fills d.x from the metrics: first one feature per metric, then the features Shape
+// derives from each plain metric's recent samples. A count becomes its log-ratio to the
+// count's recent level, clipped at zero from above: traffic falling below its level is a signal
+// (a collapse), traffic above it is not (a healthy spike, or recovery from a collapse).
 func (d *Detector) features(ms []sample.Metric) {
+	if d.rangeOf != d.version {
+		d.trainingRange()
+	}
+	at := len(ms)
 	for i, m := range ms {
 		if !d.isCount[i] {
 			d.x[i] = m.Value
 			if d.better[i] && d.model != nil {
 				d.x[i] = max(m.Value, d.typical[i])
+			}
+			if !d.better[i] {
+				at = d.derive(i, at, m.Value)
 			}
 			continue
 		}
@@ -311,6 +347,7 @@ func (d *Detector) advanceLevels(ms []sample.Metric, at time.Time) {
 			d.level[i] += max(-maxFall, min(maxRise, step))
 		}
 	}
+	d.remember(ms)
 }
 
 // train fits a new model on the window's rows at sample time at and calibrates its
@@ -376,14 +413,24 @@ func fnv64(s string) uint64 {
 	return h
 }
 
-// Explain writes into out, for the sample last observed, each feature's share in isolating it
-// (forest.PathFeatures: features on short isolation paths count more); shares sum to 1. out
-// must have one entry per feature (see Features). It reports false, leaving out unchanged,
-// when there is no model yet. Explain allocates nothing.
+// Explain writes into out, for the sample last observed, each metric's share in isolating it;
+// shares sum to 1. The forest's attribution (Config.Explanation) is computed per feature, and
+// the features Shape derives from a metric count towards that metric. out must have one entry
+// per metric (see Features). It reports false, leaving out unchanged, when there is no model
+// yet. Explain allocates nothing.
 func (d *Detector) Explain(out []float64) bool {
-	if d.model == nil || len(out) != len(d.x) {
+	if d.model == nil || len(out) != len(d.names) {
 		return false
 	}
-	d.model.PathFeatures(d.x, out)
+	switch d.cfg.Explanation {
+	case ExplainPath:
+		d.model.PathFeatures(d.x, d.shares)
+	default:
+		d.model.Attribute(d.x, d.shares)
+	}
+	clear(out)
+	for f, sh := range d.shares {
+		out[d.owner[f]] += sh
+	}
 	return true
 }

@@ -16,8 +16,10 @@ var ErrNoModel = errors.New("no trained model yet")
 // Model is a trained model as the model registry stores it: enough to score again after a
 // restart or on another worker, without a new warm-up.
 type Model struct {
-	Service  string
-	Version  int
+	Service string
+	Version int
+	// Features names the metrics the model judges, in order; the forest's features are
+	// their values and what Shape derives from them.
 	Features []string
 	// Threshold is the calibrated anomaly threshold.
 	Threshold float64
@@ -61,8 +63,10 @@ func (d *Detector) Restore(m Model) error {
 	if err := f.UnmarshalBinary(m.Forest); err != nil {
 		return fmt.Errorf("restore model %s v%d: %w", m.Service, m.Version, err)
 	}
-	if f.Dims() != len(m.Features) {
-		return fmt.Errorf("restore model %s v%d: forest has %d features, model lists %d", m.Service, m.Version, f.Dims(), len(m.Features))
+	// The forest sees each metric's value and the features Shape derives from it; a model
+	// stored with another shape cannot score this detector's features.
+	if want := len(d.cfg.Shape.layout(m.Features)); f.Dims() != want {
+		return fmt.Errorf("restore model %s v%d: forest has %d features, the %d metrics make %d", m.Service, m.Version, f.Dims(), len(m.Features), want)
 	}
 	ms := make([]sample.Metric, len(m.Features))
 	for i, name := range m.Features {

@@ -270,7 +270,7 @@ func HitRate(shares []float64, truth []int, p float64) float64 {
 	if len(truth) == 0 {
 		return math.NaN()
 	}
-	k := min(int(math.Floor(p*float64(len(truth))+1e-9)), len(shares))
+	k := topK(p, len(truth), len(shares))
 	hits := 0
 	for _, t := range truth {
 		if t < 0 || t >= len(shares) {
@@ -289,6 +289,22 @@ func HitRate(shares []float64, truth []int, p float64) float64 {
 	}
 	return float64(hits) / float64(len(truth))
 }
+
+// ChanceHitRate is the HitRate@P a random ranking of dims metrics reaches in expectation for a
+// truth of n metrics: each named metric is among the top ⌊p·n⌋ (capped at dims) with
+// probability ⌊p·n⌋/dims. It is the floor an explanation must clear to mean anything, and it is
+// high when operators named most of the metrics. NaN for n = 0 or dims < 1.
+func ChanceHitRate(dims, n int, p float64) float64 {
+	if n == 0 || dims < 1 {
+		return math.NaN()
+	}
+	k := topK(p, n, dims)
+	return float64(k) / float64(dims)
+}
+
+// topK is ⌊p·n⌋ capped at dims; the epsilon keeps products such as 1.15·20 from flooring
+// one below their exact value.
+func topK(p float64, n, dims int) int { return min(int(math.Floor(p*float64(n)+1e-9)), dims) }
 
 // Mean returns the mean of the values that are not NaN, and how many there were; NaN when
 // there are none.

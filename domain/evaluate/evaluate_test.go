@@ -245,6 +245,30 @@ func TestHitRate(t *testing.T) {
 	}
 }
 
+func TestChanceHitRate(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		dims, n int
+		p, want float64
+		why     string
+	}{
+		{"small truth", 19, 2, 1, 2.0 / 19, "each of the 2 named metrics is the top 2 with probability 2/19"},
+		{"150%", 19, 2, 1.5, 3.0 / 19, "floor(3) metrics named"},
+		{"large truth", 19, 15, 1.5, 1, "floor(22.5) exceeds the 19 metrics: every metric is named"},
+		{"empty truth", 19, 0, 1, math.NaN(), "nothing to find"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := evaluate.ChanceHitRate(tc.dims, tc.n, tc.p)
+			if !(near(got, tc.want) || math.IsNaN(got) && math.IsNaN(tc.want)) {
+				t.Errorf("ChanceHitRate(%d, %d, %v) = %v, want %v (%s)", tc.dims, tc.n, tc.p, got, tc.want, tc.why)
+			}
+		})
+	}
+}
+
 func TestMean(t *testing.T) {
 	t.Parallel()
 	if m, n := evaluate.Mean([]float64{1, math.NaN(), 3}); m != 2 || n != 2 {

@@ -1,0 +1,41 @@
+package detect
+
+import "fmt"
+
+// Explanation selects how Detector.Explain attributes an anomaly to the metrics. The zero value
+// is ExplainIsolation.
+type Explanation int
+
+const (
+	// ExplainIsolation follows the forest's own extended decision (forest.Attribute): the
+	// probability with which a sample is cut off because one metric lies beyond the training
+	// data goes to that metric; the rest is shared along the isolation path as in
+	// ExplainPath.
+	ExplainIsolation Explanation = iota
+	// ExplainPath credits every split on a sample's isolation paths, shorter paths more
+	// (forest.PathFeatures). It ignores how far outside the training data a value lies.
+	ExplainPath
+)
+
+// String returns the name ParseExplanation accepts.
+func (e Explanation) String() string {
+	switch e {
+	case ExplainIsolation:
+		return "isolation"
+	case ExplainPath:
+		return "path"
+	}
+	return fmt.Sprintf("Explanation(%d)", int(e))
+}
+
+// ParseExplanation returns the explanation method named s ("isolation" or "path"); the empty
+// string is the default, ExplainIsolation.
+func ParseExplanation(s string) (Explanation, error) {
+	switch s {
+	case "", "isolation":
+		return ExplainIsolation, nil
+	case "path":
+		return ExplainPath, nil
+	}
+	return 0, fmt.Errorf("unknown explanation %q: want isolation or path", s)
+}
