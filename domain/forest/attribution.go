@@ -46,14 +46,7 @@ func (f *Forest) Attribute(x []float64, out []float64) {
 				break
 			}
 			v := x[nd.feature]
-			var p float64
-			switch {
-			case v > nd.hi:
-				p = (v - nd.hi) / (v - nd.lo)
-			case v < nd.lo:
-				p = (nd.lo - v) / (nd.hi - v)
-			}
-			if p > 0 {
+			if p := nd.cutOff(v); p > 0 {
 				out[nd.feature] += stay * p
 				stay *= 1 - p
 			}
@@ -68,14 +61,5 @@ func (f *Forest) Attribute(x []float64, out []float64) {
 			}
 		}
 	}
-	var total float64
-	for _, v := range out {
-		total += v
-	}
-	if total > 0 {
-		inv := 1 / total
-		for i := range out {
-			out[i] *= inv
-		}
-	}
+	normalise(out)
 }

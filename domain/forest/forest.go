@@ -375,14 +375,7 @@ func (f *Forest) ScoreExtended(x []float64) float64 {
 				break
 			}
 			v := x[nd.feature]
-			var p float64
-			switch {
-			case v > nd.hi:
-				p = (v - nd.hi) / (v - nd.lo)
-			case v < nd.lo:
-				p = (nd.lo - v) / (nd.hi - v)
-			}
-			if p > 0 {
+			if p := nd.cutOff(v); p > 0 {
 				h += stay * p * (depth + 1)
 				stay *= 1 - p
 			}
@@ -443,6 +436,23 @@ func (f *Forest) PathFeatures(x []float64, out []float64) {
 			}
 		}
 	}
+	normalise(out)
+}
+
+// cutOff is the probability that a split of this node, drawn in its training range extended
+// to v, would cut v off alone: 0 when v lies inside the range.
+func (nd *node) cutOff(v float64) float64 {
+	switch {
+	case v > nd.hi:
+		return (v - nd.hi) / (v - nd.lo)
+	case v < nd.lo:
+		return (nd.lo - v) / (nd.hi - v)
+	}
+	return 0
+}
+
+// normalise scales out to sum 1, leaving it alone when it sums to 0.
+func normalise(out []float64) {
 	var total float64
 	for _, v := range out {
 		total += v
