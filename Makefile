@@ -3,7 +3,9 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run test bench lint generate build producer clean
+DATA ?= ../shared/data
+
+.PHONY: run test bench eval lint generate build producer clean
 
 run: ## run the worker (in-process Kafka on :9092, private PostgreSQL under .data/ unless configured)
 	$(GO) run ./cmd/worker
@@ -19,6 +21,9 @@ bench: ## scoring and pipeline benchmarks, and scikit-learn's reference figures 
 	$(GO) test -run '^$$' -bench Pipeline -benchtime 3000x -timeout 20m ./cmd/worker/
 	@if /usr/bin/python3 -c 'import sklearn' 2>/dev/null; then /usr/bin/python3 scripts/bench_sklearn.py; \
 	else echo "scikit-learn reference skipped: apt-get install -y python3-sklearn"; fi
+
+eval: ## detection on every benchmark set under DATA (default ../shared/data) beside scikit-learn; needs apt-get install -y python3-sklearn python3-pandas
+	$(GO) run ./cmd/incidentctl eval $(EVAL_FLAGS) $(DATA)
 
 lint: ## gofmt and go vet
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

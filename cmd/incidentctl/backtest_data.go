@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,16 +26,31 @@ var asdStart = time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // series is one service's metrics as the backtest replays them.
 type series struct {
-	name    string      // the file or entity, used as the service name
+	name    string      // the file or entity, used as the service name (NAB: its relative path)
 	columns []string    // metric names, in column order
 	at      []time.Time // one per row, strictly increasing
 	rows    [][]float64 // one value per column
 	// train is the number of leading rows that only train (ASD: train/); the rest are
 	// evaluated. Zero means the leading WarmUp rows train.
-	train   int
-	labels  []bool // per row, nil when the input has no labels
-	explain []explained
-	dropped int // rows left out: a missing or non-finite value, or a time not after the last
+	train int
+	// evalFrom, when above the training rows, is the first evaluated row: NAB's probation
+	// period is judged by the detector but scored by no one.
+	evalFrom int
+	labels   []bool             // per row, nil when the input has no labels
+	segments []evaluate.Segment // the labelled segments (rows), when they are not runs of labels
+	explain  []explained
+	dropped  int // rows left out: a missing or non-finite value, or a time not after the last
+	// fileTimes holds, for CSV input, the timestamp of every data row of the file as written
+	// there, and fileRow the row of the series that stands for it (a dropped row takes the
+	// kept row before it, -1 if none): NAB's scorer wants a score for every row of the file.
+	fileTimes []string
+	fileRow   []int
+}
+
+// loadOptions are the loaders' settings.
+type loadOptions struct {
+	// interval is the time between two rows of the ASD layout, which has no timestamps.
+	interval time.Duration
 }
 
 // explained is one labelled anomaly segment with the metrics operators judged responsible.
@@ -44,8 +60,12 @@ type explained struct {
 }
 
 // loadInputs reads path: an ASD-layout directory (train/, test/, test_label/ and optionally
-// interpretation_label/), a directory of CSV files, or one CSV file.
-func loadInputs(path string) ([]*series, error) {
+// interpretation_label/), a NAB-layout directory (data/<category>/<file>.csv and
+// labels/combined_windows.json), a directory of CSV files, or one CSV file.
+func loadInputs(path string, o loadOptions) ([]*series, error) {
+	if o.interval <= 0 {
+		o.interval = asdInterval
+	}
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("backtest input: %w", err)
@@ -58,7 +78,10 @@ func loadInputs(path string) ([]*series, error) {
 		return []*series{s}, nil
 	}
 	if isDir(filepath.Join(path, "train")) && isDir(filepath.Join(path, "test")) {
-		return loadASD(path)
+		return loadASD(path, o.interval)
+	}
+	if isDir(filepath.Join(path, "data")) && isFile(filepath.Join(path, "labels", "combined_windows.json")) {
+		return loadNAB(path)
 	}
 	files, err := filepath.Glob(filepath.Join(path, "*.csv"))
 	if err != nil {
@@ -82,6 +105,11 @@ func loadInputs(path string) ([]*series, error) {
 func isDir(p string) bool {
 	info, err := os.Stat(p)
 	return err == nil && info.IsDir()
+}
+
+func isFile(p string) bool {
+	info, err := os.Stat(p)
+	return err == nil && info.Mode().IsRegular()
 }
 
 // loadCSV reads one service's CSV: a header, a timestamp column, numeric metric columns and an
@@ -141,6 +169,8 @@ func loadCSV(path string) (*series, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s line %d: %w", path, line, err)
 		}
+		s.fileTimes = append(s.fileTimes, rec[tsCol])
+		s.fileRow = append(s.fileRow, len(s.rows)-1)
 		row := make([]float64, len(metricCols))
 		ok := len(s.at) == 0 || at.After(s.at[len(s.at)-1])
 		for j, c := range metricCols {
@@ -162,6 +192,7 @@ func loadCSV(path string) (*series, error) {
 			}
 			s.labels = append(s.labels, l == 1)
 		}
+		s.fileRow[len(s.fileRow)-1] = len(s.rows)
 		s.at = append(s.at, at)
 		s.rows = append(s.rows, row)
 	}
@@ -204,8 +235,8 @@ func parseTimestamp(s string) (time.Time, error) {
 
 // loadASD reads every entity of the ASD layout: train/ENTITY.txt, test/ENTITY.txt,
 // test_label/ENTITY.txt and interpretation_label/ENTITY.txt. Rows get synthetic timestamps
-// asdInterval apart, training rows first; columns are named m1, m2, ...
-func loadASD(dir string) ([]*series, error) {
+// interval apart, training rows first; columns are named m1, m2, ...
+func loadASD(dir string, interval time.Duration) ([]*series, error) {
 	files, err := filepath.Glob(filepath.Join(dir, "test", "*.txt"))
 	if err != nil || len(files) == 0 {
 		return nil, fmt.Errorf("%s: no test/*.txt files", dir)
@@ -214,7 +245,7 @@ func loadASD(dir string) ([]*series, error) {
 	var out []*series
 	for _, f := range files {
 		entity := strings.TrimSuffix(filepath.Base(f), ".txt")
-		s, err := loadASDEntity(dir, entity)
+		s, err := loadASDEntity(dir, entity, interval)
 		if err != nil {
 			return nil, fmt.Errorf("asd entity %s: %w", entity, err)
 		}
@@ -223,7 +254,7 @@ func loadASD(dir string) ([]*series, error) {
 	return out, nil
 }
 
-func loadASDEntity(dir, entity string) (*series, error) {
+func loadASDEntity(dir, entity string, interval time.Duration) (*series, error) {
 	train, err := readMatrix(filepath.Join(dir, "train", entity+".txt"))
 	if err != nil {
 		return nil, err
@@ -246,7 +277,7 @@ func loadASDEntity(dir, entity string) (*series, error) {
 		s.columns = append(s.columns, "m"+strconv.Itoa(j+1))
 	}
 	for i := range s.rows {
-		s.at = append(s.at, asdStart.Add(time.Duration(i)*asdInterval))
+		s.at = append(s.at, asdStart.Add(time.Duration(i)*interval))
 	}
 	lab, err := readMatrix(filepath.Join(dir, "test_label", entity+".txt"))
 	if err != nil {
@@ -267,6 +298,58 @@ func loadASDEntity(dir, entity string) (*series, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// nabProbation is NAB's probationary share of each file: its first 15% of rows (at most 750)
+// are not scored (nab/util.py getProbationPeriod).
+const nabProbation = 0.15
+
+// loadNAB reads the NAB layout: every file named in labels/combined_windows.json, from
+// data/<category>/<file>.csv, its rows inside a window labelled anomalous and each window one
+// segment. Series are named by their path under data/, as NAB's scorer names them. Rows in
+// NAB's probationary period are replayed but not evaluated.
+func loadNAB(dir string) ([]*series, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "labels", "combined_windows.json"))
+	if err != nil {
+		return nil, fmt.Errorf("nab labels: %w", err)
+	}
+	var windows map[string][][2]string
+	if err := json.Unmarshal(raw, &windows); err != nil {
+		return nil, fmt.Errorf("nab labels %s: %w", filepath.Join(dir, "labels", "combined_windows.json"), err)
+	}
+	names := make([]string, 0, len(windows))
+	for rel := range windows {
+		names = append(names, rel)
+	}
+	slices.Sort(names)
+	var out []*series
+	for _, rel := range names {
+		s, err := loadCSV(filepath.Join(dir, "data", filepath.FromSlash(rel)))
+		if err != nil {
+			return nil, err
+		}
+		s.name = rel
+		s.labels = make([]bool, len(s.rows))
+		for _, w := range windows[rel] {
+			from, err1 := parseTimestamp(strings.TrimSuffix(w[0], ".000000"))
+			to, err2 := parseTimestamp(strings.TrimSuffix(w[1], ".000000"))
+			if err1 != nil || err2 != nil || to.Before(from) {
+				return nil, fmt.Errorf("nab labels: %s: window %q is not two times in order", rel, w)
+			}
+			a, _ := slices.BinarySearchFunc(s.at, from, func(t, x time.Time) int { return t.Compare(x) })
+			b, _ := slices.BinarySearchFunc(s.at, to.Add(time.Nanosecond), func(t, x time.Time) int { return t.Compare(x) })
+			if a >= b {
+				return nil, fmt.Errorf("nab labels: %s: window %q holds no row", rel, w)
+			}
+			for i := a; i < b; i++ {
+				s.labels[i] = true
+			}
+			s.segments = append(s.segments, evaluate.Segment{Start: a, End: b})
+		}
+		s.evalFrom = s.fileRow[min(len(s.fileRow)-1, int(math.Min(math.Floor(nabProbation*float64(len(s.fileRow))), nabProbation*5000)))]
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 // readMatrix reads comma-separated numbers, one row a line, without a header.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -23,7 +24,12 @@ type replayed struct {
 	anomalous, open  []bool
 	top              []string // the explanation of each anomalous row, "m7:0.41;m3:0.22"
 	openings         []int    // evaluated rows at which an incident opened or reopened
-	spans            []evaluate.Segment
+	spans            []evaluate.Segment // per incident, its first opening to its last open row
+	episodes         []evaluate.Segment // per opening or reopening, to the resolution
+	labels           []bool             // per evaluated row, nil without labels
+	rowScore         []float64          // per row of the series, 0 while unjudged
+	rowOpened        []bool             // per row of the series: an incident opened or reopened
+	segments         []evaluate.Segment // the labelled segments, in evaluated rows
 	observe          time.Duration // time spent in Detector.Observe on the evaluated rows that trained no model
 	scored           int           // those rows
 	retrain          time.Duration // time spent in Detector.Observe on the rows that trained one
@@ -72,13 +78,13 @@ type hitFigures struct {
 // replay feeds every row of s, in time order, through a detector and a correlator configured as
 // the worker's, and records the judgement of each evaluated row. The first warm rows (or, with
 // a training part, the whole training part) are not evaluated.
-func replay(s *series, cfg detect.Config, top int) (*replayed, error) {
+func replay(s *series, cfg detect.Config, ccfg incident.CorrelationConfig, top int) (*replayed, error) {
 	d, err := detect.New(s.name, cfg)
 	if err != nil {
 		return nil, err
 	}
 	cfg.SetDefaults()
-	corr, err := incident.NewCorrelator(incident.CorrelationConfig{})
+	corr, err := incident.NewCorrelator(ccfg)
 	if err != nil {
 		return nil, err
 	}
@@ -86,14 +92,16 @@ func replay(s *series, cfg detect.Config, top int) (*replayed, error) {
 	if first == 0 {
 		first = cfg.WarmUp
 	}
+	first = max(first, s.evalFrom)
 	if first >= len(s.rows) {
-		return nil, fmt.Errorf("%s: %d rows, none left to evaluate after the %d training rows", s.name, len(s.rows), first)
+		return nil, fmt.Errorf("%s: %d rows, none left to evaluate after the first %d: %w", s.name, len(s.rows), first, errTooShort)
 	}
 	n := len(s.rows) - first
 	r := &replayed{
 		s: s, first: first,
 		score: make([]float64, n), threshold: make([]float64, n),
 		anomalous: make([]bool, n), open: make([]bool, n), top: make([]string, n),
+		rowScore: make([]float64, len(s.rows)), rowOpened: make([]bool, len(s.rows)),
 	}
 
 	// Rows of the truth, by row of the series, for the explanation hit-rates.
@@ -151,6 +159,7 @@ func replay(s *series, cfg detect.Config, top int) (*replayed, error) {
 		if err := corr.Settle(&w, cur); err != nil {
 			return nil, fmt.Errorf("%s row %d: settle: %w", s.name, i+1, err)
 		}
+		r.rowScore[i], r.rowOpened[i] = res.Score, opened
 		if i < first {
 			continue
 		}
@@ -164,9 +173,13 @@ func replay(s *series, cfg detect.Config, top int) (*replayed, error) {
 		r.score[k], r.threshold[k], r.anomalous[k] = res.Score, res.Threshold, res.Anomalous
 		if opened {
 			r.openings = append(r.openings, k)
+			r.episodes = append(r.episodes, evaluate.Segment{Start: k, End: k + 1})
 		}
 		if cur != nil && cur.Status() == incident.StatusOpen {
 			r.open[k] = true
+			if len(r.episodes) > 0 && r.episodes[len(r.episodes)-1].End == k {
+				r.episodes[len(r.episodes)-1].End = k + 1
+			}
 			// An incident counts from its first opening in the evaluated rows: one still open
 			// from the training rows is not an incident of the evaluated data.
 			idx, ok := spanOf[cur.ID()]
@@ -201,8 +214,24 @@ func replay(s *series, cfg detect.Config, top int) (*replayed, error) {
 			}
 		}
 	}
+	if s.labels != nil {
+		r.labels = s.labels[first:]
+		r.segments = evaluate.Segments(r.labels)
+		if s.segments != nil {
+			r.segments = r.segments[:0]
+			for _, sg := range s.segments {
+				if sg.End > first {
+					r.segments = append(r.segments, evaluate.Segment{Start: max(0, sg.Start-first), End: sg.End - first})
+				}
+			}
+		}
+	}
 	return r, nil
 }
+
+// errTooShort marks an input with no row left to evaluate: the backtest reports it and goes
+// on with the others.
+var errTooShort = errors.New("too short to evaluate")
 
 // columnOrder maps the detector's features (metric names, sorted) to columns.
 func columnOrder(features, columns []string) []int {
@@ -290,16 +319,22 @@ func (d deviation) shares(row, fallback []float64) []float64 {
 
 // fileMetrics are the figures the backtest reports for one series.
 type fileMetrics struct {
-	name                         string
-	rows, positives, dropped     int
-	rocAUC, prAUC, bestF1        float64
-	precision, recall, f1        float64
-	incidents, falseIncidents    int
-	days, falsePerDay            float64
+	name                     string
+	rows, positives, dropped int
+	interval                 time.Duration // the series' median row spacing
+	ranking                  rankFigures
+	precision, recall, f1    float64
+	// alarms counts openings and reopenings (each pages someone); falseAlarms those whose
+	// episode, from the opening to the resolution, overlaps no labelled segment.
+	incidents, alarms, falseAlarms int
+	days, falsePerDay              float64
+	// openOutside is the time an incident was open on rows outside every labelled segment.
+	openOutside                  time.Duration
 	segments, found              int
 	segRecall                    float64
 	delayRows, delayMinutes      float64
-	hit, hitDeviation, hitChance hitFigures // over the labelled rows the engine flagged
+	chance                       evaluate.ChanceFigures // the same episodes at random places
+	hit, hitDeviation, hitChance hitFigures             // over the labelled rows the engine flagged
 	hitRows                      int
 	hitAll                       hitFigures // over every labelled row with an interpretation
 	samplesPerSec                float64    // scoring: Observe on samples that trained no model
@@ -307,6 +342,47 @@ type fileMetrics struct {
 	scored                       int        // samples that trained no model
 	scoreTime, allTime           time.Duration
 	labelled                     bool
+}
+
+// rankFigures judge a score's ranking of the rows: ROC-AUC, PR-AUC (average precision) and
+// the best F1 over all thresholds, without point adjustment. NaN when undefined (one class).
+type rankFigures struct {
+	rocAUC, prAUC, bestF1 float64
+}
+
+// rank computes the ranking figures of scores against labels.
+func rank(scores []float64, labels []bool) rankFigures {
+	if labels == nil {
+		return rankFigures{math.NaN(), math.NaN(), math.NaN()}
+	}
+	var f rankFigures
+	f.rocAUC, _ = evaluate.ROCAUC(scores, labels)
+	f.prAUC, _ = evaluate.AveragePrecision(scores, labels)
+	f.bestF1, _, _ = evaluate.BestF1(scores, labels)
+	return f
+}
+
+// chanceRank is what a random score reaches in expectation: ROC-AUC 0.5, PR-AUC the share of
+// anomalous rows, best F1 that of flagging every row.
+func chanceRank(positives, rows int) rankFigures {
+	if positives == 0 || positives == rows {
+		return rankFigures{math.NaN(), math.NaN(), math.NaN()}
+	}
+	p := float64(positives) / float64(rows)
+	return rankFigures{0.5, p, 2 * p / (1 + p)}
+}
+
+// medianStep is the median time between consecutive rows.
+func medianStep(at []time.Time) time.Duration {
+	if len(at) < 2 {
+		return 0
+	}
+	d := make([]time.Duration, len(at)-1)
+	for i := range d {
+		d[i] = at[i+1].Sub(at[i])
+	}
+	slices.Sort(d)
+	return d[len(d)/2]
 }
 
 // measure computes the figures of one replay.
@@ -317,36 +393,30 @@ func measure(r *replayed) fileMetrics {
 	m.scored, m.scoreTime, m.allTime = r.scored, r.observe, r.observe+r.retrain
 	m.samplesPerSec = float64(m.scored) / m.scoreTime.Seconds()
 	m.withRetrain = float64(n) / m.allTime.Seconds()
-	step := asdInterval
-	if n > 1 {
-		step = s.at[len(s.at)-1].Sub(s.at[r.first]) / time.Duration(n-1)
-	}
-	m.days = (time.Duration(n) * step).Hours() / 24
-	m.incidents = len(r.spans)
-	var segs []evaluate.Segment
-	if s.labels != nil {
+	at := s.at[r.first:]
+	m.interval = medianStep(s.at)
+	// A day of data is a day of sample time: each row stands for the spacing to the next.
+	m.days = (at[len(at)-1].Sub(at[0]) + m.interval).Hours() / 24
+	m.incidents, m.alarms = len(r.spans), len(r.openings)
+	m.ranking = rank(r.score, r.labels)
+	if r.labels != nil {
 		m.labelled = true
-		labels := s.labels[r.first:]
-		for _, l := range labels {
+		for _, l := range r.labels {
 			if l {
 				m.positives++
 			}
 		}
-		m.rocAUC, _ = evaluate.ROCAUC(r.score, labels)
-		m.prAUC, _ = evaluate.AveragePrecision(r.score, labels)
-		m.bestF1, _, _ = evaluate.BestF1(r.score, labels)
-		c, _ := evaluate.Confusion(r.anomalous, labels)
+		c, _ := evaluate.Confusion(r.anomalous, r.labels)
 		m.precision, m.recall, m.f1 = c.Precision(), c.Recall(), c.F1()
-		segs = evaluate.Segments(labels)
-		det := evaluate.Detect(segs, r.openings)
-		m.segments, m.found = len(segs), det.Found
-		m.segRecall, m.delayRows = det.Recall(len(segs)), det.MeanDelay()
+		det := evaluate.Detect(r.segments, r.openings)
+		m.segments, m.found = len(r.segments), det.Found
+		m.segRecall, m.delayRows = det.Recall(len(r.segments)), det.MeanDelay()
 		// Minutes from each found segment's start to the first opening inside it (openings
 		// are in row order).
 		var mins float64
-		for _, sg := range segs {
+		for _, sg := range r.segments {
 			if k, _ := slices.BinarySearch(r.openings, sg.Start); k < len(r.openings) && r.openings[k] < sg.End {
-				mins += s.at[r.first+r.openings[k]].Sub(s.at[r.first+sg.Start]).Minutes()
+				mins += at[r.openings[k]].Sub(at[sg.Start]).Minutes()
 			}
 		}
 		m.delayMinutes = math.NaN()
@@ -354,14 +424,34 @@ func measure(r *replayed) fileMetrics {
 			m.delayMinutes = mins / float64(det.Found)
 		}
 	} else {
-		m.rocAUC, m.prAUC, m.bestF1 = math.NaN(), math.NaN(), math.NaN()
 		m.precision, m.recall, m.f1 = math.NaN(), math.NaN(), math.NaN()
 		m.segRecall, m.delayRows, m.delayMinutes = math.NaN(), math.NaN(), math.NaN()
 	}
-	m.falseIncidents = evaluate.FalseAlarms(r.spans, segs)
-	m.falsePerDay = float64(m.falseIncidents) / m.days
+	m.falseAlarms = evaluate.FalseAlarms(r.episodes, r.segments)
+	m.falsePerDay = float64(m.falseAlarms) / m.days
+	inside := make([]bool, n)
+	for _, sg := range r.segments {
+		for i := sg.Start; i < sg.End; i++ {
+			inside[i] = true
+		}
+	}
+	for k, open := range r.open {
+		if open && !inside[k] {
+			m.openOutside += m.interval
+		}
+	}
+	m.chance = evaluate.Chance(n, r.segments, r.episodes, 200, fnv(s.name))
 	m.hit, m.hitDeviation, m.hitChance = r.hits.engine.mean(), r.hits.deviation.mean(), r.hits.chance.mean()
 	m.hitRows = r.hits.engine.n
 	m.hitAll = r.hits.engineAll.mean()
 	return m
+}
+
+// fnv hashes a name into a seed.
+func fnv(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint64(s[i])) * 1099511628211
+	}
+	return h
 }

@@ -114,10 +114,13 @@ func TestBacktestASDSlice(t *testing.T) {
 	}
 
 	sum := readCSV(t, summary)
-	if len(sum) != 3 || sum[2]["file"] != "mean" {
-		t.Fatalf("summary %v: want omi-1, omi-2 and mean", sum)
+	if len(sum) != 4 || sum[2]["file"] != "mean" || sum[3]["file"] != "pooled" {
+		t.Fatalf("summary %v: want omi-1, omi-2, mean and pooled", sum)
 	}
-	for _, r := range sum {
+	if v := num(t, sum[3], "roc_auc"); !(v > 0.6 && v <= 1) {
+		t.Errorf("pooled ROC-AUC %v: want clearly above chance", v)
+	}
+	for _, r := range sum[:3] {
 		base := num(t, r, "anomalous_rows") / num(t, r, "rows")
 		checks := []struct {
 			col    string
@@ -199,12 +202,12 @@ func TestBacktestLevelShift(t *testing.T) {
 	if d := num(t, s, "delay_rows"); d > 3 {
 		t.Errorf("shifted: incident opened %v rows into the shift, want within 3: 8 sigma is obvious", d)
 	}
-	if num(t, s, "false_incidents") != 0 || num(t, s, "roc_auc") < 0.95 {
+	if num(t, s, "false_alarms") != 0 || num(t, s, "roc_auc") < 0.95 {
 		t.Errorf("shifted: %v; want no false incident and the shift ranked above the rest", s)
 	}
 	// Pure noise opens the odd false incident (about one a day, see docs/results.md), so the
 	// healthy service only checks the unlabelled path: nothing to rank, every incident false.
-	if h["roc_auc"] != "" || h["segment_recall"] != "" || num(t, h, "rows") != 644 || h["incidents"] != h["false_incidents"] {
+	if h["roc_auc"] != "" || h["segment_recall"] != "" || num(t, h, "rows") != 644 || h["alarms"] != h["false_alarms"] {
 		t.Errorf("healthy: %v; want 644 rows, no labels to score, every incident counted false", h)
 	}
 	rows := readCSV(t, filepath.Join(out, "shifted.csv"))
@@ -306,7 +309,7 @@ func TestNaturalCompare(t *testing.T) {
 // 38 forest features), trained on its training rows as the backtest does, retraining pushed
 // out of the way. Run it on one core: go test -run '^$' -bench ScoreASD -cpu 1 ./cmd/incidentctl/
 func BenchmarkScoreASD(b *testing.B) {
-	inputs, err := loadInputs(filepath.Join("..", "..", "testdata", "asd-slice"))
+	inputs, err := loadInputs(filepath.Join("..", "..", "testdata", "asd-slice"), loadOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -341,4 +344,82 @@ func BenchmarkScoreASD(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// TestBacktestNABLayout builds a small corpus in NAB's layout (a file with one window and a
+// repeated timestamp, a file too short to evaluate) and checks that windows become labelled
+// segments, the short file is left out without stopping the run, and --scores and --openings
+// write what NAB's scorer reads: every data row of every file, its timestamp as written.
+func TestBacktestNABLayout(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	mk := func(rel, body string) {
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	var b strings.Builder
+	b.WriteString("timestamp,value\n")
+	t0 := time.Date(2014, 4, 1, 0, 0, 0, 0, time.UTC)
+	const n = 2000
+	for i := range n {
+		v := 10 + rng.NormFloat64()
+		if i >= 1500 && i < 1520 {
+			v += 15
+		}
+		fmt.Fprintf(&b, "%s,%.3f\n", t0.Add(time.Duration(i)*5*time.Minute).Format(time.DateTime), v)
+		if i == 400 {
+			fmt.Fprintf(&b, "%s,%.3f\n", t0.Add(time.Duration(i)*5*time.Minute).Format(time.DateTime), v) // repeated
+		}
+	}
+	mk("data/cat/long.csv", b.String())
+	mk("data/cat/short.csv", "timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,2\n")
+	win := func(i int) string { return t0.Add(time.Duration(i)*5*time.Minute).Format(time.DateTime) + ".000000" }
+	mk("labels/combined_windows.json", fmt.Sprintf(`{"cat/long.csv": [["%s", "%s"]], "cat/short.csv": []}`, win(1450), win(1549)))
+
+	out := t.TempDir()
+	scores, openings, summary := filepath.Join(out, "scores.csv"), filepath.Join(out, "openings.csv"), filepath.Join(out, "summary.csv")
+	printed := runBacktest(t, "--scores", scores, "--openings", openings, "--summary", summary, dir)
+	if !strings.Contains(printed, "left out: cat/short.csv") {
+		t.Errorf("output does not say the short file was left out:\n%s", printed)
+	}
+	sum := readCSV(t, summary)
+	if len(sum) != 3 || sum[0]["file"] != "cat/long.csv" {
+		t.Fatalf("summary %v: want cat/long.csv, mean and pooled", sum)
+	}
+	// NAB's probation is 15% of the 2,001 data rows: rows 0-299; the window is rows 1450-1549.
+	if got := num(t, sum[0], "rows"); got != n-300 {
+		t.Errorf("evaluated rows %v, want the %d after NAB's probation", got, n-300)
+	}
+	if num(t, sum[0], "segments") != 1 || num(t, sum[0], "segments_found") != 1 || num(t, sum[0], "anomalous_rows") != 100 {
+		t.Errorf("summary %v: want one segment of 100 rows, found", sum[0])
+	}
+	for _, path := range []string{scores, openings} {
+		rows := readCSV(t, path)
+		if len(rows) != n+1+2 {
+			t.Fatalf("%s: %d rows, want every data row of both files (%d)", path, len(rows), n+3)
+		}
+		if rows[0]["file"] != "cat/long.csv" || rows[0]["timestamp"] != "2014-04-01 00:00:00" || rows[0]["score"] != "0.000000" {
+			t.Errorf("%s: first row %v, want the file's own timestamp and 0 during warm-up", path, rows[0])
+		}
+		if rows[400]["timestamp"] != rows[401]["timestamp"] || rows[400]["score"] != rows[401]["score"] || (path == scores && rows[400]["score"] == "0.000000") {
+			t.Errorf("%s: the repeated timestamp got %v and %v, want the same judged score twice", path, rows[400], rows[401])
+		}
+	}
+	opened := 0
+	for _, r := range readCSV(t, openings) {
+		if r["score"] == "1.000000" {
+			opened++
+		} else if r["score"] != "0.000000" {
+			t.Fatalf("openings: %v is neither 0 nor 1", r)
+		}
+	}
+	if want := int(num(t, sum[0], "alarms")); opened < want {
+		t.Errorf("openings file marks %d rows, the summary counts %d alarms", opened, want)
+	}
 }

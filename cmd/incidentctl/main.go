@@ -5,6 +5,7 @@
 //	incidentctl dlq replay (--all | --id P-O[,P-O...] | --reason TEXT | --topic TOPIC) [--dry-run]
 //	incidentctl migrate
 //	incidentctl backtest [flags] PATH
+//	incidentctl eval [flags] DATA
 //
 // It reads KAFKA_BROKERS (default localhost:9092), DEAD_LETTER_TOPIC (default
 // metrics.deadletter) and, for migrate and for replaying messages of outbox topics,
@@ -32,6 +33,7 @@ const usage = `usage:
   incidentctl dlq replay (--all | --id P-O[,P-O...] | --reason TEXT | --topic TOPIC) [--dry-run]
   incidentctl migrate
   incidentctl backtest [flags] PATH   replay labelled metrics through the detector offline (backtest --help)
+  incidentctl eval [flags] DATA       the backtest on every benchmark set under DATA beside scikit-learn (eval --help)
   incidentctl listen [ADDR]   print notifications (Alertmanager webhook format) posted to ADDR (default :9099)
 environment: KAFKA_BROKERS (localhost:9092), DEAD_LETTER_TOPIC (metrics.deadletter), DATABASE_URL
 `
@@ -73,6 +75,8 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		return migrate(ctx, stdout)
 	case args[0] == "backtest":
 		return backtest(args[1:], stdout)
+	case args[0] == "eval":
+		return evalCmd(args[1:], stdout)
 	case args[0] == "dlq" && len(args) > 1 && args[1] == "list":
 		return dlqList(ctx, args[2:], stdout)
 	case args[0] == "dlq" && len(args) > 1 && args[1] == "replay":

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"sort"
 )
@@ -320,4 +321,60 @@ func Mean(values []float64) (float64, int) {
 		return math.NaN(), 0
 	}
 	return sum / float64(n), n
+}
+
+// ChanceFigures are what a detector that raised the same alarms at random times would reach,
+// in expectation: the floor that Detect's and FalseAlarms' figures must clear.
+type ChanceFigures struct {
+	// Found is the expected number of segments with an alarm inside them.
+	Found float64
+	// False is the expected number of episodes that overlap no segment.
+	False float64
+}
+
+// Chance places every episode (an alarm from its opening row to its end) at a uniformly random
+// start among rows, keeping its length, draws times with a random source seeded by seed, and
+// returns the mean segments found (an opening inside them, as Detect counts) and false
+// episodes (as FalseAlarms counts). With no episodes or no rows both are zero.
+func Chance(rows int, segments, episodes []Segment, draws int, seed uint64) ChanceFigures {
+	if rows <= 0 || len(episodes) == 0 || draws <= 0 {
+		return ChanceFigures{}
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5851F42D4C957F2D))
+	// covered[i] is the number of segment rows before row i, so an episode's overlap with any
+	// segment is one subtraction.
+	covered := make([]int, rows+1)
+	inSeg := make([]int, rows) // index+1 of the segment holding row i, 0 for none
+	for k, s := range segments {
+		for i := max(0, s.Start); i < min(rows, s.End); i++ {
+			inSeg[i] = k + 1
+		}
+	}
+	for i := range rows {
+		covered[i+1] = covered[i]
+		if inSeg[i] > 0 {
+			covered[i+1]++
+		}
+	}
+	hit := make([]bool, len(segments))
+	var found, falses int
+	for range draws {
+		clear(hit)
+		for _, e := range episodes {
+			l := min(max(1, e.Len()), rows)
+			a := rng.IntN(rows - l + 1)
+			if k := inSeg[a]; k > 0 {
+				hit[k-1] = true
+			}
+			if covered[a+l] == covered[a] {
+				falses++
+			}
+		}
+		for _, h := range hit {
+			if h {
+				found++
+			}
+		}
+	}
+	return ChanceFigures{Found: float64(found) / float64(draws), False: float64(falses) / float64(draws)}
 }
