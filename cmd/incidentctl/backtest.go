@@ -111,7 +111,7 @@ func (f *backtestFlags) detectConfig(s *series) detect.Config {
 
 // backtestRun is what one backtest made of its inputs.
 type backtestRun struct {
-	runs    []*replayed
+	runs []*replayed
 	// every holds a run per input in input order, those too short to evaluate included
 	// (scoring 0 everywhere): NAB's scorer wants every file.
 	every   []*replayed

@@ -22,17 +22,17 @@ type replayed struct {
 
 	score, threshold []float64
 	anomalous, open  []bool
-	top              []string // the explanation of each anomalous row, "m7:0.41;m3:0.22"
-	openings         []int    // evaluated rows at which an incident opened or reopened
+	top              []string           // the explanation of each anomalous row, "m7:0.41;m3:0.22"
+	openings         []int              // evaluated rows at which an incident opened or reopened
 	spans            []evaluate.Segment // per incident, its first opening to its last open row
 	episodes         []evaluate.Segment // per opening or reopening, to the resolution
 	labels           []bool             // per evaluated row, nil without labels
 	rowScore         []float64          // per row of the series, 0 while unjudged
 	rowOpened        []bool             // per row of the series: an incident opened or reopened
 	segments         []evaluate.Segment // the labelled segments, in evaluated rows
-	observe          time.Duration // time spent in Detector.Observe on the evaluated rows that trained no model
-	scored           int           // those rows
-	retrain          time.Duration // time spent in Detector.Observe on the rows that trained one
+	observe          time.Duration      // time spent in Detector.Observe on the evaluated rows that trained no model
+	scored           int                // those rows
+	retrain          time.Duration      // time spent in Detector.Observe on the rows that trained one
 	hits             explanationHits
 }
 
