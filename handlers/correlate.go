@@ -46,6 +46,7 @@ func (h *CorrelateHandler[T]) Handle(msg *message.Message) error {
 	obs := incident.Observation{
 		At: in.Timestamp, ReceivedAt: in.ReceivedAt, Score: in.Score, Threshold: in.Threshold,
 		Judged: in.Judged, Anomalous: in.Anomalous, ModelVersion: in.ModelVersion, Explanation: in.Explanation,
+		Relearned: in.Relearned,
 	}
 	return h.store.InTx(msg.Context(), func(tx T) error {
 		w, err := tx.LoadWatch(in.Service)

@@ -41,6 +41,9 @@ type ScoredSample struct {
 	Anomalous    bool    `json:"anomalous"`
 	ModelVersion int     `json:"model_version"`
 	WarmUpLeft   int     `json:"warm_up_left,omitempty"`
+	// Relearned is true for the sample at which the model learned the service's steady new
+	// behaviour as its normal.
+	Relearned bool `json:"relearned,omitempty"`
 	// Explanation names, for an anomaly, the metrics that drove its score.
 	Explanation []incident.Contribution `json:"explanation,omitempty"`
 }

@@ -136,13 +136,13 @@ func (h *ScoreHandler) Handle(msg *message.Message) ([]*message.Message, error) 
 		if err := h.registry.Save(msg.Context(), model); err != nil {
 			return nil, err
 		}
-		h.logger.Info("model trained", "stage", "score", "service", s.Service, "version", model.Version,
+		h.logger.Info("model trained", "stage", "score", "service", s.Service, "version", model.Version, "relearned", res.Relearned,
 			"rows", model.Rows, "threshold", model.Threshold, "window_from", model.WindowFrom, "window_to", model.WindowTo)
 	}
 	out := ScoredSample{
 		DecodedSample: in, Score: res.Score, Threshold: res.Threshold, Judged: res.Judged,
 		Anomalous: res.Anomalous, ModelVersion: res.ModelVersion, WarmUpLeft: res.WarmUpLeft,
-		Explanation: explanation,
+		Relearned: res.Relearned, Explanation: explanation,
 	}
 	payload, err := json.Marshal(out)
 	if err != nil {

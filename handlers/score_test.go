@@ -100,16 +100,22 @@ func TestScoreWarmsUpThenJudges(t *testing.T) {
 	cases := []struct {
 		name          string
 		reason        string
+		settle        int // normal samples sent first
 		metrics       map[string]float64
 		wantAnomalous bool
 	}{
-		{"normal sample", "a sample like the warm-up is judged and healthy", normalMetrics(rng), false},
-		{"another normal sample", "the model keeps judging normal traffic healthy", normalMetrics(rng), false},
-		{"meltdown", "errors, latency and traffic far from normal are anomalous", meltdown, true},
-		{"normal again", "one anomaly does not poison the model", normalMetrics(rng), false},
+		{"normal sample", "a sample like the warm-up is judged and healthy", 0, normalMetrics(rng), false},
+		{"another normal sample", "the model keeps judging normal traffic healthy", 0, normalMetrics(rng), false},
+		{"meltdown", "errors, latency and traffic far from normal are anomalous", 0, meltdown, true},
+		{"normal again", "one anomaly does not poison the model: once the evidence of the last ten samples has passed, normal is normal", 12, normalMetrics(rng), false},
 	}
-	for i, tc := range cases { // sequential: each case is the next sample of the same model
-		at := last.Add(time.Duration(i+1) * time.Minute)
+	at := last
+	for _, tc := range cases { // sequential: each case is the next sample of the same model
+		for range tc.settle {
+			at = at.Add(time.Minute)
+			score(t, h, decodedMsg(t, "api", at, normalMetrics(rng)))
+		}
+		at = at.Add(time.Minute)
 		got, out := score(t, h, decodedMsg(t, "api", at, tc.metrics))
 		if !got.Judged || got.ModelVersion != 1 || got.WarmUpLeft != 0 {
 			t.Errorf("%s: %s: judged=%v model=%d left=%d, want judged by model 1", tc.name, tc.reason, got.Judged, got.ModelVersion, got.WarmUpLeft)
@@ -117,8 +123,8 @@ func TestScoreWarmsUpThenJudges(t *testing.T) {
 		if got.Anomalous != tc.wantAnomalous {
 			t.Errorf("%s: %s: anomalous=%v (score %.3f, threshold %.3f), want %v", tc.name, tc.reason, got.Anomalous, got.Score, got.Threshold, tc.wantAnomalous)
 		}
-		if got.Threshold <= 0 || got.Threshold >= 1 || got.Score <= 0 || got.Score >= 1 {
-			t.Errorf("%s: score %.3f and threshold %.3f should lie in (0,1)", tc.name, got.Score, got.Threshold)
+		if got.Threshold <= 0 || got.Threshold >= 1 || got.Score < 0 || got.Score >= 1 {
+			t.Errorf("%s: score %.3f should lie in [0,1) and threshold %.3f in (0,1)", tc.name, got.Score, got.Threshold)
 		}
 		if out.Metadata.Get(handlers.MetadataService) != "api" {
 			t.Errorf("%s: metadata service = %q", tc.name, out.Metadata.Get(handlers.MetadataService))

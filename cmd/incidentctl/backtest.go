@@ -65,6 +65,8 @@ type backtestFlags struct {
 	top                            int
 	explain                        string
 	shape                          detect.Shape
+	detect                         detect.Config // the detector's other settings; zero fields take its defaults
+	correlate                      incident.CorrelationConfig
 	quiet                          bool
 }
 
@@ -77,9 +79,17 @@ func (f *backtestFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.asdWarmUp, "asd-warm-up", 1440, "ASD layout: train/ rows the first model trains on, at most all of them; raises the retraining window to match")
 	fs.DurationVar(&f.interval, "interval", asdInterval, "ASD layout: the time between two rows (ASD 5m, SMD 1m)")
 	fs.IntVar(&f.top, "top", 3, "metrics named per anomalous row in --out")
-	fs.StringVar(&f.explain, "explain", "", "explanation method: isolation (default) or path (forest.PathFeatures)")
+	fs.StringVar(&f.explain, "explain", "", "explanation method: deviation (default), isolation (forest.Attribute) or path (forest.PathFeatures)")
 	fs.IntVar(&f.shape.Volatility, "volatility", 0, "derived feature: spread of each metric over this many previous samples and the current one; 0 is the detector's default, -1 leaves it out")
 	fs.IntVar(&f.shape.Change, "change", 0, "derived feature: each metric's difference to the mean of this many previous samples; 0 leaves it out")
+	fs.Float64Var(&f.detect.FalseAlarmsPerDay, "false-alarms-per-day", 0, "the detector's noise budget (0: its default)")
+	fs.Float64Var(&f.detect.Slack, "slack", 0, "surprise in nats a sample must exceed to add to the evidence (0: the detector's default)")
+	fs.DurationVar(&f.detect.RelearnAfter, "relearn-after", 0, "steady anomalous time after which new behaviour is learned as normal (0: the detector's default, negative: never)")
+	fs.Float64Var(&f.detect.StableSpread, "stable-spread", 0, "how much wider than usual a metric may swing and still count as steady (0: the detector's default)")
+	fs.IntVar(&f.correlate.OpenAfter, "open-after", 0, "anomalies among the last --window samples that open an incident (0: the correlator's default)")
+	fs.IntVar(&f.correlate.Window, "window", 0, "samples --open-after counts in (0: the correlator's default)")
+	fs.DurationVar(&f.correlate.Recovery, "recovery", 0, "healthy time before an incident resolves (0: the correlator's default)")
+	fs.IntVar(&f.correlate.RecoverySamples, "recovery-samples", 0, "healthy samples in a row a recovery also needs (0: the correlator's default)")
 	fs.BoolVar(&f.quiet, "quiet", false, "print only the mean row")
 }
 
@@ -100,7 +110,8 @@ func (f *backtestFlags) check() error {
 // detectConfig is the detector's configuration for series s.
 func (f *backtestFlags) detectConfig(s *series) detect.Config {
 	explain, _ := detect.ParseExplanation(f.explain)
-	cfg := detect.Config{WarmUp: f.warmUp, Explanation: explain, Shape: f.shape}
+	cfg := f.detect
+	cfg.WarmUp, cfg.Explanation, cfg.Shape = f.warmUp, explain, f.shape
 	if s.train > 0 {
 		cfg.WarmUp = min(f.asdWarmUp, s.train)
 	}
@@ -129,7 +140,7 @@ func backtestAll(path string, f *backtestFlags) (*backtestRun, error) {
 	}
 	var b backtestRun
 	for _, s := range inputs {
-		r, err := replay(s, f.detectConfig(s), incident.CorrelationConfig{}, f.top)
+		r, err := replay(s, f.detectConfig(s), f.correlate, f.top)
 		if errors.Is(err, errTooShort) {
 			b.skipped = append(b.skipped, err.Error())
 			b.every = append(b.every, &replayed{s: s, first: len(s.rows), rowScore: make([]float64, len(s.rows)), rowOpened: make([]bool, len(s.rows))})

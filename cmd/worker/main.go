@@ -88,6 +88,8 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 	fs.StringVar(&cfg.Router.Topics.Metrics, "metrics-topic", env.String("METRICS_TOPIC", "metrics"), "Kafka topic services publish samples to [METRICS_TOPIC]")
 	fs.StringVar(&cfg.Router.Topics.DeadLetter, "dead-letter-topic", env.String("DEAD_LETTER_TOPIC", "metrics.deadletter"), "Kafka topic for poisoned messages [DEAD_LETTER_TOPIC]")
 	fs.IntVar(&cfg.Detect.WarmUp, "warm-up", env.Int("WARM_UP", 256), "samples per service before its model is trained [WARM_UP]")
+	fs.Float64Var(&cfg.Detect.FalseAlarmsPerDay, "false-alarms-per-day", env.Float("FALSE_ALARMS_PER_DAY", 0.02), "noise budget: alarms a day a normally behaving service may raise; sets each service's alarm level from its sample spacing [FALSE_ALARMS_PER_DAY]")
+	fs.DurationVar(&cfg.Detect.RelearnAfter, "relearn-after", env.Duration("RELEARN_AFTER", 3*time.Hour), "how long a service must stay anomalous but steady before that is learned as its new normal (at least 24 samples; negative: never) [RELEARN_AFTER]")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", env.String("HTTP_ADDR", ":8080"), "address of the dashboard, the operator API (/api/v1), /metrics, /healthz and /readyz [HTTP_ADDR]")
 	// The tokens' environment variables are read after parsing, not as flag defaults, so that
 	// --help never prints a secret.
@@ -95,6 +97,7 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 	fs.StringVar(&cfg.API.ReadToken, "api-read-token", "", "bearer token required for the operator API's reads (API_TOKEN works too); empty leaves reads open [API_READ_TOKEN]")
 	fs.DurationVar(&cfg.TickInterval, "tick-interval", env.Duration("TICK_INTERVAL", 5*time.Second), "how often resolution checks run [TICK_INTERVAL]")
 	fs.DurationVar(&cfg.Correlation.Recovery, "recovery-window", env.Duration("RECOVERY_WINDOW", 15*time.Minute), "healthy time (sample time) before an incident resolves [RECOVERY_WINDOW]")
+	fs.IntVar(&cfg.Correlation.RecoverySamples, "recovery-samples", env.Int("RECOVERY_SAMPLES", 5), "healthy samples in a row an incident's recovery also needs [RECOVERY_SAMPLES]")
 	fs.DurationVar(&cfg.Correlation.ReopenWindow, "reopen-window", env.Duration("REOPEN_WINDOW", 30*time.Minute), "anomalies this soon after resolution reopen the incident [REOPEN_WINDOW]")
 	fs.DurationVar(&cfg.Correlation.StaleAfter, "stale-after", env.Duration("STALE_AFTER", 5*time.Minute), "wall-clock silence after which an open incident records that data stopped [STALE_AFTER]")
 	notifyFile := fs.String("notify-config", env.String("NOTIFY_CONFIG", ""), "JSON file of notification receivers and routes (see README) [NOTIFY_CONFIG]")

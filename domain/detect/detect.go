@@ -1,13 +1,28 @@
 // Package detect judges one service's samples with its own Isolation Forest.
 //
-// A Detector learns what normal looks like from the service's first samples (the warm-up),
-// trains a forest on them, calibrates its threshold from the scores of that same window, and
-// from then on scores every sample against it without allocating. It turns metric values into
-// features (a count becomes its ratio to the recent level, so a daily traffic cycle is not an
-// anomaly while a collapse is; any other metric that is not an error rate or a latency also
-// gets its volatility over the last few samples, see Shape) and explains each judgement as
-// every metric's share in it (Explain). It keeps no history beyond its training window and
-// those few samples, and does not decide what an incident is: the incident package does.
+// A Detector learns what normal looks like from the service's first samples (the warm-up):
+// it trains a forest on them and learns each feature's own distribution. From then on it
+// scores every sample without allocating. It turns metric values into features (a count
+// becomes its ratio to the recent level, so a daily traffic cycle is not an anomaly while a
+// collapse is; any other metric that is not an error rate or a latency also gets its
+// volatility over the last few samples, see Shape).
+//
+// Each sample's surprise is the negative log of the chance that a normal sample of the
+// service looks at least as odd: odd as a whole to the forest (its score against the scores
+// of normal samples the forest did not train on) or odd on one feature (that feature's
+// deviation from its median against the training distribution), whichever is stronger, with
+// a Bonferroni correction for looking at many. Surprise is comparable across services and
+// metrics. The evidence is its cumulative sum (CUSUM) beyond a slack, so a single extreme
+// sample and a run of mildly odd ones both raise it, and it falls back when samples are
+// normal again. A sample is anomalous when the evidence is beyond the alarm level and the
+// sample adds to it; the alarm level follows from a noise budget, the false alarms per day
+// a service may raise (Config.FalseAlarmsPerDay), and the service's own sample spacing.
+//
+// The detector retrains on its recent normal samples every day, and when a service stays
+// anomalous but steady for Config.RelearnAfter (a deploy, a new baseline), it learns that as
+// its new normal (Result.Relearned). It explains each judgement as every metric's share in it
+// (Explain). It keeps no history beyond its training window and a few samples, and does not
+// decide what an incident is: the incident package does.
 package detect
 
 import (
@@ -25,7 +40,18 @@ import (
 // ErrOutOfOrder is returned for a sample older than the last one the detector saw.
 var ErrOutOfOrder = errors.New("sample is older than the last one seen")
 
-// Config sets how a service's model is trained. A zero field takes the default beside it.
+// scoreScale is the evidence, in nats, that a score of 1 stands for: ten orders of magnitude
+// (a chance of 1e-10). Scores are evidence on a log10 scale divided by ten, so that 0.5 means
+// odds of one in 100,000 against normal behaviour, as on NAB's log-likelihood scale.
+var scoreScale = 10 * math.Ln10
+
+// squash maps evidence in nats onto a score in [0, 1): 0.5 at odds of one in 100,000 against
+// normal behaviour, 0.75 at one in 10^10, on towards 1, so that more extreme always scores
+// higher.
+func squash(z float64) float64 { return 1 - math.Exp2(-z/(scoreScale/2)) }
+
+// Config sets how a service's model is trained and judged. A zero field takes the default
+// beside it.
 type Config struct {
 	// WarmUp is the number of samples collected before the model is trained (default 256,
 	// one forest subsample).
@@ -34,11 +60,19 @@ type Config struct {
 	// 256 samples). Its Seed is mixed with the service name, so each service has its own
 	// reproducible forest.
 	Forest forest.Config
-	// Quantile of the warm-up scores the threshold starts from (default 0.99).
-	Quantile float64
-	// Margin widens the threshold above that quantile by this fraction of the headroom left
-	// below a score of 1 (default 0.15).
-	Margin float64
+	// FalseAlarmsPerDay is the noise budget: how many alarms a day a service behaving
+	// normally may raise, which sets the alarm level from the service's sample spacing
+	// (default 0.02, one every 50 days; chosen on smd-dev, see docs/results.md).
+	FalseAlarmsPerDay float64
+	// Context is the number of latest samples whose mean surprise is the evidence (default
+	// 10, as in Numenta's anomaly likelihood): a run of mildly odd samples weighs as much as
+	// one far out, and one odd sample among normal ones weighs little.
+	Context int
+	// Slack is how odd a sample must itself be, in nats of surprise against the service's
+	// normal samples, to be anomalous when the evidence is at the alarm level (default 3:
+	// rarer than one normal sample in twenty): normal-looking samples right after an anomaly
+	// are not anomalies themselves.
+	Slack float64
 	// LevelSpan is the number of samples the recent level of a count averages over
 	// (default 10).
 	LevelSpan int
@@ -58,12 +92,26 @@ type Config struct {
 	// anomaly (while an incident may still be open), are left out, so an outage is never
 	// learned as normal.
 	RetrainWindow int
+	// RetrainSpan is the time the retraining window covers once it is full (default 7 days):
+	// it then keeps one sample every RetrainSpan/RetrainWindow, so that a retraining sees a
+	// week (quiet days and busy ones) rather than only the last day.
+	RetrainSpan time.Duration
 	// Exclusion is how long after an anomaly samples stay out of the retraining window
 	// (default 15m, the recovery window of incidents).
 	Exclusion time.Duration
+	// RelearnAfter is how long a service must stay anomalous, and steady, before its new
+	// behaviour is learned as its normal (default 3h; negative: never). Steady means that
+	// over that span no metric drifted (its median over the first half and over the second
+	// differ by at most StableSpread times its spread) and no error rate or latency is worse
+	// than its normal: a level shift is learned; a ramp, or an outage, is not.
+	RelearnAfter time.Duration
+	// StableSpread bounds how far a metric's median may move between the halves of the
+	// relearning span, in units of its spread there, for its behaviour to count as steady
+	// (default 3).
+	StableSpread float64
 	// Shape sets the features derived from each metric's recent samples (see Shape).
 	Shape Shape
-	// Explanation is how Explain attributes an anomaly to metrics (default ExplainIsolation).
+	// Explanation is how Explain attributes an anomaly to metrics (default ExplainDeviation).
 	Explanation Explanation
 }
 
@@ -72,11 +120,14 @@ func (c *Config) SetDefaults() {
 	if c.WarmUp == 0 {
 		c.WarmUp = 256
 	}
-	if c.Quantile == 0 {
-		c.Quantile = 0.99
+	if c.FalseAlarmsPerDay == 0 {
+		c.FalseAlarmsPerDay = 0.02
 	}
-	if c.Margin == 0 {
-		c.Margin = 0.15
+	if c.Context == 0 {
+		c.Context = 10
+	}
+	if c.Slack == 0 {
+		c.Slack = 3
 	}
 	if c.LevelSpan == 0 {
 		c.LevelSpan = 10
@@ -93,8 +144,17 @@ func (c *Config) SetDefaults() {
 	if c.RetrainWindow == 0 {
 		c.RetrainWindow = 1440
 	}
+	if c.RetrainSpan == 0 {
+		c.RetrainSpan = 7 * 24 * time.Hour
+	}
 	if c.Exclusion == 0 {
 		c.Exclusion = 15 * time.Minute
+	}
+	if c.RelearnAfter == 0 {
+		c.RelearnAfter = 3 * time.Hour
+	}
+	if c.StableSpread == 0 {
+		c.StableSpread = 3
 	}
 }
 
@@ -104,11 +164,14 @@ func (c Config) Validate() error {
 	if c.WarmUp < 16 {
 		errs = append(errs, fmt.Errorf("warm-up %d: need at least 16 samples", c.WarmUp))
 	}
-	if c.Quantile <= 0 || c.Quantile > 1 {
-		errs = append(errs, fmt.Errorf("quantile %g must be in (0,1]", c.Quantile))
+	if !(c.FalseAlarmsPerDay > 0) {
+		errs = append(errs, fmt.Errorf("false alarms per day %g must be positive", c.FalseAlarmsPerDay))
 	}
-	if c.Margin < 0 || c.Margin >= 1 {
-		errs = append(errs, fmt.Errorf("margin %g must be in [0,1)", c.Margin))
+	if !(c.Slack > 0) {
+		errs = append(errs, fmt.Errorf("slack %g must be positive", c.Slack))
+	}
+	if c.Context < 1 || c.Context > 1024 {
+		errs = append(errs, fmt.Errorf("context %d must be 1 to 1024 samples", c.Context))
 	}
 	if c.LevelDrift < 0 || c.LevelRise < 0 {
 		errs = append(errs, fmt.Errorf("level drift %g and rise %g must not be negative", c.LevelDrift, c.LevelRise))
@@ -116,11 +179,14 @@ func (c Config) Validate() error {
 	if c.LevelSpan < 1 {
 		errs = append(errs, fmt.Errorf("level span %d must be positive", c.LevelSpan))
 	}
-	if c.RetrainEvery < 0 || c.Exclusion < 0 {
+	if c.RetrainEvery < 0 || c.Exclusion < 0 || c.RetrainSpan < 0 {
 		errs = append(errs, errors.New("retrain interval and exclusion must not be negative"))
 	}
 	if c.RetrainWindow != 0 && c.RetrainWindow < c.WarmUp {
 		errs = append(errs, fmt.Errorf("retrain window %d is smaller than the warm-up %d", c.RetrainWindow, c.WarmUp))
+	}
+	if !(c.StableSpread >= 1) {
+		errs = append(errs, fmt.Errorf("stable spread %g must be at least 1", c.StableSpread))
 	}
 	if c.Forest.Trees < 0 || c.Forest.SampleSize < 0 {
 		errs = append(errs, errors.New("forest trees and sample size must not be negative"))
@@ -128,7 +194,7 @@ func (c Config) Validate() error {
 	if err := c.Shape.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Explanation != ExplainIsolation && c.Explanation != ExplainPath {
+	if c.Explanation < ExplainDeviation || c.Explanation > ExplainPath {
 		errs = append(errs, fmt.Errorf("explanation %d is unknown", c.Explanation))
 	}
 	return errors.Join(errs...)
@@ -136,18 +202,26 @@ func (c Config) Validate() error {
 
 // Result is the detector's judgement of one sample.
 type Result struct {
-	Score     float64
+	// Score is the evidence against normal behaviour on a log10 scale divided by ten, in
+	// [0, 1]: 0.5 means odds of one in 100,000 that a normal service shows it (see Detector).
+	Score float64
+	// Threshold is the alarm level on the same scale, set by the noise budget.
 	Threshold float64
 	// Judged is false during warm-up, when there is no model yet.
-	Judged    bool
+	Judged bool
+	// Anomalous is true when the evidence is at or beyond the threshold and this sample
+	// added to it.
 	Anomalous bool
 	// ModelVersion counts the models this detector trained (0 during the first warm-up).
 	ModelVersion int
 	// WarmUpLeft is the number of samples still needed before the next model is trained.
 	WarmUpLeft int
 	// Trained is true for the sample at which a new model was trained (the end of the
-	// warm-up, or a retraining); the caller may store it (see Model).
+	// warm-up, a retraining or a relearning); the caller may store it (see Model).
 	Trained bool
+	// Relearned is true for the sample at which the detector adopted the service's steady
+	// new behaviour of the last RelearnAfter as its normal; the evidence starts again from 0.
+	Relearned bool
 }
 
 // Detector scores the samples of one service. It is not safe for concurrent use.
@@ -158,25 +232,35 @@ type Detector struct {
 	names   []string
 	isCount []bool
 	better  []bool    // lower is better: error rates and latencies
-	typical []float64 // per lower-is-better feature, the median of the training window
-	level   []float64
+	typical []float64 // per lower-is-better metric, the median of the training window
+	fast    []float64 // per count, the exponential average of its log
+	level   []float64 // per count, that average followed at most LevelDrift/LevelRise an hour
 	hasLvl  bool
-	owner   []int     // per feature, the metric it derives from
-	hist    []float64 // the metrics' recent raw values, a ring of rows (see Shape)
-	histPos int       // the ring's next row
-	histLen int       // rows filled
-	shares  []float64 // per feature, Explain's scratch
-	lo, hi  []float64 // per metric, the training range derived features clip to
-	rangeOf int       // the model version lo and hi belong to
+	owner   []int // per feature, the metric it derives from
+	// minFloor is, per feature, the smallest deviation worth noticing: 1% for a count's
+	// features (log units), nothing for others.
+	minFloor []float64
+	hist     []float64 // the metrics' recent raw values, a ring of rows (see Shape)
+	histPos  int       // the ring's next row
+	histLen  int       // rows filled
+	shares   []float64 // per feature, Explain's scratch
 
-	win       window // recent feature rows: the warm-up, then the retraining window
-	model     *forest.Forest
-	threshold float64
-	version   int
-	trainedAt time.Time // sample time of the latest training
-	trainSpan [2]time.Time
-	trainRows int
-	lastAnom  time.Time // sample time of the latest anomaly
+	win        window // feature rows to train on: the warm-up, then the retraining window
+	recent     window // the latest feature rows, every one, for relearning
+	model      *forest.Forest
+	cal        calibration
+	surprise   []float64 // per feature, the surprise of the last sample's deviation
+	version    int
+	trainedAt  time.Time // sample time of the latest training
+	trainSpan  [2]time.Time
+	trainRows  int
+	lastAnom   time.Time      // sample time of the latest anomaly
+	evidence   float64        // the CUSUM of surprise, in nats
+	alarm      float64        // the alarm level, in nats
+	alarmFrom  time.Time      // first sample of the current run with the evidence at the alarm level
+	scratch    []float64      // relearning's scratch: one column of the window
+	recentMean recentSurprise // the raw surprise of the latest Context samples
+	pending    pendingSamples // the latest normal-looking samples, not yet in the calibration
 
 	x        []float64
 	lastAt   time.Time
@@ -201,7 +285,7 @@ func (d *Detector) Features() []string { return slices.Clone(d.names) }
 // Observe judges s. A sample at the same time as the previous one is a redelivery and gets
 // the same result again; an older one returns ErrOutOfOrder. A sample whose metric names
 // differ from the model's starts a new warm-up under the new names. Once a model is trained,
-// Observe allocates nothing.
+// Observe allocates nothing but when it trains a new one.
 func (d *Detector) Observe(s sample.Sample) (Result, error) {
 	if d.hasFirst {
 		switch {
@@ -218,7 +302,8 @@ func (d *Detector) Observe(s sample.Sample) (Result, error) {
 
 	var res Result
 	if d.model == nil {
-		d.win.push(d.x, s.At)
+		d.win.push(d.x, s.At, false, 0)
+		d.recent.push(d.x, s.At, false, 0)
 		left := max(0, d.cfg.WarmUp-d.win.len())
 		if left == 0 {
 			if err := d.train(s.At); err != nil {
@@ -227,14 +312,50 @@ func (d *Detector) Observe(s sample.Sample) (Result, error) {
 		}
 		res = Result{ModelVersion: d.version, WarmUpLeft: left, Trained: left == 0}
 	} else {
-		score := d.model.ScoreExtended(d.x)
-		res = Result{Score: score, Threshold: d.threshold, Judged: true, Anomalous: score > d.threshold, ModelVersion: d.version}
-		if res.Anomalous {
-			d.lastAnom = s.At
-		} else if d.lastAnom.IsZero() || s.At.Sub(d.lastAnom) > d.cfg.Exclusion {
-			d.win.push(d.x, s.At)
+		raw := d.model.ScoreExtended(d.x)
+		u := d.judge(raw)
+		mean := d.recentMean.push(u)
+		// The evidence is the recent mean surprise against the means of normal samples; the
+		// sample's own surprise against normal samples' own says whether it is itself odd.
+		own := d.cal.single.surprise(u)
+		d.evidence = d.cal.means.surprise(mean)
+		anomalous := d.evidence >= d.alarm && own > d.cfg.Slack
+		score := d.evidence
+		res = Result{
+			Score: squash(score), Threshold: squash(d.alarm),
+			Judged: true, Anomalous: anomalous, ModelVersion: d.version,
 		}
-		if s.At.Sub(d.trainedAt) >= d.cfg.RetrainEvery && d.win.len() >= d.cfg.WarmUp {
+		if anomalous {
+			d.lastAnom = s.At
+		}
+		leaveOut := !d.lastAnom.IsZero() && s.At.Sub(d.lastAnom) <= d.cfg.Exclusion
+		d.win.push(d.x, s.At, leaveOut, d.cfg.RetrainSpan/time.Duration(d.cfg.RetrainWindow))
+		d.recent.push(d.x, s.At, leaveOut, 0)
+		// A sample counts as normal for the calibration only once the samples after it showed
+		// no alarm: those that build up the evidence of an anomaly must not teach the
+		// calibration that they are normal before it is raised.
+		if leaveOut || d.evidence >= d.alarm {
+			d.pending.clear()
+		} else if p, ok := d.pending.push(pendingSample{raw, mean, u}); ok {
+			d.cal.scores.add(p.raw)
+			d.cal.means.add(p.mean)
+			d.cal.single.add(p.u)
+		}
+		switch {
+		case d.evidence < d.alarm:
+			d.alarmFrom = time.Time{}
+		case d.alarmFrom.IsZero():
+			d.alarmFrom = s.At
+		}
+		relearned, err := d.maybeRelearn(s.At)
+		if err != nil {
+			return Result{}, err
+		}
+		res.Relearned, res.Trained = relearned, relearned
+		// A young model retrains as soon as its window holds twice the rows it was trained on,
+		// so a model whose warm-up saw a few hours of a daily cycle soon sees the rest.
+		grown := d.trainRows < d.cfg.RetrainWindow && d.win.clean >= 2*d.trainRows
+		if !relearned && (grown || s.At.Sub(d.trainedAt) >= d.cfg.RetrainEvery) && d.win.clean >= d.cfg.WarmUp {
 			if err := d.train(s.At); err != nil {
 				return Result{}, err
 			}
@@ -244,6 +365,81 @@ func (d *Detector) Observe(s sample.Sample) (Result, error) {
 	d.advanceLevels(s.Metrics, s.At)
 	d.hasFirst, d.lastAt, d.lastRes = true, s.At, res
 	return res, nil
+}
+
+// judge returns the raw surprise of the sample in d.x whose forest score is raw: the
+// stronger of the forest's evidence (the score against the forest's scores of normal
+// samples) and the most surprising single feature's (its deviation against the training
+// distribution), each corrected for the number of looks (the feature for the number of
+// features, the larger of the two for the two), and records each feature's own surprise for
+// Explain. Observe then calibrates it against the raw surprise of the service's recent normal
+// samples, so that a service whose normal days are more surprising than its training rows
+// suggest does not pay for it in false alarms.
+func (d *Detector) judge(raw float64) float64 {
+	top := 0.0
+	for j, v := range d.x {
+		dev := v - d.cal.median[j]
+		if d.oneSided(j) {
+			dev = max(0, dev)
+		}
+		u := d.cal.tails[j].surprise(math.Abs(dev))
+		d.surprise[j] = u
+		top = max(top, u)
+	}
+	joint := d.cal.scores.surprise(raw)
+	single := top - math.Log(float64(len(d.x)))
+	return max(0, max(joint, single)-math.Ln2)
+}
+
+// oneSided reports whether only a rise of feature j is odd: lower-is-better metrics (floored
+// at their median) and derived spreads are judged one way, counts (clipped at their level)
+// and plain values both ways.
+func (d *Detector) oneSided(j int) bool { return j < len(d.names) && d.better[j] }
+
+// recentSurprise is a ring of the latest raw surprises and their mean.
+type recentSurprise struct {
+	v    []float64
+	next int
+	n    int
+	sum  float64
+}
+
+func newRecentSurprise(n int) recentSurprise { return recentSurprise{v: make([]float64, n)} }
+
+// pendingSample is what the calibration learns of one normal sample (see calibration).
+type pendingSample struct{ raw, mean, u float64 }
+
+// pendingSamples is a fixed-size queue of samples waiting to join the calibration.
+type pendingSamples struct {
+	q       []pendingSample
+	next, n int
+}
+
+func newPendingSamples(n int) pendingSamples { return pendingSamples{q: make([]pendingSample, n)} }
+
+// push queues p and returns the sample it pushes out, once the queue is full.
+func (p *pendingSamples) push(s pendingSample) (pendingSample, bool) {
+	out, full := p.q[p.next], p.n == len(p.q)
+	p.q[p.next] = s
+	p.next = (p.next + 1) % len(p.q)
+	p.n = min(p.n+1, len(p.q))
+	return out, full
+}
+
+// clear drops every queued sample.
+func (p *pendingSamples) clear() { p.next, p.n = 0, 0 }
+
+// push adds u and returns the mean of the ring.
+func (c *recentSurprise) push(u float64) float64 {
+	if c.n == len(c.v) {
+		c.sum -= c.v[c.next]
+	} else {
+		c.n++
+	}
+	c.v[c.next] = u
+	c.sum += u
+	c.next = (c.next + 1) % len(c.v)
+	return max(0, c.sum/float64(c.n))
 }
 
 func (d *Detector) sameNames(ms []sample.Metric) bool {
@@ -268,19 +464,31 @@ func (d *Detector) reset(ms []sample.Metric) {
 		d.isCount[i] = isCount(m.Name)
 		d.better[i] = lowerIsBetter(m.Name)
 	}
+	d.fast = make([]float64, len(ms))
 	d.level = make([]float64, len(ms))
 	// Feature i is metric i's value; the features Shape derives follow.
 	d.owner = d.cfg.Shape.layout(d.names)
 	d.x = make([]float64, len(d.owner))
+	d.minFloor = make([]float64, len(d.owner))
+	for f, m := range d.owner {
+		if d.isCount[m] {
+			d.minFloor[f] = countFloor
+		}
+	}
 	d.shares = make([]float64, len(d.owner))
+	d.surprise = make([]float64, len(d.owner))
 	d.hist = make([]float64, d.cfg.Shape.history()*len(ms))
 	d.histPos, d.histLen = 0, 0
-	d.lo, d.hi = make([]float64, len(ms)), make([]float64, len(ms))
-	d.rangeOf = -1
 	d.hasLvl = false
-	d.win = newWindow(max(d.cfg.RetrainWindow, d.cfg.WarmUp), len(d.owner))
+	capacity := max(d.cfg.RetrainWindow, d.cfg.WarmUp)
+	d.win = newWindow(capacity, len(d.owner))
+	d.recent = newWindow(recentRows, len(d.owner))
+	d.scratch = make([]float64, recentRows)
+	d.cal = newCalibration(len(d.owner), len(ms))
+	d.recentMean = newRecentSurprise(d.cfg.Context)
+	d.pending = newPendingSamples(2 * d.cfg.Context)
 	d.model = nil
-	d.threshold = 0
+	d.evidence, d.alarm, d.alarmFrom = 0, 0, time.Time{}
 	d.lastAnom = time.Time{}
 }
 
@@ -298,13 +506,16 @@ func lowerIsBetter(name string) bool {
 }
 
 // features fills d.x from the metrics: first one feature per metric, then the features Shape
-// derives from each plain metric's recent samples. A count becomes its log-ratio to the
-// count's recent level, clipped at zero from above: traffic falling below its level is a signal
-// (a collapse), traffic above it is not (a healthy spike, or recovery from a collapse).
+// derives from each plain metric's recent samples and each count's sudden drop. A count is
+// judged on two features, both clipped at zero from above, since only less traffic than
+// usual is a signal (more is a healthy spike, or recovery from a collapse): how far both the
+// sample and its recent average (over LevelSpan samples, up to the previous sample) lie below
+// its level, which follows the average at most LevelDrift down and LevelRise up per hour, so
+// that a collapse stays odd for hours and its end is not; and how far the sample lies below
+// the median of the few before it (see dropSpan), which sees a collapse at once. Neither depends on whether traffic
+// is rising or falling with the time of day, so a model trained on a morning judges an
+// evening alike.
 func (d *Detector) features(ms []sample.Metric) {
-	if d.rangeOf != d.version {
-		d.trainingRange()
-	}
 	at := len(ms)
 	for i, m := range ms {
 		if !d.isCount[i] {
@@ -319,21 +530,29 @@ func (d *Detector) features(ms []sample.Metric) {
 		}
 		v := logCount(m.Value)
 		if !d.hasLvl {
-			d.level[i] = v
+			d.fast[i], d.level[i] = v, v
 		}
-		d.x[i] = min(0, v-d.level[i])
+		d.x[i] = min(0, max(v, d.fast[i])-d.level[i])
+		at = d.drop(i, at, m.Value)
 	}
 	d.hasLvl = true
 }
+
+// countFloor is the smallest change of a count, in log units (1%), that its features notice:
+// a count's level feature is exactly zero while traffic rises, so without it the first
+// rounding-sized dip would be infinitely surprising.
+const countFloor = 0.01
 
 // logCount is the log scale counts are compared on. A count below zero, which sample
 // validation allows for names other than request_count, counts as zero: log1p of -1 or less
 // is -Inf or NaN, which would fail every training and poison the level for good.
 func logCount(v float64) float64 { return math.Log1p(max(v, 0)) }
 
-// advanceLevels moves each count's level towards the sample (an exponential average over
-// LevelSpan samples), falling by at most LevelDrift and rising by at most LevelRise per hour
-// of sample time since the last sample.
+// advanceLevels moves each count's average towards the sample (an exponential average over
+// LevelSpan samples) and its level towards that average, falling by at most LevelDrift and
+// rising by at most LevelRise per hour of sample time since the last sample. The limits act on
+// the average, not on each noisy sample, so a steady count's level sits at its mean whether
+// traffic rises or falls with the time of day.
 func (d *Detector) advanceLevels(ms []sample.Metric, at time.Time) {
 	alpha := 2 / (float64(d.cfg.LevelSpan) + 1)
 	maxFall, maxRise := math.Inf(1), math.Inf(1)
@@ -343,17 +562,27 @@ func (d *Detector) advanceLevels(ms []sample.Metric, at time.Time) {
 	}
 	for i, m := range ms {
 		if d.isCount[i] {
-			step := alpha * (logCount(m.Value) - d.level[i])
-			d.level[i] += max(-maxFall, min(maxRise, step))
+			d.fast[i] += alpha * (logCount(m.Value) - d.fast[i])
+			d.level[i] += max(-maxFall, min(maxRise, d.fast[i]-d.level[i]))
 		}
 	}
 	d.remember(ms)
 }
 
-// train fits a new model on the window's rows at sample time at and calibrates its
-// threshold on them.
+// train fits a new model on the window's training rows at sample time at, learns each
+// feature's distribution from them and calibrates the forest's scores on its out-of-bag
+// scores of them.
 func (d *Detector) train(at time.Time) error {
-	rows := d.win.rows()
+	rows, from, to := d.win.trainingRows()
+	if err := d.fit(rows, at); err != nil {
+		return err
+	}
+	d.trainSpan = [2]time.Time{from, to}
+	return nil
+}
+
+// fit trains and calibrates a model on rows.
+func (d *Detector) fit(rows [][]float64, at time.Time) error {
 	col := make([]float64, len(rows))
 	for j, better := range d.better {
 		if !better {
@@ -364,44 +593,123 @@ func (d *Detector) train(at time.Time) error {
 		}
 		slices.Sort(col)
 		d.typical[j] = col[len(col)/2]
+		// The forest and the feature's tail see values floored at the new median.
+		for _, row := range rows {
+			row[j] = max(row[j], d.typical[j])
+		}
 	}
 	fc := d.cfg.Forest
 	fc.Seed ^= fnv64(d.service) ^ uint64(d.version)
-	m, err := forest.Train(rows, fc)
+	m, oob, err := forest.TrainOOB(rows, fc)
 	if err != nil {
 		return fmt.Errorf("train model for %s: %w", d.service, err)
 	}
-	// Calibrate on at most 512 rows spread evenly over the window: enough for the 99th
-	// percentile, and retraining stays a few milliseconds.
-	step := max(1, len(rows)/512)
-	scores := make([]float64, 0, len(rows)/step+1)
-	for i := 0; i < len(rows); i += step {
-		scores = append(scores, m.ScoreExtended(rows[i]))
-	}
+	d.cal.fit(rows, d.better, d.minFloor, d.win.spacing())
+	d.cal.scores.seed(oob)
 	d.model = m
-	d.threshold = Calibrate(scores, d.cfg.Quantile, d.cfg.Margin)
+	// The raw surprise of the training rows themselves starts the calibration of surprise;
+	// live normal samples replace them as they come.
+	x, u := slices.Clone(d.x), slices.Clone(d.surprise)
+	seeds := make([]float64, len(rows))
+	for i, r := range rows {
+		copy(d.x, r)
+		seeds[i] = d.judge(oob[i])
+	}
+	d.cal.single.seed(seeds)
+	c := newRecentSurprise(d.cfg.Context)
+	means := make([]float64, len(seeds))
+	for i, u := range seeds {
+		means[i] = c.push(u)
+	}
+	d.cal.means.seed(means)
+	copy(d.x, x)
+	copy(d.surprise, u)
+	d.alarm = d.cal.alarmLevel(d.cfg.FalseAlarmsPerDay)
 	d.version++
 	d.trainedAt = at
-	d.trainSpan[0], d.trainSpan[1] = d.win.span()
 	d.trainRows = len(rows)
 	return nil
 }
 
-// Calibrate returns a threshold from the scores of a model's own training samples: their
-// q-quantile, raised by margin times the headroom left above it. Each service thereby gets a
-// threshold fitted to how spread its normal behaviour is, instead of one global number.
-// With no scores it returns 1: nothing is anomalous.
-func Calibrate(scores []float64, q, margin float64) float64 {
-	if len(scores) == 0 {
-		return 1
+// recentRows bounds the latest rows kept for relearning; scoresSize and normSize the forest
+// scores and surprises of normal samples the detector calibrates on.
+const (
+	recentRows  = 512
+	relearnRows = 24
+	scoresSize  = 1024
+	normSize    = 2048
+)
+
+// maybeRelearn learns the last RelearnAfter of samples as normal when the evidence has stayed
+// at the alarm level all that time and the samples were steady, and reports whether it did.
+// The new behaviour joins the old rather than replacing it: the model is trained on those
+// samples, every one, together with at most three times as many of the window's training
+// rows, spread over it; and the samples it had left out of the window since then count as
+// training rows from now on, so later retrainings keep them.
+func (d *Detector) maybeRelearn(at time.Time) (bool, error) {
+	// The span is judged in time and in samples: at least RelearnAfter, and at least
+	// relearnRows samples at the service's spacing.
+	span := max(d.cfg.RelearnAfter, relearnRows*d.cal.step)
+	if d.cfg.RelearnAfter < 0 || d.alarmFrom.IsZero() || at.Sub(d.alarmFrom) < span {
+		return false, nil
 	}
-	s := slices.Clone(scores)
-	slices.Sort(s)
-	pos := q * float64(len(s)-1)
-	lo := int(math.Floor(pos))
-	hi := min(lo+1, len(s)-1)
-	base := s[lo] + (pos-float64(lo))*(s[hi]-s[lo])
-	return base + margin*(1-base)
+	from := at.Add(-span)
+	k := d.recent.since(from)
+	n := d.recent.len() - k
+	if n < relearnRows/2 || !d.steady(k) {
+		return false, nil
+	}
+	d.win.admit(from)
+	old, oldFrom, _ := d.win.trainingRows()
+	step := max(1, float64(len(old))/float64(3*n))
+	rows := make([][]float64, 0, n+3*n)
+	for i := 0.0; int(i) < len(old) && len(rows) < 3*n; i += step {
+		rows = append(rows, old[int(i)])
+	}
+	for i := range n {
+		rows = append(rows, slices.Clone(d.recent.row(k+i)))
+	}
+	if err := d.fit(rows, at); err != nil {
+		return false, err
+	}
+	if oldFrom.IsZero() {
+		oldFrom = d.recent.at(k)
+	}
+	d.trainSpan = [2]time.Time{oldFrom, at}
+	d.evidence, d.alarmFrom, d.lastAnom = 0, time.Time{}, time.Time{}
+	return true, nil
+}
+
+// steady reports whether the recent rows from the k-th oldest on show a new steady behaviour:
+// no metric drifted (its medians over the first and the second half differ by at most
+// StableSpread times its spread over them) and no lower-is-better metric is worse than its
+// normal (an error rate or a latency that rose is an outage, never a new normal).
+func (d *Detector) steady(k int) bool {
+	n := d.recent.len() - k
+	for j := range d.names {
+		col := d.scratch[:n]
+		for i := range n {
+			col[i] = d.recent.row(k + i)[j]
+		}
+		first, second := median(col[:n/2]), median(col[n/2:])
+		m := median(col)
+		if d.better[j] && d.cal.tails[j].surprise(max(0, m-d.cal.median[j])) > d.cfg.Slack {
+			return false
+		}
+		for i := range col {
+			col[i] = math.Abs(col[i] - m)
+		}
+		if math.Abs(first-second) > d.cfg.StableSpread*median(col)+d.cal.floor[j] {
+			return false
+		}
+	}
+	return true
+}
+
+// median sorts v in place and returns its median.
+func median(v []float64) float64 {
+	slices.Sort(v)
+	return v[len(v)/2]
 }
 
 func fnv64(s string) uint64 {
@@ -413,14 +721,33 @@ func fnv64(s string) uint64 {
 	return h
 }
 
-// Explain writes into out, for the sample last observed, each metric's share in isolating it;
-// shares sum to 1. The forest's attribution (Config.Explanation) is computed per feature, and
-// the features Shape derives from a metric count towards that metric. out must have one entry
-// per metric (see Features). It reports false, leaving out unchanged, when there is no model
-// yet. Explain allocates nothing.
+// Explain writes into out, for the sample last observed, each metric's share in its
+// judgement; shares sum to 1. By default (ExplainDeviation) a metric's share follows how
+// surprising its features' deviations from their normal are, beyond what one sample in ten
+// shows: a metric inside its usual range gets nothing. When no metric is outside its usual
+// range (an odd combination of usual values), the forest's attribution decides, as it does
+// for ExplainIsolation and ExplainPath. out must have one entry per metric (see Features). It
+// reports false, leaving out unchanged, when there is no model yet. Explain allocates
+// nothing.
 func (d *Detector) Explain(out []float64) bool {
 	if d.model == nil || len(out) != len(d.names) {
 		return false
+	}
+	clear(out)
+	if d.cfg.Explanation == ExplainDeviation {
+		total := 0.0
+		for f, u := range d.surprise {
+			if w := u - math.Ln10; w > 0 {
+				out[d.owner[f]] += w
+				total += w
+			}
+		}
+		if total > 0 {
+			for i := range out {
+				out[i] /= total
+			}
+			return true
+		}
 	}
 	switch d.cfg.Explanation {
 	case ExplainPath:
@@ -428,7 +755,6 @@ func (d *Detector) Explain(out []float64) bool {
 	default:
 		d.model.Attribute(d.x, d.shares)
 	}
-	clear(out)
 	for f, sh := range d.shares {
 		out[d.owner[f]] += sh
 	}

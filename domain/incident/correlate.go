@@ -13,9 +13,9 @@ var ErrStaleSample = errors.New("sample is not newer than the last one seen")
 // CorrelationConfig sets how anomalies become incidents and how incidents end. A zero field
 // takes the default written beside it.
 type CorrelationConfig struct {
-	// OpenAfter anomalies among the last Window judged samples open an incident (default 4).
+	// OpenAfter anomalies among the last Window judged samples open an incident (default 2).
 	OpenAfter int
-	// Window is the number of recent judged samples OpenAfter counts in (default 6).
+	// Window is the number of recent judged samples OpenAfter counts in (default 3).
 	Window int
 	// ExtremeExcess opens an incident on a single anomaly whose excess over the threshold
 	// reaches it (default 0.5, see Signal.Excess).
@@ -23,6 +23,10 @@ type CorrelationConfig struct {
 	// Recovery is how long a service must send only healthy samples before its incident
 	// resolves (default 15m, event time).
 	Recovery time.Duration
+	// RecoverySamples is how many healthy samples in a row that takes at least (default 5):
+	// recovery is judged in time and in samples, so a service sampled every five minutes
+	// does not resolve, and page again, on three calm samples of an oscillating failure.
+	RecoverySamples int
 	// ReopenWindow is how soon after resolution new anomalies reopen the same incident
 	// instead of opening another (default 30m, event time).
 	ReopenWindow time.Duration
@@ -34,16 +38,19 @@ type CorrelationConfig struct {
 // SetDefaults fills every zero field with its default.
 func (c *CorrelationConfig) SetDefaults() {
 	if c.OpenAfter == 0 {
-		c.OpenAfter = 4
+		c.OpenAfter = 2
 	}
 	if c.Window == 0 {
-		c.Window = 6
+		c.Window = 3
 	}
 	if c.ExtremeExcess == 0 {
 		c.ExtremeExcess = 0.5
 	}
 	if c.Recovery == 0 {
 		c.Recovery = 15 * time.Minute
+	}
+	if c.RecoverySamples == 0 {
+		c.RecoverySamples = 5
 	}
 	if c.ReopenWindow == 0 {
 		c.ReopenWindow = 30 * time.Minute
@@ -62,8 +69,8 @@ func (c CorrelationConfig) Validate() error {
 	if c.ExtremeExcess <= 0 || c.ExtremeExcess > 1 {
 		errs = append(errs, fmt.Errorf("extreme excess %g must be in (0,1]", c.ExtremeExcess))
 	}
-	if c.Recovery <= 0 || c.ReopenWindow < 0 || c.StaleAfter <= 0 {
-		errs = append(errs, errors.New("recovery and stale-after must be positive, reopen window not negative"))
+	if c.Recovery <= 0 || c.ReopenWindow < 0 || c.StaleAfter <= 0 || c.RecoverySamples < 1 {
+		errs = append(errs, errors.New("recovery, recovery samples and stale-after must be positive, reopen window not negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -86,6 +93,10 @@ type Observation struct {
 	// empty. An anomaly inside a silence opens no incident and is never escalated: it is
 	// only recorded, on the open incident or, without one, on the service (Watch.Changes).
 	Silence string
+	// Relearned is true when, at this sample, the detector learned the service's steady new
+	// behaviour as its normal: the open incident records it (KindBaselineLearned) and
+	// resolves once the samples that follow are healthy.
+	Relearned bool
 }
 
 // Watch is the correlation state of one service between samples. Its fields are exported for
@@ -98,6 +109,8 @@ type Watch struct {
 	LastReceivedAt time.Time
 	// HealthySince is the first healthy sample after the latest anomaly, or zero.
 	HealthySince time.Time
+	// HealthyCount counts the healthy samples since HealthySince.
+	HealthyCount int
 	// RecoveredAt is the sample at which the healthy streak reached the recovery window, or
 	// zero; the open incident resolves at that time when next settled.
 	RecoveredAt time.Time
@@ -167,6 +180,11 @@ func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID)
 	if !o.Judged {
 		return cur, nil
 	}
+	if o.Relearned && cur != nil && cur.Status() == StatusOpen {
+		if err := cur.RecordBaselineLearned(o.At, o.ModelVersion); err != nil {
+			return nil, err
+		}
+	}
 	sig := Signal{At: o.At, Score: o.Score, Threshold: o.Threshold, ModelVersion: o.ModelVersion}
 	if o.Anomalous {
 		sig.Explanation = o.Explanation
@@ -181,9 +199,11 @@ func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID)
 
 	if !o.Anomalous {
 		if w.HealthySince.IsZero() {
-			w.HealthySince = o.At
+			w.HealthySince, w.HealthyCount = o.At, 0
 		}
-		if w.RecoveredAt.IsZero() && cur != nil && cur.Status() == StatusOpen && o.At.Sub(w.HealthySince) >= c.cfg.Recovery {
+		w.HealthyCount++
+		if w.RecoveredAt.IsZero() && cur != nil && cur.Status() == StatusOpen &&
+			o.At.Sub(w.HealthySince) >= c.cfg.Recovery && w.HealthyCount >= c.cfg.RecoverySamples {
 			w.RecoveredAt = o.At
 		}
 		return cur, nil
@@ -191,7 +211,7 @@ func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID)
 
 	// Any anomaly, silenced or not, breaks the recovery streak: a service in trouble during
 	// maintenance has not recovered.
-	w.HealthySince, w.RecoveredAt = time.Time{}, time.Time{}
+	w.HealthySince, w.RecoveredAt, w.HealthyCount = time.Time{}, time.Time{}, 0
 	if silenced {
 		if cur != nil && cur.Status() == StatusOpen {
 			return cur, cur.RecordSilencedAnomaly(sig, o.Silence)
@@ -242,7 +262,7 @@ func (c Correlator) Settle(w *Watch, cur *Incident) error {
 	if cur == nil || cur.Status() != StatusOpen || w.RecoveredAt.IsZero() || w.RecoveredAt.Before(cur.LastSeen()) {
 		return nil
 	}
-	reason := fmt.Sprintf("healthy since %s, for the recovery window of %s", w.HealthySince.Format(time.RFC3339), c.cfg.Recovery)
+	reason := fmt.Sprintf("healthy since %s, for the recovery window of %s and %d samples", w.HealthySince.Format(time.RFC3339), c.cfg.Recovery, c.cfg.RecoverySamples)
 	if err := cur.Resolve(w.RecoveredAt, reason); err != nil {
 		return fmt.Errorf("settle %s: %w", cur.ID(), err)
 	}

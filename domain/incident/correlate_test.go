@@ -76,7 +76,7 @@ type run struct {
 func newRun(t *testing.T, cfg incident.CorrelationConfig) *run {
 	t.Helper()
 	if cfg.OpenAfter == 0 && cfg.Window == 0 {
-		// The scenarios are written for 3 anomalies of 5 samples; the defaults (4 of 6) are
+		// The scenarios are written for 3 anomalies of 5 samples; the defaults (2 of 3) are
 		// checked in TestCorrelationConfig.
 		cfg.OpenAfter, cfg.Window = 3, 5
 	}
@@ -550,11 +550,11 @@ func TestCorrelationConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewCorrelator(zero config): %v", err)
 	}
-	want := incident.CorrelationConfig{OpenAfter: 4, Window: 6, ExtremeExcess: 0.5, Recovery: 15 * time.Minute, ReopenWindow: 30 * time.Minute, StaleAfter: 5 * time.Minute}
+	want := incident.CorrelationConfig{OpenAfter: 2, Window: 3, ExtremeExcess: 0.5, Recovery: 15 * time.Minute, RecoverySamples: 5, ReopenWindow: 30 * time.Minute, StaleAfter: 5 * time.Minute}
 	if got := c.Config(); got != want {
 		t.Errorf("defaults %+v, want %+v", got, want)
 	}
-	custom := incident.CorrelationConfig{OpenAfter: 1, Window: 1, ExtremeExcess: 1, Recovery: time.Second, ReopenWindow: time.Hour, StaleAfter: time.Minute}
+	custom := incident.CorrelationConfig{OpenAfter: 1, Window: 1, ExtremeExcess: 1, Recovery: time.Second, RecoverySamples: 1, ReopenWindow: time.Hour, StaleAfter: time.Minute}
 	if c, err := incident.NewCorrelator(custom); err != nil || c.Config() != custom {
 		t.Errorf("NewCorrelator(%+v) = %+v, %v; want it kept as given", custom, c.Config(), err)
 	}
@@ -572,11 +572,12 @@ func TestCorrelationConfig(t *testing.T) {
 		{"no reopen window", func(c *incident.CorrelationConfig) { c.ReopenWindow = 0 }, true, "Validate allows zero (SetDefaults replaces it)"},
 		{"open after 0", func(c *incident.CorrelationConfig) { c.OpenAfter = 0 }, false, "every sample would open"},
 		{"open after negative", func(c *incident.CorrelationConfig) { c.OpenAfter = -1 }, false, "a count cannot be negative"},
-		{"open after above window", func(c *incident.CorrelationConfig) { c.OpenAfter = 7 }, false, "7 anomalies never fit in 6 samples"},
+		{"open after above window", func(c *incident.CorrelationConfig) { c.OpenAfter = 4 }, false, "4 anomalies never fit in 3 samples"},
 		{"window too large", func(c *incident.CorrelationConfig) { c.Window, c.OpenAfter = 65, 3 }, false, "the watch is stored per service and bounded"},
 		{"extreme excess 0", func(c *incident.CorrelationConfig) { c.ExtremeExcess = 0 }, false, "every anomaly would be extreme"},
 		{"extreme excess above 1", func(c *incident.CorrelationConfig) { c.ExtremeExcess = 1.5 }, false, "excess never exceeds 1: the rule would be dead"},
 		{"recovery 0", func(c *incident.CorrelationConfig) { c.Recovery = 0 }, false, "one healthy sample would resolve"},
+		{"recovery samples 0", func(c *incident.CorrelationConfig) { c.RecoverySamples = 0 }, false, "a recovery of no samples"},
 		{"reopen window negative", func(c *incident.CorrelationConfig) { c.ReopenWindow = -time.Minute }, false, "a window cannot be negative"},
 		{"stale after negative", func(c *incident.CorrelationConfig) { c.StaleAfter = -time.Minute }, false, "silence cannot be negative"},
 	}
@@ -860,4 +861,87 @@ func TestCorrelatorOperatorActions(t *testing.T) {
 			t.Errorf("reopening the open latest incident: %v, want ErrNotResolved", err)
 		}
 	})
+}
+
+// TestRecoveryInTimeAndSamples checks that recovery is judged in time and in samples: one
+// sample every five minutes needs five healthy samples (25 minutes), not the three that
+// fill the 15-minute window; one a minute needs the 15 minutes.
+func TestRecoveryInTimeAndSamples(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name      string
+		step      time.Duration
+		wantAfter int // healthy samples until the resolution
+	}{
+		{"every five minutes", 5 * time.Minute, 5},
+		{"every minute", time.Minute, 16},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRun(t, incident.CorrelationConfig{})
+			obs := func(i int, letter byte) incident.Observation {
+				o := observation(0, letter, receiptLag)
+				o.At = at(0).Add(time.Duration(i) * tc.step)
+				o.ReceivedAt = o.At.Add(receiptLag)
+				return o
+			}
+			for i := range 3 {
+				if err := r.observe(obs(i, 'x')); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for k := 1; k <= 30; k++ {
+				if err := r.observe(obs(2+k, '.')); err != nil {
+					t.Fatal(err)
+				}
+				if err := r.c.Settle(&r.w, r.cur); err != nil {
+					t.Fatal(err)
+				}
+				if r.cur.Status() == incident.StatusResolved {
+					if k != tc.wantAfter {
+						t.Errorf("resolved after %d healthy samples, want %d", k, tc.wantAfter)
+					}
+					return
+				}
+			}
+			t.Fatal("never resolved")
+		})
+	}
+}
+
+// TestBaselineLearned checks that a relearned baseline is recorded on the open incident,
+// which then resolves like any other once the samples after it are healthy.
+func TestBaselineLearned(t *testing.T) {
+	t.Parallel()
+	r := newRun(t, incident.CorrelationConfig{})
+	r.feed(t, 0, "xxxx")
+	o := observation(4, 'x', receiptLag)
+	o.Relearned, o.ModelVersion = true, 7
+	if err := r.observe(o); err != nil {
+		t.Fatal(err)
+	}
+	var learned []incident.Entry
+	for _, e := range r.cur.Changes() {
+		if e.Kind == incident.KindBaselineLearned {
+			learned = append(learned, e)
+		}
+	}
+	if len(learned) != 1 || !learned[0].At.Equal(at(4)) || learned[0].Details.ModelVersion != 7 || learned[0].Details.Reason == "" || r.cur.Status() != incident.StatusOpen {
+		t.Fatalf("entries %v, status %s: want one baseline_learned at minute 4 naming model 7, the incident still open", learned, r.cur.Status())
+	}
+	r.feed(t, 5, strings.Repeat(".", 16))
+	if err := r.c.Settle(&r.w, r.cur); err != nil {
+		t.Fatal(err)
+	}
+	if r.cur.Status() != incident.StatusResolved {
+		t.Errorf("status %s after 16 healthy minutes, want resolved", r.cur.Status())
+	}
+	// Relearned with no open incident records nothing.
+	q := newRun(t, incident.CorrelationConfig{})
+	o = observation(0, '.', receiptLag)
+	o.Relearned = true
+	if err := q.observe(o); err != nil || q.cur != nil {
+		t.Errorf("relearned without an incident: %v, incident %v; want nothing", err, q.cur)
+	}
 }

@@ -86,6 +86,10 @@ const (
 	// KindAnomalySilenced records an anomaly of a silenced service that has no open
 	// incident: a service-level entry, belonging to no incident (Watch.Changes).
 	KindAnomalySilenced Kind = "anomaly_silenced"
+	// KindBaselineLearned records that the detector learned the service's steady new
+	// behaviour as its normal while the incident was open; the incident resolves once the
+	// samples after it are healthy.
+	KindBaselineLearned Kind = "baseline_learned"
 )
 
 // Signal is one anomalous sample as the scorer judged it.
@@ -349,6 +353,23 @@ func (i *Incident) Reopen(trigger []Signal, window time.Duration) error {
 	d.Occurrences = i.occurrences
 	d.Reason = fmt.Sprintf("anomalies again %s after resolution (reopen window %s)", first.At.Sub(resolvedAt), window)
 	i.record(KindReopened, last.At, d)
+	return nil
+}
+
+// RecordBaselineLearned records, at sample time at, that the service's model (version) now
+// takes the service's steady new behaviour as normal. The incident stays open: it resolves
+// like any other, once the service has been healthy for the recovery window.
+func (i *Incident) RecordBaselineLearned(at time.Time, version int) error {
+	if i.status != StatusOpen {
+		return ErrResolved
+	}
+	if at.Before(i.lastSeen) {
+		return fmt.Errorf("baseline learned at %s: %w", at.Format(time.RFC3339), ErrOutOfOrder)
+	}
+	i.record(KindBaselineLearned, at, Details{
+		ModelVersion: version,
+		Reason:       "the metrics held steady at new values; the model now takes them as normal",
+	})
 	return nil
 }
 

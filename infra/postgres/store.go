@@ -72,9 +72,9 @@ func (t *Tx) LoadWatch(service string) (incident.Watch, error) {
 		incidentID                                        *string
 	)
 	err := t.tx.QueryRow(t.ctx, `
-		SELECT last_sample_at, last_received_at, healthy_since, recovered_at, recent, incident_id::text
+		SELECT last_sample_at, last_received_at, healthy_since, healthy_count, recovered_at, recent, incident_id::text
 		FROM service_watch WHERE service = $1 FOR UPDATE`, service).
-		Scan(&lastSample, &lastReceived, &healthySince, &recovered, &recent, &incidentID)
+		Scan(&lastSample, &lastReceived, &healthySince, &w.HealthyCount, &recovered, &recent, &incidentID)
 	if err != nil {
 		return incident.Watch{}, fmt.Errorf("load watch for %s: %w", service, err)
 	}
@@ -98,10 +98,10 @@ func (t *Tx) SaveWatch(w incident.Watch) error {
 	}
 	_, err = t.tx.Exec(t.ctx, `
 		UPDATE service_watch SET last_sample_at = $2, last_received_at = $3, healthy_since = $4,
-			recovered_at = $5, recent = $6, incident_id = $7, updated_at = now()
+			recovered_at = $5, recent = $6, incident_id = $7, healthy_count = $8, updated_at = now()
 		WHERE service = $1`,
 		w.Service, ptr(w.LastSampleAt), ptr(w.LastReceivedAt), ptr(w.HealthySince), ptr(w.RecoveredAt),
-		recent, nullable(w.IncidentID))
+		recent, nullable(w.IncidentID), w.HealthyCount)
 	if err != nil {
 		return fmt.Errorf("save watch for %s: %w", w.Service, err)
 	}

@@ -35,6 +35,11 @@ func (e *Env) Uint64(key string, def uint64) uint64 {
 	return parse(e, key, def, func(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) })
 }
 
+// Float returns the variable as a floating-point number, or def when it is unset.
+func (e *Env) Float(key string, def float64) float64 {
+	return parse(e, key, def, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) })
+}
+
 // Bool returns the variable as a boolean (1, true, 0, false, ...), or def when it is unset.
 func (e *Env) Bool(key string, def bool) bool {
 	return parse(e, key, def, strconv.ParseBool)
