@@ -80,29 +80,25 @@ func (c *calibration) alarmLevel(budget float64) float64 {
 }
 
 // empirical is a distribution learned from the latest values of a live quantity: a ring of
-// them, in arrival order, and the same values kept sorted, which answers how surprising a new
-// value is: −ln of the share of values at least as large (counting the new one), and beyond
-// the largest a heavy tail (surpriseShape) whose scale is fitted to the values above the 90th
-// percentile, refitted every refitEvery values. Adding a value costs two binary
+// them, in arrival order, and the same values kept sorted. It answers how surprising a new
+// value is: up to a high quantile, −ln of the share of values at least as large (counting the
+// new one); beyond it, a heavy tail (shape surpriseShape) through that quantile and a lower
+// one. The high quantile is the 99th percentile, or lower while the ring holds few values, so
+// that it never reaches the largest ignoredTop of them: the first samples of an anomaly,
+// judged normal until the evidence adds up, join the ring without teaching it that the
+// anomaly is normal, and rare outliers do not widen the tail. Adding a value costs two binary
 // searches and a move of part of the sorted values; nothing is allocated once made.
 type empirical struct {
 	ring   []float64
 	next   int
 	n      int
-	added  int
 	sorted []float64
 	m      int // values in sorted (= n)
-	beta   float64
-	shape  float64
 }
 
-// refitEvery is how many new values an empirical takes between refits of its tail.
-const refitEvery = 64
-
-// surpriseShape is the shape of an empirical's tail beyond its largest value: heavier than
-// exponential, since it judges surprises whose own tails are what a few days of training
-// could not show (0 let SMD's drifting machines raise 3 false alarms a day, 0.5 was too slow
-// to call a fivefold latency an anomaly; see docs/results.md).
+// surpriseShape is the shape of an empirical's tail beyond its 99th percentile: heavier than
+// exponential, since it judges surprises and scores whose own tails are what a few days of
+// history could not show.
 const surpriseShape = 0.25
 
 func newEmpirical(size int) empirical {
@@ -112,12 +108,10 @@ func newEmpirical(size int) empirical {
 // seed replaces everything with vs (the latest of them).
 func (e *empirical) seed(vs []float64) {
 	vs = vs[max(0, len(vs)-len(e.ring)):]
-	e.next, e.added = 0, 0
 	e.n = copy(e.ring, vs)
 	e.next = e.n % len(e.ring)
 	e.m = copy(e.sorted, vs)
 	slices.Sort(e.sorted[:e.m])
-	e.fitBeta()
 }
 
 // add records a value, dropping the oldest when full.
@@ -139,22 +133,17 @@ func (e *empirical) add(v float64) {
 	copy(e.sorted[i+1:e.m+1], e.sorted[i:e.m])
 	e.sorted[i] = v
 	e.m++
-	if e.added++; e.added%refitEvery == 0 {
-		e.fitBeta()
-	}
 }
 
-// fitBeta fits the tail beyond the sorted values to those above their 90th percentile.
-func (e *empirical) fitBeta() {
-	s := e.sorted[:e.m]
-	e.beta, e.shape = 0, 0
-	if len(s) == 0 {
-		return
-	}
-	e.beta, _ = fitExcess(s[int(0.9*float64(len(s)-1)):])
-	e.beta = max(e.beta, 1e-6*max(1, math.Abs(s[len(s)-1])))
-	e.shape = surpriseShape
+// quantile returns the q-quantile of the values (the lower one at a tie of positions).
+func (e *empirical) quantile(q float64) float64 {
+	return e.sorted[int(q*float64(e.m-1))]
 }
+
+// ignoredTop is how many of its largest values an empirical's tail never looks at: enough for
+// the samples of an anomaly that join the ring before its alarm is raised (a few times
+// Context).
+const ignoredTop = 30
 
 // surprise returns −ln of the chance of a value at least v, at most maxSurprise; 0 when the
 // distribution is empty.
@@ -163,12 +152,15 @@ func (e *empirical) surprise(v float64) float64 {
 	if len(s) == 0 {
 		return 0
 	}
-	i, _ := slices.BinarySearch(s, v)
-	n := float64(len(s) + 1)
-	if i < len(s) {
-		return math.Log(n / float64(len(s)-i+1))
+	tailHi := max(0.01, ignoredTop/float64(len(s))) // the share beyond the high quantile
+	tailLo := min(0.5, 10*tailHi)
+	hi, lo := e.quantile(1-tailHi), e.quantile(1-tailLo)
+	if v <= hi {
+		i, _ := slices.BinarySearch(s, v)
+		return math.Log(float64(len(s)+1) / float64(len(s)-i+1))
 	}
-	return min(maxSurprise, math.Log(n)+pareto(v-s[len(s)-1], e.beta, e.shape))
+	beta := max((hi-lo)/math.Log(tailLo/tailHi), 1e-6*max(1, math.Abs(hi)))
+	return min(maxSurprise, -math.Log(tailHi)+pareto(v-hi, beta, surpriseShape))
 }
 
 // Binary form of a calibration (little-endian): "DCAL", format version, features F and metrics
@@ -260,7 +252,7 @@ func unmarshalCalibration(b []byte, features, metrics int) (calibration, error) 
 		for i := range t.d {
 			t.d[i] = f()
 		}
-		if t.knots > tailKnots || !(t.beta > 0) || t.shape < 0 || t.shape > maxShape {
+		if t.knots > tailKnots || !(t.beta > 0) || t.shape < 0 || t.shape > sparseShape {
 			ok = false
 		}
 	}

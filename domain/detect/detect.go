@@ -62,7 +62,7 @@ type Config struct {
 	Forest forest.Config
 	// FalseAlarmsPerDay is the noise budget: how many alarms a day a service behaving
 	// normally may raise, which sets the alarm level from the service's sample spacing
-	// (default 0.02, one every 50 days; chosen on smd-dev, see docs/results.md).
+	// (default 0.3; chosen on nab-dev, see docs/results.md).
 	FalseAlarmsPerDay float64
 	// Context is the number of latest samples whose mean surprise is the evidence (default
 	// 10, as in Numenta's anomaly likelihood): a run of mildly odd samples weighs as much as
@@ -100,10 +100,11 @@ type Config struct {
 	// (default 15m, the recovery window of incidents).
 	Exclusion time.Duration
 	// RelearnAfter is how long a service must stay anomalous, and steady, before its new
-	// behaviour is learned as its normal (default 3h; negative: never). Steady means that
-	// over that span no metric drifted (its median over the first half and over the second
-	// differ by at most StableSpread times its spread) and no error rate or latency is worse
-	// than its normal: a level shift is learned; a ramp, or an outage, is not.
+	// behaviour is learned as its normal (default 3h, chosen on smd-dev; negative: never).
+	// Steady means that over that span no metric drifted (its median over the first half and
+	// over the second differ by at most StableSpread times its spread) and no error rate or
+	// latency is worse than its normal, nor any count below it: a level shift is learned; a
+	// ramp, or an outage, is not.
 	RelearnAfter time.Duration
 	// StableSpread bounds how far a metric's median may move between the halves of the
 	// relearning span, in units of its spread there, for its behaviour to count as steady
@@ -121,7 +122,7 @@ func (c *Config) SetDefaults() {
 		c.WarmUp = 256
 	}
 	if c.FalseAlarmsPerDay == 0 {
-		c.FalseAlarmsPerDay = 0.02
+		c.FalseAlarmsPerDay = 0.3
 	}
 	if c.Context == 0 {
 		c.Context = 10
@@ -260,7 +261,6 @@ type Detector struct {
 	alarmFrom  time.Time      // first sample of the current run with the evidence at the alarm level
 	scratch    []float64      // relearning's scratch: one column of the window
 	recentMean recentSurprise // the raw surprise of the latest Context samples
-	pending    pendingSamples // the latest normal-looking samples, not yet in the calibration
 
 	x        []float64
 	lastAt   time.Time
@@ -331,15 +331,14 @@ func (d *Detector) Observe(s sample.Sample) (Result, error) {
 		leaveOut := !d.lastAnom.IsZero() && s.At.Sub(d.lastAnom) <= d.cfg.Exclusion
 		d.win.push(d.x, s.At, leaveOut, d.cfg.RetrainSpan/time.Duration(d.cfg.RetrainWindow))
 		d.recent.push(d.x, s.At, leaveOut, 0)
-		// A sample counts as normal for the calibration only once the samples after it showed
-		// no alarm: those that build up the evidence of an anomaly must not teach the
-		// calibration that they are normal before it is raised.
-		if leaveOut || d.evidence >= d.alarm {
-			d.pending.clear()
-		} else if p, ok := d.pending.push(pendingSample{raw, mean, u}); ok {
-			d.cal.scores.add(p.raw)
-			d.cal.means.add(p.mean)
-			d.cal.single.add(p.u)
+		// Every sample but the anomalies and their aftermath teaches the calibration what
+		// normal surprise is; its tails look past the largest values (see empirical), so the
+		// first samples of an anomaly, judged normal until the evidence adds up, do not
+		// teach it that the anomaly is normal.
+		if !leaveOut {
+			d.cal.scores.add(raw)
+			d.cal.means.add(mean)
+			d.cal.single.add(u)
 		}
 		switch {
 		case d.evidence < d.alarm:
@@ -406,29 +405,6 @@ type recentSurprise struct {
 
 func newRecentSurprise(n int) recentSurprise { return recentSurprise{v: make([]float64, n)} }
 
-// pendingSample is what the calibration learns of one normal sample (see calibration).
-type pendingSample struct{ raw, mean, u float64 }
-
-// pendingSamples is a fixed-size queue of samples waiting to join the calibration.
-type pendingSamples struct {
-	q       []pendingSample
-	next, n int
-}
-
-func newPendingSamples(n int) pendingSamples { return pendingSamples{q: make([]pendingSample, n)} }
-
-// push queues p and returns the sample it pushes out, once the queue is full.
-func (p *pendingSamples) push(s pendingSample) (pendingSample, bool) {
-	out, full := p.q[p.next], p.n == len(p.q)
-	p.q[p.next] = s
-	p.next = (p.next + 1) % len(p.q)
-	p.n = min(p.n+1, len(p.q))
-	return out, full
-}
-
-// clear drops every queued sample.
-func (p *pendingSamples) clear() { p.next, p.n = 0, 0 }
-
 // push adds u and returns the mean of the ring.
 func (c *recentSurprise) push(u float64) float64 {
 	if c.n == len(c.v) {
@@ -486,7 +462,6 @@ func (d *Detector) reset(ms []sample.Metric) {
 	d.scratch = make([]float64, recentRows)
 	d.cal = newCalibration(len(d.owner), len(ms))
 	d.recentMean = newRecentSurprise(d.cfg.Context)
-	d.pending = newPendingSamples(2 * d.cfg.Context)
 	d.model = nil
 	d.evidence, d.alarm, d.alarmFrom = 0, 0, time.Time{}
 	d.lastAnom = time.Time{}
@@ -608,22 +583,27 @@ func (d *Detector) fit(rows [][]float64, at time.Time) error {
 	d.cal.scores.seed(oob)
 	d.model = m
 	// The raw surprise of the training rows themselves starts the calibration of surprise;
-	// live normal samples replace them as they come.
-	x, u := slices.Clone(d.x), slices.Clone(d.surprise)
-	seeds := make([]float64, len(rows))
-	for i, r := range rows {
-		copy(d.x, r)
-		seeds[i] = d.judge(oob[i])
+	// live normal samples replace them as they come. A later model keeps the surprises of
+	// the live samples before it: surprise means the same whatever the model, and the rows a
+	// model was trained on look more normal to it than new samples will, all the more so for
+	// the few rows of a relearned baseline.
+	if d.cal.single.m == 0 {
+		x, u := slices.Clone(d.x), slices.Clone(d.surprise)
+		seeds := make([]float64, len(rows))
+		for i, r := range rows {
+			copy(d.x, r)
+			seeds[i] = d.judge(oob[i])
+		}
+		copy(d.x, x)
+		copy(d.surprise, u)
+		d.cal.single.seed(seeds)
+		c := newRecentSurprise(d.cfg.Context)
+		means := make([]float64, len(seeds))
+		for i, u := range seeds {
+			means[i] = c.push(u)
+		}
+		d.cal.means.seed(means)
 	}
-	d.cal.single.seed(seeds)
-	c := newRecentSurprise(d.cfg.Context)
-	means := make([]float64, len(seeds))
-	for i, u := range seeds {
-		means[i] = c.push(u)
-	}
-	d.cal.means.seed(means)
-	copy(d.x, x)
-	copy(d.surprise, u)
 	d.alarm = d.cal.alarmLevel(d.cfg.FalseAlarmsPerDay)
 	d.version++
 	d.trainedAt = at
@@ -682,8 +662,9 @@ func (d *Detector) maybeRelearn(at time.Time) (bool, error) {
 
 // steady reports whether the recent rows from the k-th oldest on show a new steady behaviour:
 // no metric drifted (its medians over the first and the second half differ by at most
-// StableSpread times its spread over them) and no lower-is-better metric is worse than its
-// normal (an error rate or a latency that rose is an outage, never a new normal).
+// StableSpread times its spread over them), no lower-is-better metric is worse than its
+// normal and no count below it (an error rate or a latency that rose, or traffic that
+// collapsed, is an outage, never a new normal).
 func (d *Detector) steady(k int) bool {
 	n := d.recent.len() - k
 	for j := range d.names {
@@ -693,7 +674,10 @@ func (d *Detector) steady(k int) bool {
 		}
 		first, second := median(col[:n/2]), median(col[n/2:])
 		m := median(col)
-		if d.better[j] && d.cal.tails[j].surprise(max(0, m-d.cal.median[j])) > d.cfg.Slack {
+		// A worse error rate or latency, or less traffic than usual, is an outage.
+		worse := d.better[j] && d.cal.tails[j].surprise(max(0, m-d.cal.median[j])) > d.cfg.Slack
+		lost := d.isCount[j] && d.cal.tails[j].surprise(math.Abs(m-d.cal.median[j])) > d.cfg.Slack
+		if worse || lost {
 			return false
 		}
 		for i := range col {

@@ -444,7 +444,7 @@ func TestConfig(t *testing.T) {
 	t.Parallel()
 	var c detect.Config
 	c.SetDefaults()
-	if want := (detect.Config{WarmUp: 256, FalseAlarmsPerDay: 0.02, Context: 10, Slack: 3, LevelSpan: 10, LevelDrift: 0.5, LevelRise: 0.1,
+	if want := (detect.Config{WarmUp: 256, FalseAlarmsPerDay: 0.3, Context: 10, Slack: 3, LevelSpan: 10, LevelDrift: 0.5, LevelRise: 0.1,
 		RetrainEvery: 24 * time.Hour, RetrainWindow: 1440, RetrainSpan: 7 * 24 * time.Hour, Exclusion: 15 * time.Minute,
 		RelearnAfter: 3 * time.Hour, StableSpread: 3}); c != want {
 		t.Errorf("defaults %+v, want %+v", c, want)
@@ -565,5 +565,84 @@ func TestDeterministic(t *testing.T) {
 	}
 	if other := play("db"); reflect.DeepEqual(a, other) {
 		t.Errorf("services api and db got identical forests; the seed is meant to be mixed with the service name")
+	}
+}
+
+// TestRelearnsASteadyNewLevel checks that a lasting level shift of a plain metric is learned as
+// the new normal after RelearnAfter, so its alarm ends, while an error rate that stays high
+// (an outage) is never learned, however steady.
+func TestRelearnsASteadyNewLevel(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		metric  string
+		shifted func(rng *rand.Rand) float64
+		learned bool
+		why     string
+	}{
+		{"plain metric steps up", "queue_depth", func(rng *rand.Rand) float64 { return 80 + 2*rng.NormFloat64() }, true,
+			"a deploy that moved a plain metric to a new steady level: learned, the alarm ends"},
+		{"error rate stays high", sample.ErrorRate, func(rng *rand.Rand) float64 { return 0.2 + 0.002*rng.NormFloat64() }, false,
+			"a worse error rate is an outage, never a new normal, however steady"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rng := rand.New(rand.NewPCG(8, 8))
+			d := newDetector(t, detect.Config{})
+			normal := map[string]float64{"queue_depth": 50, sample.ErrorRate: 0.01}
+			noise := map[string]float64{"queue_depth": 2, sample.ErrorRate: 0.002}
+			mk := func(m int, shifted bool) sample.Sample {
+				vals := map[string]float64{}
+				for n, v := range normal {
+					vals[n] = max(0, v+noise[n]*rng.NormFloat64())
+				}
+				if shifted {
+					vals[tc.metric] = tc.shifted(rng)
+				}
+				return mustSample(t, start.Add(time.Duration(m)*time.Minute), vals)
+			}
+			m := 0
+			for ; m < 600; m++ {
+				observe(t, d, mk(m, false))
+			}
+			var relearnedAt, anomalousLate int
+			for k := range 6 * 60 {
+				r := observe(t, d, mk(m, true))
+				m++
+				if r.Relearned && relearnedAt == 0 {
+					relearnedAt = k
+					if !r.Trained {
+						t.Errorf("relearning at shifted sample %d: %+v, want Trained too (a new model to store)", k, r)
+					}
+				}
+				if k >= 5*60 && r.Anomalous {
+					anomalousLate++
+				}
+			}
+			if tc.learned {
+				if relearnedAt < 3*60 || relearnedAt > 3*60+30 {
+					t.Errorf("relearned at shifted sample %d, want soon after RelearnAfter (3h = 180 samples) (%s)", relearnedAt, tc.why)
+				}
+				if anomalousLate > 0 {
+					t.Errorf("%d of the last 60 shifted samples still anomalous, want none once learned (%s)", anomalousLate, tc.why)
+				}
+				// Back to the old level is not an alarm either: the old normal is still known.
+				flagged := 0
+				for range 60 {
+					if observe(t, d, mk(m, false)).Anomalous {
+						flagged++
+					}
+					m++
+				}
+				if flagged > 2 {
+					t.Errorf("%d of 60 samples back at the old level flagged, want at most 2: the new normal joins the old", flagged)
+				}
+				return
+			}
+			if relearnedAt != 0 || anomalousLate < 55 {
+				t.Errorf("relearned at %d, %d of the last 60 shifted samples anomalous; want never learned, still anomalous (%s)", relearnedAt, anomalousLate, tc.why)
+			}
+		})
 	}
 }

@@ -68,7 +68,7 @@ func TestShapeSeesOddShapes(t *testing.T) {
 		valuesHi         int                      // at most flagged by values alone
 		why              string
 	}{
-		{"oscillation", func(k int, v []float64) { v[0] = 0.2 + 0.12*float64(1-2*(k%2)) }, 8, 12, 12, "swinging between +2.4 and -2.4 sigma, every value inside the training range: each sample is only a little odd, the run of them is not normal"},
+		{"oscillation", func(k int, v []float64) { v[0] = 0.2 + 0.15*float64(1-2*(k%2)) }, 8, 12, 12, "swinging between +3 and -3 sigma, every value inside the training range: each sample is only a little odd, the run of them is not normal"},
 		{"healthy", func(int, []float64) {}, 0, 1, 1, "noise like the training data's is not an anomaly either way"},
 		{"one outlier", func(k int, v []float64) {
 			if k == 11 {

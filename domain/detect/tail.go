@@ -60,8 +60,19 @@ func fitTail(dev []float64, floor float64) tail {
 		}
 	}
 	t.beta = max(t.beta, floor, math.SmallestNonzeroFloat64)
+	// A feature that sits at its median four times in five (a sparse count of rare events,
+	// a metric that steps between a few levels) shows too few deviations to tell how large
+	// they come: beyond the data its tail is taken as heavy as 1/x, so a burst of unusual
+	// size is odd, but not beyond anything. (A lower-is-better metric, floored at its median,
+	// sits there half the time by construction: that alone is not sparse.)
+	if t.knots > 1 && t.d[1] == 0 {
+		t.shape = sparseShape
+	}
 	return t
 }
+
+// sparseShape is the tail shape of sparse features (see fitTail).
+const sparseShape = 1.0
 
 // surprise returns −ln P(D ≥ d) under the tail, at most maxSurprise: 0 at or below the
 // median, interpolated log-linearly between the knots, exponential beyond the last.
