@@ -126,3 +126,66 @@ func TestFailuresAtEveryHour(t *testing.T) {
 		}
 	}
 }
+
+// TestSingleMetricFailuresAreExplainedByTheirMetric replays the producer's failures that
+// touch one metric and checks the explanations of the failing samples: the failing metric
+// gets at least 80% of the share, the metrics that did not move next to nothing.
+func TestSingleMetricFailuresAreExplainedByTheirMetric(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		mode   Mode
+		metric string
+	}{
+		{ModeLatency, sample.LatencyP95},
+		{ModeErrors, sample.ErrorRate},
+		{ModeCollapse, sample.RequestCount},
+	}
+	for _, tc := range cases {
+		t.Run(string(tc.mode), func(t *testing.T) {
+			t.Parallel()
+			start := time.Date(2026, 11, 2, 7, 20, 0, 0, time.UTC)
+			svc := newService("api", 3)
+			d, err := detect.New("api", detect.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			names := d.Features()
+			shares := make([]float64, 3)
+			failFrom := start.Add(300 * time.Minute)
+			var sum float64
+			n := 0
+			for i := range 420 {
+				at := start.Add(time.Duration(i) * time.Minute)
+				m := svc.sample(at, time.Minute, tc.mode, !at.Before(failFrom) && at.Before(failFrom.Add(time.Hour)))
+				smp, err := sample.New("api", at, []sample.Metric{
+					{Name: sample.ErrorRate, Value: m.ErrorRate}, {Name: sample.LatencyP95, Value: m.LatencyP95}, {Name: sample.RequestCount, Value: m.RequestCount},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				r, err := d.Observe(smp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				names = d.Features()
+				if !r.Anomalous || at.Before(failFrom) || !d.Explain(shares) {
+					continue
+				}
+				for k, name := range names {
+					if name == tc.metric {
+						sum += shares[k]
+					}
+				}
+				n++
+			}
+			if n < 30 {
+				t.Fatalf("%d anomalous samples in an hour of %s, want most of the 60", n, tc.mode)
+			}
+			mean := sum / float64(n)
+			t.Logf("%s failure: %s gets %.3f of the explanation on average over %d anomalies", tc.mode, tc.metric, mean, n)
+			if mean < 0.8 {
+				t.Errorf("%s failure: %s gets %.2f of the explanation on average over %d anomalies, want at least 0.8", tc.mode, tc.metric, mean, n)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -324,5 +325,51 @@ func TestRestartKeepsTrainedModels(t *testing.T) {
 	got := e.incidents(t, "api", "db", "auth")
 	if len(got) != 1 || got[0].Service != "api" || got[0].FirstSeen.After(from.Add(5*time.Minute)) {
 		t.Fatalf("incidents %+v, want one for api opening within minutes of the restart", got)
+	}
+}
+
+// TestLevelShiftIsLearned sends a service whose plain metric steps to a new steady level and
+// stays there: the engine opens one incident, records in its timeline that the new level was
+// learned as normal after RelearnAfter, and resolves it; the incident does not stay open on
+// the changed baseline.
+func TestLevelShiftIsLearned(t *testing.T) {
+	e := startEngine(t, nil)
+	const n = 256 + 120 + 6*60 + 60
+	rng := rand.New(rand.NewPCG(4, 4))
+	payloads := make([]string, n)
+	for i := range n {
+		depth := 50 + 2*rng.NormFloat64()
+		if i >= 256+120 {
+			depth += 30 // the deploy: a new steady level
+		}
+		payloads[i] = fmt.Sprintf(`{"service":"shift-api","timestamp":%q,"metrics":{"queue_depth":%.2f}}`,
+			simStart.Add(time.Duration(i)*time.Minute).Format(time.RFC3339), depth)
+	}
+	e.publishRaw(t, "shift-api", payloads...)
+	e.waitProcessed(t, simStart.Add((n-1)*time.Minute), "shift-api")
+	var got []incidentRow
+	waitFor(t, 30*time.Second, "one resolved incident", func() (bool, string) {
+		got = e.incidents(t, "shift-api")
+		return len(got) == 1 && got[0].Status == "resolved", fmt.Sprint(got)
+	})
+	var events []string
+	var learnedAt time.Time
+	for _, r := range e.timeline(t, got[0].ID) {
+		if r.Event == "baseline_learned" {
+			learnedAt = r.OccurredAt
+		}
+		if r.Event != "anomaly_recorded" && r.Event != "escalated" {
+			events = append(events, r.Event)
+		}
+	}
+	shift := simStart.Add((256 + 120) * time.Minute)
+	if want := "opened baseline_learned resolved"; strings.Join(events, " ") != want {
+		t.Errorf("timeline %v without anomalies and escalations, want %q", events, want)
+	}
+	if d := learnedAt.Sub(shift); d < 3*time.Hour || d > 4*time.Hour {
+		t.Errorf("baseline learned %s after the shift, want after the 3h of RelearnAfter", d)
+	}
+	if got[0].ResolvedAt == nil || got[0].ResolvedAt.Sub(learnedAt) > time.Hour {
+		t.Errorf("resolved at %v, want within an hour of learning the baseline at %s", got[0].ResolvedAt, learnedAt)
 	}
 }

@@ -59,3 +59,81 @@ func TestScoreExtended(t *testing.T) {
 		t.Error("wrong dimension must give NaN")
 	}
 }
+
+// TestScoreExtendedHasNoCeiling checks that farther out always scores higher: isolation by the
+// first split would tie every point beyond the data at 2^(-1/c(256)), about 0.9346; the
+// extended score keeps rising towards 1.
+func TestScoreExtendedHasNoCeiling(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 6))
+	rows := make([][]float64, 1024)
+	for i := range rows {
+		rows[i] = []float64{rng.NormFloat64(), rng.NormFloat64(), rng.NormFloat64()}
+	}
+	f := mustTrain(t, rows, Config{Seed: 3})
+	ceiling := math.Exp2(-1 / AveragePathLength(256))
+	prev := 0.0
+	for _, d := range []float64{10, 100, 1e3, 1e4, 1e6} {
+		s := f.ScoreExtended([]float64{d, d, d})
+		if !(s > prev) || s > 1 {
+			t.Errorf("score %v at %g in every feature, want above %v (nearer in) and at most 1", s, d, prev)
+		}
+		prev = s
+	}
+	if prev <= ceiling {
+		t.Errorf("a point a million sigma out scores %v, want above the first-split ceiling %v", prev, ceiling)
+	}
+}
+
+// TestTrainOOB checks the out-of-bag scores: the forest is the one Train grows, a training
+// row scores as new rows like it do rather than lower (it sat in the trees it is scored by),
+// and with no more rows than one subsample every row is scored by every tree.
+func TestTrainOOB(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	gen := func(n int) [][]float64 {
+		rows := make([][]float64, n)
+		for i := range rows {
+			rows[i] = []float64{rng.NormFloat64(), rng.NormFloat64()}
+		}
+		return rows
+	}
+	rows, fresh := gen(400), gen(4000)
+	f, oob, err := TrainOOB(rows, Config{Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := mustTrain(t, rows, Config{Seed: 5})
+	if a, b := f.Score(fresh[0]), g.Score(fresh[0]); a != b {
+		t.Fatalf("TrainOOB's forest scores %v, Train's %v: want the same forest", a, b)
+	}
+	mean := func(v []float64) float64 {
+		s := 0.0
+		for _, x := range v {
+			s += x
+		}
+		return s / float64(len(v))
+	}
+	in, freshScores := make([]float64, len(rows)), make([]float64, len(fresh))
+	for i := range rows {
+		in[i] = f.Score(rows[i])
+	}
+	for i := range fresh {
+		freshScores[i] = f.Score(fresh[i])
+	}
+	mo, mi, mf := mean(oob), mean(in), mean(freshScores)
+	if !(mo > mi) || math.Abs(mo-mf) > math.Abs(mi-mf) {
+		t.Errorf("mean scores: out-of-bag %.4f, in-sample %.4f, fresh rows %.4f; want out-of-bag above in-sample and nearer the fresh rows", mo, mi, mf)
+	}
+	small := gen(100)
+	h, oobSmall, err := TrainOOB(small, Config{Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range small {
+		if oobSmall[i] != h.Score(r) {
+			t.Fatalf("row %d of 100 (every tree samples every row): out-of-bag %v, Score %v; want equal", i, oobSmall[i], h.Score(r))
+		}
+	}
+	if _, _, err := TrainOOB(nil, Config{}); err == nil {
+		t.Error("TrainOOB without rows: want ErrNoData")
+	}
+}
