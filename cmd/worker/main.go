@@ -88,7 +88,7 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 	fs.StringVar(&cfg.Router.Topics.Metrics, "metrics-topic", env.String("METRICS_TOPIC", "metrics"), "Kafka topic services publish samples to [METRICS_TOPIC]")
 	fs.StringVar(&cfg.Router.Topics.DeadLetter, "dead-letter-topic", env.String("DEAD_LETTER_TOPIC", "metrics.deadletter"), "Kafka topic for poisoned messages [DEAD_LETTER_TOPIC]")
 	fs.IntVar(&cfg.Detect.WarmUp, "warm-up", env.Int("WARM_UP", 256), "samples per service before its model is trained [WARM_UP]")
-	fs.Float64Var(&cfg.Detect.FalseAlarmsPerDay, "false-alarms-per-day", env.Float("FALSE_ALARMS_PER_DAY", 0.3), "noise budget: alarms a day a normally behaving service may raise; sets each service's alarm level from its sample spacing [FALSE_ALARMS_PER_DAY]")
+	fs.Float64Var(&cfg.Detect.FalseAlarmsPerDay, "false-alarms-per-day", env.Float("FALSE_ALARMS_PER_DAY", 0.5), "noise budget: alarms a day a normally behaving service may raise; sets each service's alarm level from its sample spacing [FALSE_ALARMS_PER_DAY]")
 	fs.DurationVar(&cfg.Detect.RelearnAfter, "relearn-after", env.Duration("RELEARN_AFTER", 3*time.Hour), "how long a service must stay anomalous but steady before that is learned as its new normal (at least 24 samples; negative: never) [RELEARN_AFTER]")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", env.String("HTTP_ADDR", ":8080"), "address of the dashboard, the operator API (/api/v1), /metrics, /healthz and /readyz [HTTP_ADDR]")
 	// The tokens' environment variables are read after parsing, not as flag defaults, so that

@@ -62,16 +62,16 @@ type Config struct {
 	Forest forest.Config
 	// FalseAlarmsPerDay is the noise budget: how many alarms a day a service behaving
 	// normally may raise, which sets the alarm level from the service's sample spacing
-	// (default 0.3; chosen on nab-dev, see docs/results.md).
+	// (default 0.5, chosen on nab-dev; what services measured raise is in docs/results.md).
 	FalseAlarmsPerDay float64
 	// Context is the number of latest samples whose mean surprise is the evidence (default
 	// 10, as in Numenta's anomaly likelihood): a run of mildly odd samples weighs as much as
 	// one far out, and one odd sample among normal ones weighs little.
 	Context int
 	// Slack is how odd a sample must itself be, in nats of surprise against the service's
-	// normal samples, to be anomalous when the evidence is at the alarm level (default 3:
-	// rarer than one normal sample in twenty): normal-looking samples right after an anomaly
-	// are not anomalies themselves.
+	// normal samples, to be anomalous when the evidence is at the alarm level (default ln 100:
+	// rarer than one normal sample in a hundred; chosen on smd-dev): normal-looking samples
+	// right after an anomaly are not anomalies themselves.
 	Slack float64
 	// LevelSpan is the number of samples the recent level of a count averages over
 	// (default 10).
@@ -122,13 +122,13 @@ func (c *Config) SetDefaults() {
 		c.WarmUp = 256
 	}
 	if c.FalseAlarmsPerDay == 0 {
-		c.FalseAlarmsPerDay = 0.3
+		c.FalseAlarmsPerDay = 0.5
 	}
 	if c.Context == 0 {
 		c.Context = 10
 	}
 	if c.Slack == 0 {
-		c.Slack = 3
+		c.Slack = math.Log(100)
 	}
 	if c.LevelSpan == 0 {
 		c.LevelSpan = 10

@@ -444,7 +444,7 @@ func TestConfig(t *testing.T) {
 	t.Parallel()
 	var c detect.Config
 	c.SetDefaults()
-	if want := (detect.Config{WarmUp: 256, FalseAlarmsPerDay: 0.3, Context: 10, Slack: 3, LevelSpan: 10, LevelDrift: 0.5, LevelRise: 0.1,
+	if want := (detect.Config{WarmUp: 256, FalseAlarmsPerDay: 0.5, Context: 10, Slack: math.Log(100), LevelSpan: 10, LevelDrift: 0.5, LevelRise: 0.1,
 		RetrainEvery: 24 * time.Hour, RetrainWindow: 1440, RetrainSpan: 7 * 24 * time.Hour, Exclusion: 15 * time.Minute,
 		RelearnAfter: 3 * time.Hour, StableSpread: 3}); c != want {
 		t.Errorf("defaults %+v, want %+v", c, want)
