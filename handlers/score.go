@@ -26,7 +26,8 @@ type ModelRegistry interface {
 	Save(ctx context.Context, m detect.Model) error
 }
 
-// ExplainTop is the number of metrics an anomaly's explanation names at most.
+// ExplainTop is the number of metrics an anomaly's explanation names at most; it names those
+// with at least 1% of the share.
 const ExplainTop = 5
 
 // ScoreHandler is the score stage: each service's samples are judged by that service's own
@@ -168,5 +169,13 @@ func (sd *serviceDetector) explain() []incident.Contribution {
 		out[i] = incident.Contribution{Metric: n, Share: sd.shares[i]}
 	}
 	slices.SortStableFunc(out, func(a, b incident.Contribution) int { return cmp.Compare(b.Share, a.Share) })
-	return out[:min(ExplainTop, len(out))]
+	// Metrics with no share in it are not part of the explanation; the first always is.
+	n := 1
+	for n < min(ExplainTop, len(out)) && out[n].Share >= minShare {
+		n++
+	}
+	return out[:n]
 }
+
+// minShare is the smallest share an explanation names a metric for (1%).
+const minShare = 0.01

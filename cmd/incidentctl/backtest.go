@@ -83,6 +83,7 @@ func (f *backtestFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.shape.Volatility, "volatility", 0, "derived feature: spread of each metric over this many previous samples and the current one; 0 is the detector's default, -1 leaves it out")
 	fs.IntVar(&f.shape.Change, "change", 0, "derived feature: each metric's difference to the mean of this many previous samples; 0 leaves it out")
 	fs.Float64Var(&f.detect.FalseAlarmsPerDay, "false-alarms-per-day", 0, "the detector's noise budget (0: its default)")
+	fs.DurationVar(&f.detect.RetrainSpan, "retrain-span", 0, "time the retraining window covers once full (0: the detector's default)")
 	fs.IntVar(&f.detect.Context, "context", 0, "samples whose mean surprise is the evidence (0: the detector's default)")
 	fs.Float64Var(&f.detect.Slack, "slack", 0, "surprise in nats a sample must exceed to add to the evidence (0: the detector's default)")
 	fs.DurationVar(&f.detect.RelearnAfter, "relearn-after", 0, "steady anomalous time after which new behaviour is learned as normal (0: the detector's default, negative: never)")
