@@ -85,9 +85,9 @@ func (f *backtestFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.detect.FalseAlarmsPerDay, "false-alarms-per-day", 0, "the detector's noise budget (0: its default)")
 	fs.DurationVar(&f.detect.RetrainSpan, "retrain-span", 0, "time the retraining window covers once full (0: the detector's default)")
 	fs.IntVar(&f.detect.Context, "context", 0, "samples whose mean surprise is the evidence (0: the detector's default)")
-	fs.Float64Var(&f.detect.Slack, "slack", 0, "surprise in nats a sample must exceed to add to the evidence (0: the detector's default)")
+	fs.Float64Var(&f.detect.Slack, "slack", 0, "surprise in nats a sample must itself exceed to be anomalous when the evidence is at the alarm level (0: the detector's default, ln 100)")
 	fs.DurationVar(&f.detect.RelearnAfter, "relearn-after", 0, "steady anomalous time after which new behaviour is learned as normal (0: the detector's default, negative: never)")
-	fs.Float64Var(&f.detect.StableSpread, "stable-spread", 0, "how much wider than usual a metric may swing and still count as steady (0: the detector's default)")
+	fs.Float64Var(&f.detect.StableSpread, "stable-spread", 0, "how far a metric's median may move between the halves of the relearning span, in spreads, for it to count as steady (0: the detector's default)")
 	fs.IntVar(&f.correlate.OpenAfter, "open-after", 0, "anomalies among the last --window samples that open an incident (0: the correlator's default)")
 	fs.IntVar(&f.correlate.Window, "window", 0, "samples --open-after counts in (0: the correlator's default)")
 	fs.DurationVar(&f.correlate.Recovery, "recovery", 0, "healthy time before an incident resolves (0: the correlator's default)")
@@ -263,9 +263,11 @@ func meanMetrics(all []fileMetrics) fileMetrics {
 		m.scoreTime += x.scoreTime
 		m.allTime += x.allTime
 	}
-	m.ranking.rocAUC = avg(func(x fileMetrics) float64 { return x.ranking.rocAUC })
-	m.ranking.prAUC = avg(func(x fileMetrics) float64 { return x.ranking.prAUC })
-	m.ranking.bestF1 = avg(func(x fileMetrics) float64 { return x.ranking.bestF1 })
+	ranks := make([]rankFigures, len(all))
+	for i, x := range all {
+		ranks[i] = x.ranking
+	}
+	m.ranking = meanRank(ranks)
 	m.precision = avg(func(x fileMetrics) float64 { return x.precision })
 	m.recall = avg(func(x fileMetrics) float64 { return x.recall })
 	m.f1 = avg(func(x fileMetrics) float64 { return x.f1 })

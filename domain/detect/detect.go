@@ -2,27 +2,29 @@
 //
 // A Detector learns what normal looks like from the service's first samples (the warm-up):
 // it trains a forest on them and learns each feature's own distribution. From then on it
-// scores every sample without allocating. It turns metric values into features (a count
-// becomes its ratio to the recent level, so a daily traffic cycle is not an anomaly while a
-// collapse is; any other metric that is not an error rate or a latency also gets its
-// volatility over the last few samples, see Shape).
+// scores every sample without allocating. It turns metric values into features (a count is
+// judged against its slowly moving level and its last few samples, so a daily traffic cycle
+// is not an anomaly while a collapse is; any other metric that is not an error rate or a
+// latency also gets its volatility over the last few samples, see Shape).
 //
 // Each sample's surprise is the negative log of the chance that a normal sample of the
 // service looks at least as odd: odd as a whole to the forest (its score against the scores
 // of normal samples the forest did not train on) or odd on one feature (that feature's
 // deviation from its median against the training distribution), whichever is stronger, with
-// a Bonferroni correction for looking at many. Surprise is comparable across services and
-// metrics. The evidence is its cumulative sum (CUSUM) beyond a slack, so a single extreme
-// sample and a run of mildly odd ones both raise it, and it falls back when samples are
-// normal again. A sample is anomalous when the evidence is beyond the alarm level and the
-// sample adds to it; the alarm level follows from a noise budget, the false alarms per day
-// a service may raise (Config.FalseAlarmsPerDay), and the service's own sample spacing.
+// a Bonferroni correction for looking at many. The evidence is the mean surprise of the last
+// Config.Context samples against the same mean over the service's recent normal samples, as
+// in Numenta's anomaly likelihood, so a run of mildly odd samples counts as much as one far
+// out, and thresholds mean the same for every service. A sample is anomalous when the
+// evidence reaches the alarm level and the sample is itself odd; the alarm level follows from
+// a noise budget, the false alarms a day a service may raise (Config.FalseAlarmsPerDay), and
+// the service's own sample spacing.
 //
 // The detector retrains on its recent normal samples every day, and when a service stays
 // anomalous but steady for Config.RelearnAfter (a deploy, a new baseline), it learns that as
-// its new normal (Result.Relearned). It explains each judgement as every metric's share in it
-// (Explain). It keeps no history beyond its training window and a few samples, and does not
-// decide what an incident is: the incident package does.
+// normal beside its old normal (Result.Relearned); a worse error rate or latency, or lost
+// traffic, is never learned. It explains each judgement as every metric's share in it
+// (Explain). It keeps no history beyond its training window, its calibration and a few
+// samples, and does not decide what an incident is: the incident package does.
 package detect
 
 import (
@@ -40,15 +42,14 @@ import (
 // ErrOutOfOrder is returned for a sample older than the last one the detector saw.
 var ErrOutOfOrder = errors.New("sample is older than the last one seen")
 
-// scoreScale is the evidence, in nats, that a score of 1 stands for: ten orders of magnitude
-// (a chance of 1e-10). Scores are evidence on a log10 scale divided by ten, so that 0.5 means
-// odds of one in 100,000 against normal behaviour, as on NAB's log-likelihood scale.
-var scoreScale = 10 * math.Ln10
+// halfScore is the evidence, in nats, that scores 0.5: odds of one in 100,000 against normal
+// behaviour.
+var halfScore = 5 * math.Ln10
 
 // squash maps evidence in nats onto a score in [0, 1): 0.5 at odds of one in 100,000 against
 // normal behaviour, 0.75 at one in 10^10, on towards 1, so that more extreme always scores
 // higher.
-func squash(z float64) float64 { return 1 - math.Exp2(-z/(scoreScale/2)) }
+func squash(z float64) float64 { return 1 - math.Exp2(-z/halfScore) }
 
 // Config sets how a service's model is trained and judged. A zero field takes the default
 // beside it.
@@ -203,15 +204,16 @@ func (c Config) Validate() error {
 
 // Result is the detector's judgement of one sample.
 type Result struct {
-	// Score is the evidence against normal behaviour on a log10 scale divided by ten, in
-	// [0, 1]: 0.5 means odds of one in 100,000 that a normal service shows it (see Detector).
+	// Score is the evidence against normal behaviour squashed into [0, 1): 0.5 means odds of
+	// one in 100,000 that the service behaving normally shows it, 0.75 one in 10^10.
 	Score float64
 	// Threshold is the alarm level on the same scale, set by the noise budget.
 	Threshold float64
 	// Judged is false during warm-up, when there is no model yet.
 	Judged bool
-	// Anomalous is true when the evidence is at or beyond the threshold and this sample
-	// added to it.
+	// Anomalous is true when the evidence is at or beyond the threshold and the sample is
+	// itself odd (see Config.Slack): an anomaly scores at least the threshold, but a calm
+	// sample right after one may score above it without being anomalous.
 	Anomalous bool
 	// ModelVersion counts the models this detector trained (0 during the first warm-up).
 	ModelVersion int
@@ -221,7 +223,7 @@ type Result struct {
 	// warm-up, a retraining or a relearning); the caller may store it (see Model).
 	Trained bool
 	// Relearned is true for the sample at which the detector adopted the service's steady
-	// new behaviour of the last RelearnAfter as its normal; the evidence starts again from 0.
+	// new behaviour of the last RelearnAfter as its normal.
 	Relearned bool
 }
 
@@ -256,7 +258,7 @@ type Detector struct {
 	trainSpan  [2]time.Time
 	trainRows  int
 	lastAnom   time.Time      // sample time of the latest anomaly
-	evidence   float64        // the CUSUM of surprise, in nats
+	evidence   float64        // the calibrated mean surprise of the latest Context samples, in nats
 	alarm      float64        // the alarm level, in nats
 	alarmFrom  time.Time      // first sample of the current run with the evidence at the alarm level
 	scratch    []float64      // relearning's scratch: one column of the window
@@ -404,6 +406,9 @@ type recentSurprise struct {
 }
 
 func newRecentSurprise(n int) recentSurprise { return recentSurprise{v: make([]float64, n)} }
+
+// clear forgets every surprise.
+func (c *recentSurprise) clear() { c.next, c.n, c.sum = 0, 0, 0 }
 
 // push adds u and returns the mean of the ring.
 func (c *recentSurprise) push(u float64) float64 {
@@ -656,6 +661,8 @@ func (d *Detector) maybeRelearn(at time.Time) (bool, error) {
 		oldFrom = d.recent.at(k)
 	}
 	d.trainSpan = [2]time.Time{oldFrom, at}
+	// The surprises of the last samples were the old model's: the new one starts afresh.
+	d.recentMean.clear()
 	d.evidence, d.alarmFrom, d.lastAnom = 0, time.Time{}, time.Time{}
 	return true, nil
 }

@@ -48,7 +48,7 @@ func (d *Detector) Model() (Model, error) {
 		return Model{}, fmt.Errorf("serialize model of %s: %w", d.service, err)
 	}
 	return Model{
-		Service: d.service, Version: d.version, Features: slices.Clone(d.names), Threshold: d.alarm / scoreScale,
+		Service: d.service, Version: d.version, Features: slices.Clone(d.names), Threshold: squash(d.alarm),
 		Typical: slices.Clone(d.typical), TrainedAt: d.trainedAt, WindowFrom: d.trainSpan[0], WindowTo: d.trainSpan[1],
 		Rows: d.trainRows, Forest: blob, Calibration: d.cal.marshal(),
 	}, nil
