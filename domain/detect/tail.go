@@ -27,7 +27,7 @@ type tail struct {
 	shape float64
 }
 
-// fitTail fits a tail to dev, which it sorts in place. floor bounds the exponential scale from
+// fitTail fits a tail to dev, which it sorts in place. floor bounds the tail's scale from
 // below, so that deviations of a feature that never moved are very surprising, not infinitely.
 func fitTail(dev []float64, floor float64) tail {
 	var t tail
@@ -74,8 +74,9 @@ func fitTail(dev []float64, floor float64) tail {
 // sparseShape is the tail shape of sparse features (see fitTail).
 const sparseShape = 1.0
 
-// surprise returns −ln P(D ≥ d) under the tail, at most maxSurprise: 0 at or below the
-// median, interpolated log-linearly between the knots, exponential beyond the last.
+// surprise returns −ln P(D ≥ d) under the tail, at most maxSurprise: ln 2 at the median (less
+// below it), interpolated log-linearly between the knots, the fitted Pareto tail beyond the
+// last.
 func (t *tail) surprise(d float64) float64 {
 	if !(d > 0) {
 		return 0
@@ -97,14 +98,6 @@ func (t *tail) surprise(d float64) float64 {
 	// t.d[i] < d <= t.d[i+1], so the span is positive.
 	lq := math.Log(tailProbs[i+1])
 	return min(maxSurprise, -(lp + (d-t.d[i])/(t.d[i+1]-t.d[i])*(lq-lp)))
-}
-
-// median returns the median deviation (0 for an empty tail).
-func (t *tail) median() float64 {
-	if t.knots == 0 {
-		return 0
-	}
-	return t.d[0]
 }
 
 // beyond is the surprise of an excess x over the last knot.
