@@ -236,14 +236,7 @@ func printBacktestUsage(w io.Writer, fs *flag.FlagSet) {
 // overall rate.
 func meanMetrics(all []fileMetrics) fileMetrics {
 	m := fileMetrics{name: "mean"}
-	avg := func(get func(fileMetrics) float64) float64 {
-		v := make([]float64, len(all))
-		for i, x := range all {
-			v[i] = get(x)
-		}
-		mean, _ := evaluate.Mean(v)
-		return mean
-	}
+	avg := func(get func(fileMetrics) float64) float64 { return meanOf(all, get) }
 	for _, x := range all {
 		m.rows += x.rows
 		m.positives += x.positives
@@ -290,6 +283,16 @@ func meanMetrics(all []fileMetrics) fileMetrics {
 	m.hitAll = hits(func(x fileMetrics) hitFigures { return x.hitAll })
 	m.samplesPerSec = float64(m.scored) / m.scoreTime.Seconds()
 	m.withRetrain = float64(m.rows) / m.allTime.Seconds()
+	return m
+}
+
+// meanOf is the mean of get over xs, skipping the NaNs (NaN when all are).
+func meanOf[T any](xs []T, get func(T) float64) float64 {
+	v := make([]float64, len(xs))
+	for i, x := range xs {
+		v[i] = get(x)
+	}
+	m, _ := evaluate.Mean(v)
 	return m
 }
 
@@ -442,6 +445,17 @@ func writeRows(dir string, r *replayed) error {
 // timestamp as written there, a dropped row taking its kept predecessor's value, rows before
 // the first value 0; for the ASD layout, the evaluated rows with their synthetic timestamps.
 func writeRowValues(path string, runs []*replayed, value func(r *replayed, row int) float64) error {
+	return writeValues(path, runs, value, func(r *replayed, fileRow int) float64 {
+		if i := r.s.fileRow[fileRow]; i >= 0 {
+			return value(r, i)
+		}
+		return 0
+	})
+}
+
+// writeValues writes file,timestamp,score: for a run read from a file, fileValue of each of
+// its data rows; for another (the ASD layout), rowValue of each evaluated row of the series.
+func writeValues(path string, runs []*replayed, rowValue, fileValue func(r *replayed, row int) float64) error {
 	return writeCSV(path, func(w *csv.Writer) error {
 		if err := w.Write([]string{"file", "timestamp", "score"}); err != nil {
 			return err
@@ -453,18 +467,14 @@ func writeRowValues(path string, runs []*replayed, value func(r *replayed, row i
 			s := r.s
 			if s.fileTimes == nil {
 				for i := r.first; i < len(s.rows); i++ {
-					if err := put(s.name, s.at[i].Format(time.RFC3339), value(r, i)); err != nil {
+					if err := put(s.name, s.at[i].Format(time.RFC3339), rowValue(r, i)); err != nil {
 						return err
 					}
 				}
 				continue
 			}
 			for k, ts := range s.fileTimes {
-				v := 0.0
-				if i := s.fileRow[k]; i >= 0 {
-					v = value(r, i)
-				}
-				if err := put(s.name, ts, v); err != nil {
+				if err := put(s.name, ts, fileValue(r, k)); err != nil {
 					return err
 				}
 			}

@@ -16,8 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/incident-engine/engine/domain/evaluate"
 )
 
 const evalUsage = `usage: incidentctl eval [flags] DATA
@@ -170,7 +168,6 @@ func evalSet(name, dir, out string, nab bool, bf *backtestFlags, f *evalFlags) (
 	}
 	// scikit-learn's score of every evaluated row of every run, aligned with the engine's.
 	skScores := make(map[*replayed][]float64)
-	var chanceAll []fileMetrics
 	for _, r := range b.runs {
 		rows, ok := sk[r.s.name]
 		if !ok {
@@ -182,30 +179,18 @@ func evalSet(name, dir, out string, nab bool, bf *backtestFlags, f *evalFlags) (
 		}
 		skScores[r] = scores
 		rep.sklearn = append(rep.sklearn, rank(scores, r.labels))
-		positives := 0
-		for _, l := range r.labels {
-			if l {
-				positives++
-			}
-		}
-		chanceAll = append(chanceAll, fileMetrics{ranking: chanceRank(positives, len(r.labels))})
 	}
 	rep.skMean = meanRank(rep.sklearn)
 	rep.skPooled = pooledRank(b.runs, func(r *replayed) []float64 { return skScores[r] })
-	cr := make([]rankFigures, len(chanceAll))
-	for i, c := range chanceAll {
-		cr[i] = c.ranking
-	}
-	rep.chance = meanRank(cr)
-	pos, rows := 0, 0
-	for _, r := range b.runs {
-		for _, l := range r.labels {
-			rows++
-			if l {
-				pos++
-			}
+	chance := make([]rankFigures, len(b.all))
+	pos, rows := 0, 0 // over the labelled inputs, as pooledRank ranks them
+	for i, m := range b.all {
+		chance[i] = chanceRank(m.positives, m.rows)
+		if m.labelled {
+			pos, rows = pos+m.positives, rows+m.rows
 		}
 	}
+	rep.chance = meanRank(chance)
 	rep.pooledCh = chanceRank(pos, rows)
 	if !nab {
 		return rep, nil
@@ -284,14 +269,7 @@ func bitf(b bool) float64 {
 
 // meanRank averages ranking figures, skipping undefined ones.
 func meanRank(all []rankFigures) rankFigures {
-	get := func(f func(rankFigures) float64) float64 {
-		v := make([]float64, len(all))
-		for i, x := range all {
-			v[i] = f(x)
-		}
-		m, _ := evaluate.Mean(v)
-		return m
-	}
+	get := func(f func(rankFigures) float64) float64 { return meanOf(all, f) }
 	return rankFigures{
 		get(func(x rankFigures) float64 { return x.rocAUC }),
 		get(func(x rankFigures) float64 { return x.prAUC }),
@@ -357,19 +335,7 @@ func alignRows(r *replayed, rows []float64) ([]float64, error) {
 
 // writeNABRows writes file,timestamp,score for every data row of every run's file.
 func writeNABRows(path string, runs []*replayed, value func(r *replayed, fileRow int) float64) error {
-	return writeCSV(path, func(w *csv.Writer) error {
-		if err := w.Write([]string{"file", "timestamp", "score"}); err != nil {
-			return err
-		}
-		for _, r := range runs {
-			for j, ts := range r.s.fileTimes {
-				if err := w.Write([]string{r.s.name, ts, strconv.FormatFloat(value(r, j), 'f', 6, 64)}); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
+	return writeValues(path, runs, nil, value)
 }
 
 // nabScore runs NAB's scorer on a scores file: with threshold, every row scoring at least 0.5

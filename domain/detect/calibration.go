@@ -91,9 +91,8 @@ func (c *calibration) alarmLevel(budget float64) float64 {
 type empirical struct {
 	ring   []float64
 	next   int
-	n      int
+	n      int // values in the ring, and in sorted
 	sorted []float64
-	m      int // values in sorted (= n)
 }
 
 // surpriseShape is the shape of an empirical's tail beyond its 99th percentile: heavier than
@@ -110,8 +109,8 @@ func (e *empirical) seed(vs []float64) {
 	vs = vs[max(0, len(vs)-len(e.ring)):]
 	e.n = copy(e.ring, vs)
 	e.next = e.n % len(e.ring)
-	e.m = copy(e.sorted, vs)
-	slices.Sort(e.sorted[:e.m])
+	copy(e.sorted, vs)
+	slices.Sort(e.sorted[:e.n])
 }
 
 // add records a value, dropping the oldest when full.
@@ -119,25 +118,22 @@ func (e *empirical) add(v float64) {
 	if math.IsNaN(v) {
 		return
 	}
-	if e.n == len(e.ring) {
-		old := e.ring[e.next]
-		i, _ := slices.BinarySearch(e.sorted[:e.m], old)
-		copy(e.sorted[i:e.m-1], e.sorted[i+1:e.m])
-		e.m--
-	} else {
-		e.n++
+	if e.n == len(e.ring) { // drop the oldest from the sorted values
+		i, _ := slices.BinarySearch(e.sorted[:e.n], e.ring[e.next])
+		copy(e.sorted[i:e.n-1], e.sorted[i+1:e.n])
+		e.n--
 	}
 	e.ring[e.next] = v
 	e.next = (e.next + 1) % len(e.ring)
-	i, _ := slices.BinarySearch(e.sorted[:e.m], v)
-	copy(e.sorted[i+1:e.m+1], e.sorted[i:e.m])
+	i, _ := slices.BinarySearch(e.sorted[:e.n], v)
+	copy(e.sorted[i+1:e.n+1], e.sorted[i:e.n])
 	e.sorted[i] = v
-	e.m++
+	e.n++
 }
 
 // quantile returns the q-quantile of the values (the lower one at a tie of positions).
 func (e *empirical) quantile(q float64) float64 {
-	return e.sorted[int(q*float64(e.m-1))]
+	return e.sorted[int(q*float64(e.n-1))]
 }
 
 // ignoredTop is how many of its largest values an empirical's tail never looks at: enough for
@@ -148,7 +144,7 @@ const ignoredTop = 30
 // surprise returns −ln of the chance of a value at least v, at most maxSurprise; 0 when the
 // distribution is empty.
 func (e *empirical) surprise(v float64) float64 {
-	s := e.sorted[:e.m]
+	s := e.sorted[:e.n]
 	if len(s) == 0 {
 		return 0
 	}
@@ -177,7 +173,7 @@ const (
 // marshal encodes the calibration.
 func (c *calibration) marshal() []byte {
 	le := binary.LittleEndian
-	b := make([]byte, 0, 4+4*3+8+len(c.median)*(16+tailBytes)+len(c.lo)*16+12+8*(c.scores.m+c.single.m+c.means.m))
+	b := make([]byte, 0, 4+4*3+8+len(c.median)*(16+tailBytes)+len(c.lo)*16+12+8*(c.scores.n+c.single.n+c.means.n))
 	b = append(b, calMagic...)
 	b = le.AppendUint32(b, calVersion)
 	b = le.AppendUint32(b, uint32(len(c.median)))
@@ -199,8 +195,8 @@ func (c *calibration) marshal() []byte {
 		f(c.hi[j])
 	}
 	for _, e := range []*empirical{&c.scores, &c.single, &c.means} {
-		b = le.AppendUint32(b, uint32(e.m))
-		for _, v := range e.sorted[:e.m] {
+		b = le.AppendUint32(b, uint32(e.n))
+		for _, v := range e.sorted[:e.n] {
 			f(v)
 		}
 	}

@@ -392,9 +392,8 @@ func (d *Detector) judge(raw float64) float64 {
 	return max(0, max(joint, single)-math.Ln2)
 }
 
-// oneSided reports whether only a rise of feature j is odd: lower-is-better metrics (floored
-// at their median) and derived spreads are judged one way, counts (clipped at their level)
-// and plain values both ways.
+// oneSided reports whether only a rise of feature j is odd: the value of a lower-is-better
+// metric (floored at its median); every other feature is judged both ways.
 func (d *Detector) oneSided(j int) bool { return j < len(d.names) && d.better[j] }
 
 // recentSurprise is a ring of the latest raw surprises and their mean.
@@ -592,7 +591,7 @@ func (d *Detector) fit(rows [][]float64, at time.Time) error {
 	// the live samples before it: surprise means the same whatever the model, and the rows a
 	// model was trained on look more normal to it than new samples will, all the more so for
 	// the few rows of a relearned baseline.
-	if d.cal.single.m == 0 {
+	if d.cal.single.n == 0 {
 		x, u := slices.Clone(d.x), slices.Clone(d.surprise)
 		seeds := make([]float64, len(rows))
 		for i, r := range rows {

@@ -59,10 +59,10 @@ func TestEmpirical(t *testing.T) {
 	for range 4000 {
 		e.add(rng.ExpFloat64())
 	}
-	if e.m != 2048 {
-		t.Fatalf("ring holds %d values, want its 2048", e.m)
+	if e.n != 2048 {
+		t.Fatalf("ring holds %d values, want its 2048", e.n)
 	}
-	for i := 1; i < e.m; i++ {
+	for i := 1; i < e.n; i++ {
 		if e.sorted[i] < e.sorted[i-1] {
 			t.Fatalf("sorted values out of order at %d", i)
 		}

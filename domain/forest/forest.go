@@ -405,22 +405,9 @@ func (f *Forest) Score(x []float64) float64 {
 
 // totalPath returns the sum over all trees of the path length of x.
 func (f *Forest) totalPath(x []float64) float64 {
-	nodes := f.nodes
 	var sum float64
 	for _, root := range f.roots {
-		i := root
-		for {
-			nd := &nodes[i]
-			if nd.feature < 0 {
-				sum += nd.value
-				break
-			}
-			v, next := x[nd.feature], nd.right
-			if v < nd.value {
-				next = i + 1
-			}
-			i = next
-		}
+		sum += f.treePath(root, x)
 	}
 	return sum
 }
