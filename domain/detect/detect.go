@@ -583,7 +583,9 @@ func (d *Detector) fit(rows [][]float64, at time.Time) error {
 	if err != nil {
 		return fmt.Errorf("train model for %s: %w", d.service, err)
 	}
-	d.cal.fit(rows, d.better, d.minFloor, d.win.spacing())
+	// The service's sample spacing comes from the latest samples, every one: the training
+	// window thins out once full.
+	d.cal.fit(rows, d.better, d.minFloor, d.recent.spacing())
 	d.cal.scores.seed(oob)
 	d.model = m
 	// The raw surprise of the training rows themselves starts the calibration of surprise;

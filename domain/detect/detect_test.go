@@ -646,3 +646,28 @@ func TestRelearnsASteadyNewLevel(t *testing.T) {
 		})
 	}
 }
+
+// TestAlarmLevelKeepsTheSampleSpacing checks that the alarm level still follows the service's
+// own spacing once the retraining window, full, keeps only one sample in several: a service
+// sampled every minute keeps the level of 1,440 samples a day after a week.
+func TestAlarmLevelKeepsTheSampleSpacing(t *testing.T) {
+	t.Parallel()
+	d := newDetector(t, detect.Config{WarmUp: 64, RetrainWindow: 100, RetrainSpan: 10 * time.Hour, RetrainEvery: time.Hour})
+	src := newSource(6)
+	first := observe(t, d, src.next(t, nil))
+	for range 64 {
+		first = observe(t, d, src.next(t, nil))
+	}
+	var last detect.Result
+	retrained := 0
+	for range 12 * 60 { // the window fills, then keeps one sample in six
+		last = observe(t, d, src.next(t, nil))
+		if last.Trained {
+			retrained++
+		}
+	}
+	want := 1 - math.Exp2(-math.Log(1440/0.5)/(5*math.Ln10))
+	if retrained < 5 || math.Abs(first.Threshold-want) > 1e-9 || math.Abs(last.Threshold-want) > 1e-9 {
+		t.Errorf("thresholds %.6f then %.6f after %d retrainings, want %.6f throughout: the spacing of the samples, not of the window's rows", first.Threshold, last.Threshold, retrained, want)
+	}
+}
