@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/incident-engine/engine/domain/forest"
-	"github.com/incident-engine/engine/domain/sample"
 )
 
 // ErrNoModel is returned by Model while the detector is still warming up.
@@ -78,11 +77,7 @@ func (d *Detector) Restore(m Model) error {
 	if err != nil {
 		return fmt.Errorf("restore model %s v%d: %w", m.Service, m.Version, err)
 	}
-	ms := make([]sample.Metric, len(m.Features))
-	for i, name := range m.Features {
-		ms[i] = sample.Metric{Name: name}
-	}
-	d.reset(ms)
+	d.reset(metricsNamed(m.Features))
 	copy(d.typical, m.Typical)
 	d.model = &f
 	d.cal = cal
