@@ -114,23 +114,30 @@ func provideCorrelator(cfg Config) (incident.Correlator, error) {
 	return incident.NewCorrelator(cfg.Correlation)
 }
 
-func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c incident.Correlator, m *metrics.Engine, logger *slog.Logger) (router.Stages, error) {
+func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, kc kafka.Config, c incident.Correlator, m *metrics.Engine, logger *slog.Logger) (router.Stages, func(), error) {
 	score, err := handlers.NewScoreHandler(cfg.Detect, postgres.NewModels(pool), logger)
 	if err != nil {
-		return router.Stages{}, err
+		return router.Stages{}, nil, err
 	}
 	score.SetMetrics(m)
+	// The score stage replays a restored service's samples from its own input topic.
+	replay := kafka.NewPartitionLog(kc, router.TopicDecoded)
+	if err := score.SetDurability(handlers.Durability{
+		States: detectorStates{postgres.NewDetectorStates(pool)}, Log: replay, Position: kafkaPosition,
+	}); err != nil {
+		return router.Stages{}, nil, err
+	}
 	escalate, err := handlers.NewEscalateHandler[*postgres.Tx](store, cfg.Policy, router.TopicOutbox, logger)
 	if err != nil {
-		return router.Stages{}, err
+		return router.Stages{}, nil, err
 	}
 	notifier, err := notify.New(cfg.Notify)
 	if err != nil {
-		return router.Stages{}, err
+		return router.Stages{}, nil, err
 	}
 	hooks, err := remediate.New(cfg.Remediate)
 	if err != nil {
-		return router.Stages{}, err
+		return router.Stages{}, nil, err
 	}
 	decode := handlers.NewDecodeHandler(kafka.ReceivedAt)
 	decode.SetMetrics(m)
@@ -146,7 +153,25 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c inci
 		Notify:    notifyStage,
 		Record:    handlers.NewRecordHandler(postgres.NewSamples(pool)),
 		Remediate: handlers.NewRemediateHandler[*postgres.Tx](store, hooks, postgres.NewRemediations(pool), router.TopicOutbox, nil, logger),
-	}, nil
+	}, func() { _ = replay.Close() }, nil
+}
+
+// detectorStates adapts the PostgreSQL detector states to the score stage.
+type detectorStates struct{ *postgres.DetectorStates }
+
+func (s detectorStates) Load(ctx context.Context, service string) (handlers.DetectorState, bool, error) {
+	p, o, state, ok, err := s.DetectorStates.Load(ctx, service)
+	return handlers.DetectorState{Service: service, At: handlers.Position{Partition: p, Offset: o}, State: state}, ok, err
+}
+
+func (s detectorStates) Save(ctx context.Context, st handlers.DetectorState) error {
+	return s.DetectorStates.Save(ctx, st.Service, st.At.Partition, st.At.Offset, st.State)
+}
+
+// kafkaPosition is where a message sits in the Kafka topic it was consumed from.
+func kafkaPosition(msg *message.Message) (handlers.Position, bool) {
+	p, o, ok := kafka.Position(msg)
+	return handlers.Position{Partition: p, Offset: o}, ok
 }
 
 func provideTransport(kc kafka.Config, pub *wkafka.Publisher, outbox *wsql.Subscriber, reg *prometheus.Registry, m *metrics.Engine) router.Transport {

@@ -28,8 +28,15 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 	}
 	loggerAdapter := provideWatermillLogger(logger)
 	store := postgres.NewStore(pool, loggerAdapter)
+	config, cleanup3, err := provideKafka(cfg, logger)
+	if err != nil {
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
 	correlator, err := provideCorrelator(cfg)
 	if err != nil {
+		cleanup3()
 		cleanup2()
 		cleanup()
 		return nil, nil, err
@@ -37,31 +44,29 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 	registry := provideRegistry()
 	engine, err := provideMetrics(registry, pool)
 	if err != nil {
+		cleanup3()
 		cleanup2()
 		cleanup()
 		return nil, nil, err
 	}
-	stages, err := provideStages(cfg, store, pool, correlator, engine, logger)
-	if err != nil {
-		cleanup2()
-		cleanup()
-		return nil, nil, err
-	}
-	config, cleanup3, err := provideKafka(cfg, logger)
-	if err != nil {
-		cleanup2()
-		cleanup()
-		return nil, nil, err
-	}
-	publisher, cleanup4, err := provideKafkaPublisher(config, loggerAdapter)
+	stages, cleanup4, err := provideStages(cfg, store, pool, config, correlator, engine, logger)
 	if err != nil {
 		cleanup3()
 		cleanup2()
 		cleanup()
 		return nil, nil, err
 	}
-	subscriber, cleanup5, err := provideOutbox(pool, loggerAdapter)
+	publisher, cleanup5, err := provideKafkaPublisher(config, loggerAdapter)
 	if err != nil {
+		cleanup4()
+		cleanup3()
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	subscriber, cleanup6, err := provideOutbox(pool, loggerAdapter)
+	if err != nil {
+		cleanup5()
 		cleanup4()
 		cleanup3()
 		cleanup2()
@@ -71,6 +76,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 	transport := provideTransport(config, publisher, subscriber, registry, engine)
 	router, err := provideRouter(cfg, stages, transport, config, logger)
 	if err != nil {
+		cleanup6()
 		cleanup5()
 		cleanup4()
 		cleanup3()
@@ -80,6 +86,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 	}
 	ticker, err := provideTicker(pool, cfg, loggerAdapter)
 	if err != nil {
+		cleanup6()
 		cleanup5()
 		cleanup4()
 		cleanup3()
@@ -89,6 +96,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 	}
 	api, err := provideAPI(cfg, store, pool, correlator, config, publisher, loggerAdapter, logger)
 	if err != nil {
+		cleanup6()
 		cleanup5()
 		cleanup4()
 		cleanup3()
@@ -98,6 +106,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 	}
 	server, err := provideHTTP(cfg, registry, pool, config, api, logger)
 	if err != nil {
+		cleanup6()
 		cleanup5()
 		cleanup4()
 		cleanup3()
@@ -107,6 +116,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 	}
 	worker := NewWorker(router, ticker, server, config, databaseURL, registry, logger)
 	return worker, func() {
+		cleanup6()
 		cleanup5()
 		cleanup4()
 		cleanup3()

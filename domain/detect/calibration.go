@@ -84,10 +84,11 @@ func (c *calibration) alarmLevel(budget float64) float64 {
 // value is: up to a high quantile, −ln of the share of values at least as large (counting the
 // new one); beyond it, a heavy tail (shape surpriseShape) through that quantile and a lower
 // one. The high quantile is the 99th percentile, or lower while the ring holds few values, so
-// that it never reaches the largest ignoredTop of them: the first samples of an anomaly,
-// judged normal until the evidence adds up, join the ring without teaching it that the
-// anomaly is normal, and rare outliers do not widen the tail. Adding a value costs two binary
-// searches and a move of part of the sorted values; nothing is allocated once made.
+// that it never reaches the largest ignoredTop of them (the 75th below 120 values): the first
+// samples of an anomaly, judged normal until the evidence adds up, join the ring without
+// teaching it that the anomaly is normal, and rare outliers do not widen the tail. Adding a
+// value costs two binary searches and a move of part of the sorted values; nothing is
+// allocated once made.
 type empirical struct {
 	ring   []float64
 	next   int
@@ -148,7 +149,9 @@ func (e *empirical) surprise(v float64) float64 {
 	if len(s) == 0 {
 		return 0
 	}
-	tailHi := max(0.01, ignoredTop/float64(len(s))) // the share beyond the high quantile
+	// The share beyond the high quantile; with few values (a short warm-up) a quarter, so
+	// that the tail still lies between two distinct quantiles.
+	tailHi := max(0.01, min(0.25, ignoredTop/float64(len(s))))
 	tailLo := min(0.5, 10*tailHi)
 	hi, lo := e.quantile(1-tailHi), e.quantile(1-tailLo)
 	if v <= hi {

@@ -671,3 +671,20 @@ func TestAlarmLevelKeepsTheSampleSpacing(t *testing.T) {
 		t.Errorf("thresholds %.6f then %.6f after %d retrainings, want %.6f throughout: the spacing of the samples, not of the window's rows", first.Threshold, last.Threshold, retrained, want)
 	}
 }
+
+// TestShortWarmUpScoresStayFinite checks that the shortest warm-ups allowed judge with finite
+// scores: while the calibration holds fewer values than its tail ignores, ranks decide
+// alone (a tail through two equal quantiles made every later score NaN for good).
+func TestShortWarmUpScoresStayFinite(t *testing.T) {
+	t.Parallel()
+	for _, warmUp := range []int{16, 32, 50} {
+		d := newDetector(t, detect.Config{WarmUp: warmUp})
+		src := newSource(uint64(warmUp))
+		for i := range 300 {
+			r := observe(t, d, src.next(t, nil))
+			if math.IsNaN(r.Score) || math.IsInf(r.Score, 0) {
+				t.Fatalf("warm-up %d, sample %d: score %v, want a finite score", warmUp, i, r.Score)
+			}
+		}
+	}
+}

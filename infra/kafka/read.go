@@ -1,12 +1,15 @@
 package kafka
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
+	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
@@ -89,4 +92,97 @@ func ReadAll(c Config, topic string) ([]Record, error) {
 		return out[i].Offset < out[j].Offset
 	})
 	return out, nil
+}
+
+// Position returns the partition and offset of a message consumed from Kafka.
+func Position(msg *message.Message) (partition int32, offset int64, ok bool) {
+	p, ok1 := wkafka.MessagePartitionFromCtx(msg.Context())
+	o, ok2 := wkafka.MessagePartitionOffsetFromCtx(msg.Context())
+	return p, o, ok1 && ok2
+}
+
+// PartitionLog reads ranges of one topic's partitions back, outside any consumer group (the
+// score stage replays a service's samples after its saved state from it). It keeps one
+// client, made on first use.
+type PartitionLog struct {
+	cfg   Config
+	topic string
+
+	mu       sync.Mutex
+	client   sarama.Client
+	consumer sarama.Consumer
+}
+
+// NewPartitionLog returns a reader of topic.
+func NewPartitionLog(c Config, topic string) *PartitionLog {
+	c.setDefaults()
+	return &PartitionLog{cfg: c, topic: topic}
+}
+
+// ErrRetentionPassed is returned by Read when the broker no longer holds the first offset
+// asked for.
+var ErrRetentionPassed = errors.New("offset no longer held by the broker")
+
+// Read returns the messages of partition at offsets from up to, not including, to, in order.
+func (l *PartitionLog) Read(ctx context.Context, partition int32, from, to int64) ([]*message.Message, error) {
+	if from >= to {
+		return nil, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.client == nil {
+		client, err := sarama.NewClient(l.cfg.Brokers, saramaConfig(l.cfg))
+		if err != nil {
+			return nil, fmt.Errorf("kafka client: %w", err)
+		}
+		consumer, err := sarama.NewConsumerFromClient(client)
+		if err != nil {
+			client.Close()
+			return nil, fmt.Errorf("kafka consumer: %w", err)
+		}
+		l.client, l.consumer = client, consumer
+	}
+	pc, err := l.consumer.ConsumePartition(l.topic, partition, from)
+	if errors.Is(err, sarama.ErrOffsetOutOfRange) {
+		return nil, fmt.Errorf("read %s/%d from %d: %w", l.topic, partition, from, ErrRetentionPassed)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%d from %d: %w", l.topic, partition, from, err)
+	}
+	defer pc.Close()
+	out := make([]*message.Message, 0, to-from)
+	for {
+		var km *sarama.ConsumerMessage
+		select {
+		case km = <-pc.Messages():
+		case err := <-pc.Errors():
+			return nil, fmt.Errorf("read %s/%d: %w", l.topic, partition, err)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read %s/%d: %w", l.topic, partition, ctx.Err())
+		}
+		if km.Offset >= to {
+			return out, nil
+		}
+		msg, err := Marshaler().Unmarshal(km)
+		if err != nil {
+			return nil, fmt.Errorf("unmarshal %s/%d@%d: %w", l.topic, partition, km.Offset, err)
+		}
+		out = append(out, msg)
+		if km.Offset+1 >= to {
+			return out, nil
+		}
+	}
+}
+
+// Close releases the client.
+func (l *PartitionLog) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.client == nil {
+		return nil
+	}
+	l.consumer.Close()
+	err := l.client.Close()
+	l.client, l.consumer = nil, nil
+	return err
 }

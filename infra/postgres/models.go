@@ -33,19 +33,33 @@ func (r *Models) Save(ctx context.Context, m detect.Model) error {
 	return nil
 }
 
+// Version returns one stored model of the service.
+func (r *Models) Version(ctx context.Context, service string, version int) (detect.Model, error) {
+	m, ok, err := r.load(ctx, service, version)
+	if err == nil && !ok {
+		err = fmt.Errorf("model %s v%d: not in the registry", service, version)
+	}
+	return m, err
+}
+
 // Latest returns the service's newest model, and false when it has none.
 func (r *Models) Latest(ctx context.Context, service string) (detect.Model, bool, error) {
+	return r.load(ctx, service, 0)
+}
+
+// load returns the model of a version, or the newest for version 0.
+func (r *Models) load(ctx context.Context, service string, version int) (detect.Model, bool, error) {
 	m := detect.Model{Service: service}
 	var from, to *time.Time
 	err := r.pool.QueryRow(ctx, `
 		SELECT version, features, typical, threshold, window_from, window_to, rows, trained_at, forest, coalesce(calibration, '')
-		FROM models WHERE service = $1 ORDER BY version DESC LIMIT 1`, service).
+		FROM models WHERE service = $1 AND ($2 = 0 OR version = $2) ORDER BY version DESC LIMIT 1`, service, version).
 		Scan(&m.Version, &m.Features, &m.Typical, &m.Threshold, &from, &to, &m.Rows, &m.TrainedAt, &m.Forest, &m.Calibration)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return detect.Model{}, false, nil
 	}
 	if err != nil {
-		return detect.Model{}, false, fmt.Errorf("load model of %s: %w", service, err)
+		return detect.Model{}, false, fmt.Errorf("load model of %s (version %d, 0 the latest): %w", service, version, err)
 	}
 	m.WindowFrom, m.WindowTo, m.TrainedAt = deref(from), deref(to), m.TrainedAt.UTC()
 	return m, true, nil

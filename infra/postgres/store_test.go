@@ -261,3 +261,43 @@ func TestSamplesSaveAndRange(t *testing.T) {
 		t.Errorf("latency of minute 1 = %v, %v", v, ok)
 	}
 }
+
+// TestDetectorStatesKeepTheLatest checks the detector states' contract: a state saved is
+// loaded as it was; an older position on the same partition never replaces a later one (a
+// worker that lost the service cannot take its state back); a state of another partition
+// replaces it (the topic was repartitioned).
+func TestDetectorStatesKeepTheLatest(t *testing.T) {
+	t.Parallel()
+	_, pool := newStore(t)
+	ctx := context.Background()
+	states := postgres.NewDetectorStates(pool)
+	if _, _, _, ok, err := states.Load(ctx, "api"); ok || err != nil {
+		t.Fatalf("Load of a service never saved: ok=%v err=%v, want none", ok, err)
+	}
+	steps := []struct {
+		partition int32
+		offset    int64
+		state     string
+		wantState string
+		why       string
+	}{
+		{2, -1, "first", "first", "the first sample's mark is stored"},
+		{2, 40, "at 40", "at 40", "a later state replaces it"},
+		{2, 39, "at 39", "at 40", "an earlier one does not"},
+		{2, 40, "again 40", "at 40", "nor one of the same position"},
+		{5, 3, "moved", "moved", "a state of another partition replaces it"},
+	}
+	for _, s := range steps {
+		if err := states.Save(ctx, "api", s.partition, s.offset, []byte(s.state)); err != nil {
+			t.Fatal(err)
+		}
+		_, _, got, ok, err := states.Load(ctx, "api")
+		if err != nil || !ok || string(got) != s.wantState {
+			t.Errorf("after saving %q at %d/%d: loaded %q (ok=%v, err=%v), want %q: %s", s.state, s.partition, s.offset, got, ok, err, s.wantState, s.why)
+		}
+	}
+	p, o, _, _, _ := states.Load(ctx, "api")
+	if p != 5 || o != 3 {
+		t.Errorf("position %d/%d, want 5/3", p, o)
+	}
+}
