@@ -43,6 +43,10 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "build producer: %v\n%s", err, out)
 			return 1
 		}
+		if err := buildWorker(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 		return pgtest.Main(m)
 	}())
 }

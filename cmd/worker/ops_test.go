@@ -262,8 +262,7 @@ func TestReplayGivesSameIncidents(t *testing.T) {
 // TestRestartMidStream stops the worker while it is working through a stream and starts a new
 // one on the same broker and database: messages whose offsets were not yet committed are
 // delivered again, and the outcome is still exactly one incident with a clean timeline.
-// (A restart before a service's first model is stored makes the new worker warm up on what
-// follows, failures included; the retraining window, not the warm-up, leaves anomalies out.)
+// (TestKilledWorkerDecidesAlike kills the worker process outright, warm-up included.)
 func TestRestartMidStream(t *testing.T) {
 	e := startEngine(t, nil)
 	e.produce(t, "--failure-mode", "latency", "--start", simStart.Format(time.RFC3339), "--duration", "20h",
