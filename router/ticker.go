@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -15,31 +16,40 @@ import (
 // Ticker publishes a resolution check to TopicChecks at a fixed interval. It is the only part
 // of the engine that reads the wall clock; the check carries that time to the resolve stage.
 type Ticker struct {
-	pub   message.Publisher
-	every time.Duration
-	now   func() time.Time
+	pub    message.Publisher
+	every  time.Duration
+	now    func() time.Time
+	logger *slog.Logger
 }
 
 // NewTicker returns a ticker publishing through pub every interval (default 5s when 0).
-func NewTicker(pub message.Publisher, every time.Duration) *Ticker {
+func NewTicker(pub message.Publisher, every time.Duration, logger *slog.Logger) *Ticker {
 	if every <= 0 {
 		every = 5 * time.Second
 	}
-	return &Ticker{pub: pub, every: every, now: time.Now}
+	return &Ticker{pub: pub, every: every, now: time.Now, logger: logger}
 }
 
-// Run publishes checks until ctx ends.
+// Run publishes checks until ctx ends. A check that cannot be published (the database is
+// away) is skipped with a warning: the next one, dated at its own time, checks everything
+// the skipped one would have, so an outage delays resolution checks and stops nothing.
 func (t *Ticker) Run(ctx context.Context) error {
 	tk := time.NewTicker(t.every)
 	defer tk.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tk.C:
-			if err := t.Publish(t.now()); err != nil {
-				return err
+			err := t.Publish(t.now())
+			switch {
+			case err != nil && !failing:
+				t.logger.Warn("resolution checks skipped until the outbox takes them again", "stage", "resolve", "err", err)
+			case err == nil && failing:
+				t.logger.Info("resolution checks published again", "stage", "resolve")
 			}
+			failing = err != nil
 		}
 	}
 }

@@ -102,12 +102,12 @@ func provideOutbox(pool *pgxpool.Pool, l watermill.LoggerAdapter) (*wsql.Subscri
 	return sub, func() { _ = sub.Close() }, nil
 }
 
-func provideTicker(pool *pgxpool.Pool, cfg Config, l watermill.LoggerAdapter) (*router.Ticker, error) {
+func provideTicker(pool *pgxpool.Pool, cfg Config, l watermill.LoggerAdapter, logger *slog.Logger) (*router.Ticker, error) {
 	pub, err := postgres.NewOutboxPublisher(pool, l)
 	if err != nil {
 		return nil, err
 	}
-	return router.NewTicker(pub, cfg.TickInterval), nil
+	return router.NewTicker(pub, cfg.TickInterval, logger), nil
 }
 
 func provideCorrelator(cfg Config) (incident.Correlator, error) {

@@ -84,7 +84,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 		cleanup()
 		return nil, nil, err
 	}
-	ticker, err := provideTicker(pool, cfg, loggerAdapter)
+	ticker, err := provideTicker(pool, cfg, loggerAdapter, logger)
 	if err != nil {
 		cleanup6()
 		cleanup5()

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,21 +27,52 @@ var workerBin string
 
 // process is the worker binary run against a broker and a database that outlive it.
 type process struct {
-	brokers []string
-	dbURL   string
-	pool    *pgxpool.Pool
-	cmd     *exec.Cmd
-	logs    strings.Builder
+	brokers  []string
+	dbURL    string
+	pool     *pgxpool.Pool
+	httpAddr string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	logs     syncBuffer
 }
 
-func newProcessEngine(t *testing.T) *process {
+// syncBuffer is the worker's output, written by its process and read by the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// newProcessEngine returns a worker process to start on a new in-process broker and dbURL
+// (a database of the shared test cluster when empty).
+func newProcessEngine(t *testing.T, dbURL string) *process {
 	t.Helper()
 	broker, err := kafka.StartBroker(kafka.BrokerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(broker.Close)
-	p := &process{brokers: broker.Addrs(), dbURL: pgtest.Database(t)}
+	if dbURL == "" {
+		dbURL = pgtest.Database(t)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	p := &process{brokers: broker.Addrs(), dbURL: dbURL, httpAddr: addr}
 	p.pool, err = postgres.Connect(context.Background(), p.dbURL)
 	if err != nil {
 		t.Fatal(err)
@@ -53,10 +87,25 @@ func (p *process) start(t *testing.T) {
 	t.Helper()
 	p.cmd = exec.Command(workerBin)
 	p.cmd.Env = append(os.Environ(), "KAFKA_BROKERS="+strings.Join(p.brokers, ","), "DATABASE_URL="+p.dbURL,
-		"HTTP_ADDR=127.0.0.1:0", "TICK_INTERVAL=200ms", "LOG_LEVEL=warn")
+		"HTTP_ADDR="+p.httpAddr, "TICK_INTERVAL=200ms", "LOG_LEVEL=warn")
 	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
+	}
+	p.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) {
+		_ = cmd.Wait()
+		close(exited)
+	}(p.cmd, p.exited)
+}
+
+// alive reports whether the worker process is still running.
+func (p *process) alive() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return p.cmd != nil
 	}
 }
 
@@ -67,8 +116,19 @@ func (p *process) kill(t *testing.T) {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	_ = p.cmd.Wait()
+	<-p.exited
 	p.cmd = nil
+}
+
+// ready returns the status code of the worker's /readyz (0 when it does not answer).
+func (p *process) ready() int {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + p.httpAddr + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func (p *process) count(t *testing.T, query string) int {
@@ -129,33 +189,30 @@ func (p *process) waitDone(t *testing.T, last time.Time, services ...string) {
 // crashSamples is each service's samples in the crash test's stream: 30 hours, one a minute.
 const crashSamples = 30 * 60
 
-// TestKilledWorkerDecidesAlike runs the same stream through the real worker binary twice,
-// against a broker and a PostgreSQL that outlive it: once uninterrupted, once killed with
-// SIGKILL again and again (during the warm-up, mid-stream, in the failure) and restarted. The
-// engine must decide exactly alike: the same score for every sample, the same models trained
-// on the same rows, the same incidents and timelines.
-func TestKilledWorkerDecidesAlike(t *testing.T) {
+// TestFaultsDecideAlike runs the same stream through the real worker binary, against a broker
+// and a PostgreSQL that outlive it, uninterrupted and then under faults: killed with SIGKILL
+// again and again (during the warm-up, mid-stream, in the failure) and restarted; and with
+// PostgreSQL stopped mid-stream and started again, the worker staying up and not ready
+// meanwhile. The engine must decide exactly alike: the same score for every sample, the same
+// models trained on the same rows, the same incidents and timelines.
+func TestFaultsDecideAlike(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the worker binary several times")
 	}
 	services := []string{"api", "db", "auth"}
 	last := simStart.Add(crashSamples*time.Minute - time.Minute)
-	run := func(kills []int) string {
-		p := newProcessEngine(t)
+	backlog := func(p *process) {
 		// The whole stream waits in Kafka before the worker starts: a backlog it works through.
 		(&engine{brokers: p.brokers}).produce(t, "--failure-mode", "latency", "--start", simStart.Format(time.RFC3339),
 			"--duration", (crashSamples * time.Minute).String(), "--failure-after", "20h", "--failure-for", "1h")
-		for _, at := range kills {
-			p.start(t)
-			// Kill once the record stage has stored this many samples: the other stages are
-			// somewhere around there, in any order.
-			waitFor(t, 3*time.Minute, fmt.Sprintf("%d samples recorded before a kill", at), func() (bool, string) {
-				n := p.count(t, `SELECT count(*) FROM samples`)
-				return n >= at, fmt.Sprint(n)
-			})
-			p.kill(t)
-			t.Logf("killed at %d samples recorded", p.count(t, `SELECT count(*) FROM samples`))
-		}
+	}
+	recorded := func(p *process, n int, what string) {
+		waitFor(t, 3*time.Minute, fmt.Sprintf("%d samples recorded %s", n, what), func() (bool, string) {
+			got := p.count(t, `SELECT count(*) FROM samples`)
+			return got >= n, fmt.Sprint(got)
+		})
+	}
+	finish := func(p *process) string {
 		p.start(t)
 		p.waitDone(t, last, services...)
 		p.kill(t)
@@ -164,30 +221,122 @@ func TestKilledWorkerDecidesAlike(t *testing.T) {
 		}
 		return p.outcome(t)
 	}
-	clean := run(nil)
-	// 150 samples is 50 a service, inside the 256-sample warm-up; 3 × 20 h is the failure.
-	killed := run([]int{150, 1200, 2400, 3 * 20 * 60, 3*20*60 + 120, 4500})
+	p := newProcessEngine(t, "")
+	backlog(p)
+	clean := finish(p)
 	if !strings.Contains(clean, `"opened"`) {
 		t.Fatalf("the uninterrupted run opened no incident; the stream is meant to have one")
 	}
-	if clean != killed {
-		cl, kl := strings.Split(clean, "\n"), strings.Split(killed, "\n")
-		diffs := 0
-		for i := 0; i < max(len(cl), len(kl)) && diffs < 10; i++ {
-			var c, k string
-			if i < len(cl) {
-				c = cl[i]
-			}
-			if i < len(kl) {
-				k = kl[i]
-			}
-			if c != k {
-				t.Errorf("line %d differs:\nclean  %s\nkilled %s", i, c, k)
-				diffs++
-			}
+
+	t.Run("killed again and again", func(t *testing.T) {
+		p := newProcessEngine(t, "")
+		backlog(p)
+		// 150 samples is 50 a service, inside the 256-sample warm-up; 3 × 20 h is the failure.
+		for _, at := range []int{150, 1200, 2400, 3 * 20 * 60, 3*20*60 + 120, 4500} {
+			p.start(t)
+			// Kill once the record stage has stored this many samples: the other stages are
+			// somewhere around there, in any order.
+			recorded(p, at, "before a kill")
+			p.kill(t)
+			t.Logf("killed at %d samples recorded", p.count(t, `SELECT count(*) FROM samples`))
 		}
-		t.Errorf("the killed worker decided otherwise: %d lines against %d", len(kl), len(cl))
+		compareOutcomes(t, clean, finish(p))
+	})
+
+	t.Run("postgres away", func(t *testing.T) {
+		cluster := privateCluster(t)
+		p := newProcessEngine(t, cluster.URL())
+		backlog(p)
+		p.start(t)
+		recorded(p, 1500, "before the outage")
+		if err := cluster.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "/readyz to say 503", func() (bool, string) {
+			code := p.ready()
+			return code == http.StatusServiceUnavailable, fmt.Sprint(code)
+		})
+		// The outage itself: the stages keep failing on the database all this time.
+		time.Sleep(15 * time.Second)
+		if !p.alive() {
+			t.Fatalf("the worker exited during the outage:\n%s", p.logs.String())
+		}
+		if code := p.ready(); code != http.StatusServiceUnavailable {
+			t.Errorf("/readyz answered %d during the outage, want 503", code)
+		}
+		restarted, err := postgres.StartCluster(context.Background(), cluster.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = restarted.Stop() })
+		waitFor(t, time.Minute, "/readyz to say 200 again", func() (bool, string) {
+			code := p.ready()
+			return code == http.StatusOK, fmt.Sprint(code)
+		})
+		// The same worker goes on: finish only waits for it.
+		p.waitDone(t, last, services...)
+		if !p.alive() {
+			t.Fatalf("the worker exited:\n%s", p.logs.String())
+		}
+		p.kill(t)
+		compareOutcomes(t, clean, p.outcome(t))
+	})
+}
+
+// compareOutcomes reports the first lines in which two outcomes differ.
+func compareOutcomes(t *testing.T, clean, got string) {
+	t.Helper()
+	if clean == got {
+		return
 	}
+	cl, gl := strings.Split(clean, "\n"), strings.Split(got, "\n")
+	diffs := 0
+	for i := 0; i < max(len(cl), len(gl)) && diffs < 10; i++ {
+		var c, g string
+		if i < len(cl) {
+			c = cl[i]
+		}
+		if i < len(gl) {
+			g = gl[i]
+		}
+		if c != g {
+			t.Errorf("line %d differs:\nclean %s\ngot   %s", i, c, g)
+			diffs++
+		}
+	}
+	t.Errorf("the engine decided otherwise under the fault: %d lines against %d", len(gl), len(cl))
+}
+
+// testCluster is a private PostgreSQL cluster a test may stop and start again.
+type testCluster struct {
+	*postgres.Cluster
+	cfg postgres.ClusterConfig
+}
+
+func privateCluster(t *testing.T) testCluster {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pg-outage-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	// The server runs as the postgres user when the tests run as root: it must reach its dir.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cfg := postgres.ClusterConfig{Dir: filepath.Join(dir, "data"), Port: port}
+	c, err := postgres.StartCluster(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	return testCluster{Cluster: c, cfg: cfg}
 }
 
 func buildWorker(dir string) error {
