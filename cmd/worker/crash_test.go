@@ -28,6 +28,7 @@ var workerBin string
 // process is the worker binary run against a broker and a database that outlive it.
 type process struct {
 	brokers  []string
+	broker   *kafka.Broker
 	dbURL    string
 	pool     *pgxpool.Pool
 	httpAddr string
@@ -58,7 +59,13 @@ func (s *syncBuffer) String() string {
 // (a database of the shared test cluster when empty).
 func newProcessEngine(t *testing.T, dbURL string) *process {
 	t.Helper()
-	broker, err := kafka.StartBroker(kafka.BrokerConfig{})
+	return newProcessEngineOn(t, dbURL, kafka.BrokerConfig{})
+}
+
+// newProcessEngineOn is newProcessEngine with a broker of this configuration.
+func newProcessEngineOn(t *testing.T, dbURL string, bc kafka.BrokerConfig) *process {
+	t.Helper()
+	broker, err := kafka.StartBroker(bc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +79,7 @@ func newProcessEngine(t *testing.T, dbURL string) *process {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	p := &process{brokers: broker.Addrs(), dbURL: dbURL, httpAddr: addr}
+	p := &process{brokers: broker.Addrs(), broker: broker, dbURL: dbURL, httpAddr: addr}
 	p.pool, err = postgres.Connect(context.Background(), p.dbURL)
 	if err != nil {
 		t.Fatal(err)
@@ -274,6 +281,44 @@ func TestFaultsDecideAlike(t *testing.T) {
 			return code == http.StatusOK, fmt.Sprint(code)
 		})
 		// The same worker goes on: finish only waits for it.
+		p.waitDone(t, last, services...)
+		if !p.alive() {
+			t.Fatalf("the worker exited:\n%s", p.logs.String())
+		}
+		p.kill(t)
+		compareOutcomes(t, clean, p.outcome(t))
+	})
+
+	t.Run("kafka away", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bc := kafka.BrokerConfig{Port: l.Addr().(*net.TCPAddr).Port, DataDir: t.TempDir()}
+		l.Close()
+		p := newProcessEngineOn(t, "", bc)
+		backlog(p)
+		p.start(t)
+		recorded(p, 1500, "before the outage")
+		p.broker.Close()
+		waitFor(t, time.Minute, "/readyz to say 503", func() (bool, string) {
+			code := p.ready()
+			return code == http.StatusServiceUnavailable, fmt.Sprint(code)
+		})
+		// The outage itself: the stages keep failing on the broker all this time.
+		time.Sleep(15 * time.Second)
+		if !p.alive() {
+			t.Fatalf("the worker exited during the outage:\n%s", p.logs.String())
+		}
+		broker, err := kafka.StartBroker(bc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(broker.Close)
+		waitFor(t, 2*time.Minute, "/readyz to say 200 again", func() (bool, string) {
+			code := p.ready()
+			return code == http.StatusOK, fmt.Sprint(code)
+		})
 		p.waitDone(t, last, services...)
 		if !p.alive() {
 			t.Fatalf("the worker exited:\n%s", p.logs.String())
