@@ -1,7 +1,9 @@
 package handlers
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -17,6 +19,14 @@ import (
 // Anomalies inside a silence are never judged. It passes every incoming event on, followed
 // by its own escalation event, to the outbox topic out. Each input message is handled once
 // (inbox), so redelivery neither escalates nor forwards twice.
+//
+// Every change correlate makes flows through here in order, so what goes out describes each
+// change as it was, however far behind this stage runs: a forwarded event carries the
+// severity the incident had reached at that point of the stream (a resolution correlate wrote
+// before this stage caught up still says the severity its episode ended with), and an
+// escalation carries the snapshot of the change it was judged on (an escalation judged before
+// a resolution says "open", and goes out before that resolution). No escalation is judged on
+// a change after a resolution.
 type EscalateHandler[T IncidentTx] struct {
 	store  IncidentStore[T]
 	policy incident.Policy
@@ -43,8 +53,24 @@ func (h *EscalateHandler[T]) Handle(msg *message.Message) error {
 		if err != nil || !first {
 			return err
 		}
+		if _, err := tx.LoadWatch(ev.Service); err != nil { // serialises with correlate
+			return err
+		}
+		inc, err := tx.LoadIncident(ev.IncidentID)
+		if err != nil {
+			return err
+		}
 		forward := msg.Copy()
 		forward.SetContext(msg.Context())
+		if inc != nil && inc.Severity().String() != ev.Severity {
+			// Only this stage raises the severity, in stream order: the row's is the severity
+			// at this change.
+			asAt := ev
+			asAt.Severity = inc.Severity().String()
+			if forward.Payload, err = json.Marshal(asAt); err != nil {
+				return fmt.Errorf("encode incident event: %w", err)
+			}
+		}
 		if err := tx.Publish(h.out, forward); err != nil {
 			return err
 		}
@@ -57,17 +83,7 @@ func (h *EscalateHandler[T]) Handle(msg *message.Message) error {
 			return nil
 		}
 		target, rule, ok := h.policy.Evaluate(ev.Facts())
-		if !ok {
-			return nil
-		}
-		if _, err := tx.LoadWatch(ev.Service); err != nil { // serialises with correlate
-			return err
-		}
-		inc, err := tx.LoadIncident(ev.IncidentID)
-		if err != nil {
-			return err
-		}
-		if inc == nil || target <= inc.Severity() {
+		if !ok || inc == nil || target <= inc.Severity() {
 			return nil
 		}
 		cause := incident.Signal{At: ev.OccurredAt, Score: ev.Details.Score, Threshold: ev.Details.Threshold,
@@ -79,6 +95,26 @@ func (h *EscalateHandler[T]) Handle(msg *message.Message) error {
 			return Permanent(err)
 		}
 		h.logger.Info("incident escalated", "stage", "escalate", "service", ev.Service, "incident", ev.IncidentID, "severity", target.String(), "rule", rule.Name)
-		return saveAndPublish(msg.Context(), tx, inc, h.out)
+		entries, err := tx.SaveIncident(inc)
+		if err != nil {
+			return err
+		}
+		escalations := eventsFor(entries)
+		for i := range escalations {
+			escalations[i] = asAtChange(escalations[i], ev)
+		}
+		msgs, err := eventMessages(msg.Context(), escalations)
+		if err != nil {
+			return err
+		}
+		return tx.Publish(h.out, msgs...)
 	})
+}
+
+// asAtChange returns the escalation event esc with the incident's snapshot as it was at the
+// change it was judged on, its new severity aside.
+func asAtChange(esc, change IncidentEvent) IncidentEvent {
+	out := change
+	out.EventID, out.Event, out.OccurredAt, out.Severity, out.Details = esc.EventID, esc.Event, esc.OccurredAt, esc.Severity, esc.Details
+	return out
 }

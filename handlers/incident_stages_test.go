@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -683,5 +684,59 @@ func TestFakeStoreRefusesSecondOpenIncident(t *testing.T) {
 	}
 	if tl := store.Timeline("first"); len(tl) != 1 || tl[0].Kind != incident.KindOpened {
 		t.Errorf("timeline of the first incident: %v", entryKinds(tl))
+	}
+}
+
+// TestEscalateEventsDoNotDependOnLag checks that what escalate sends on describes each change
+// as it was, however far behind correlate it runs: run in step with correlate, or only after
+// correlate has already resolved the incident, it sends the same events in the same order
+// with the same contents, the escalation saying "open" and the resolution the severity the
+// episode ended with.
+func TestEscalateEventsDoNotDependOnLag(t *testing.T) {
+	t.Parallel()
+	pattern := "AAAAAAAAAAAA" + strings.Repeat("H", 20) // escalates to medium, then recovers
+	inStep := newStages(t)
+	done := 0
+	for i := range len(pattern) {
+		inStep.feed(t, "api", i, pattern[i:i+1])
+		correlated := inStep.store.Published(topicCorrelated)
+		for _, m := range correlated[done:] {
+			if err := inStep.escalate.Handle(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		done = len(correlated)
+	}
+	behind := newStages(t)
+	behind.feed(t, "api", 0, pattern)
+	if got := behind.only(t); got.Status != incident.StatusResolved {
+		t.Fatalf("the incident is %s before escalate runs, want it resolved", got.Status)
+	}
+	behind.escalateAll(t)
+
+	want, got := events(t, inStep.store.Published(topicOutbox)), events(t, behind.store.Published(topicOutbox))
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("escalate behind correlate sent\n%+v\nin step it sends\n%+v", got, want)
+	}
+	var sawEscalation, sawResolution bool
+	for _, ev := range got {
+		switch ev.Event {
+		case incident.KindEscalated:
+			sawEscalation = true
+			if ev.Status != "open" || ev.Severity != "medium" || ev.ResolvedAt != nil {
+				t.Errorf("escalation says %s/%s resolved %v, want open/medium as at its change", ev.Status, ev.Severity, ev.ResolvedAt)
+			}
+		case incident.KindResolved:
+			sawResolution = true
+			if !sawEscalation || ev.Severity != "medium" {
+				t.Errorf("resolution (after the escalation: %v) says %s, want medium after the escalation", sawEscalation, ev.Severity)
+			}
+		}
+	}
+	if !sawEscalation || !sawResolution {
+		t.Errorf("events %v, want an escalation and a resolution", kinds(got))
+	}
+	if final := behind.only(t); final.Severity != incident.SeverityMedium {
+		t.Errorf("the incident ended %s, want medium", final.Severity)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -16,7 +17,9 @@ import (
 type Notifier interface {
 	// Targets names the receivers that want ev.
 	Targets(ev incident.Event) []string
-	// Deliver sends ev to one receiver, retrying as it sees fit, and returns the attempts made.
+	// Deliver sends ev to one receiver, retrying as it sees fit within a budget of its own
+	// that ends before the handler's deadline, and returns the attempts made. It is called for
+	// several receivers at once.
 	Deliver(ctx context.Context, receiver string, ev incident.Event) (attempts int, err error)
 }
 
@@ -25,7 +28,7 @@ type DeliveryLog interface {
 	// Delivered reports whether receiver already had a final outcome for the event.
 	Delivered(ctx context.Context, receiver, eventID string) (bool, error)
 	// Record stores a delivery's outcome with its timeline entry ("notified" or
-	// "notification_failed"), in one transaction.
+	// "notification_failed"), in one transaction. It is called for several receivers at once.
 	Record(ctx context.Context, d incident.Delivery) error
 }
 
@@ -54,39 +57,45 @@ func NewNotifyHandler(n Notifier, log DeliveryLog, now func() time.Time, logger 
 	return &NotifyHandler{notifier: n, log: log, now: now, logger: logger}
 }
 
-// Handle notifies the receivers of one incident event.
+// Handle notifies the receivers of one incident event, side by side: each delivery has its
+// own budget (the notifier's), so a receiver that hangs or fails for good is recorded as
+// failed and holds neither the others nor the partition. A delivery cut short because the
+// worker is stopping is left unrecorded, to be sent after the restart.
 func (h *NotifyHandler) Handle(msg *message.Message) error {
 	ev, err := decodeJSON[incident.Event](msg.Payload, "incident event")
 	if err != nil {
 		return err
 	}
 	ctx := msg.Context()
-	var errs []error
-	for _, r := range h.notifier.Targets(ev) {
-		done, err := h.log.Delivered(ctx, r, ev.EventID)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if done {
-			continue
-		}
-		attempts, sendErr := h.notifier.Deliver(ctx, r, ev)
-		if ctx.Err() != nil {
-			// Shutting down: leave it undelivered, to be sent after the restart.
-			errs = append(errs, ctx.Err())
-			continue
-		}
-		d := incident.Delivery{Receiver: r, Event: ev, Attempts: attempts, DeliveredAt: h.now().UTC()}
-		if sendErr != nil {
-			d.Err = sendErr.Error()
-			h.logger.Error("notification failed", "stage", "notify", "receiver", r, "service", ev.Service, "incident", ev.IncidentID, "event", ev.Event, "attempts", attempts, "err", sendErr)
-		}
-		if err := h.log.Record(ctx, d); err != nil {
-			errs = append(errs, fmt.Errorf("record delivery to %s: %w", r, err))
-			continue
-		}
-		metricsOrNone(h.metrics).Delivered(r, d.Err == "")
+	targets := h.notifier.Targets(ev)
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, r := range targets {
+		wg.Go(func() { errs[i] = h.deliver(ctx, r, ev) })
 	}
+	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// deliver notifies one receiver of ev, unless it already had a final outcome, and records it.
+func (h *NotifyHandler) deliver(ctx context.Context, r string, ev incident.Event) error {
+	done, err := h.log.Delivered(ctx, r, ev.EventID)
+	if err != nil || done {
+		return err
+	}
+	attempts, sendErr := h.notifier.Deliver(ctx, r, ev)
+	if ctx.Err() != nil {
+		// Shutting down: leave it undelivered, to be sent after the restart.
+		return ctx.Err()
+	}
+	d := incident.Delivery{Receiver: r, Event: ev, Attempts: attempts, DeliveredAt: h.now().UTC()}
+	if sendErr != nil {
+		d.Err = sendErr.Error()
+		h.logger.Error("notification failed", "stage", "notify", "receiver", r, "service", ev.Service, "incident", ev.IncidentID, "event", ev.Event, "attempts", attempts, "err", sendErr)
+	}
+	if err := h.log.Record(ctx, d); err != nil {
+		return fmt.Errorf("record delivery to %s: %w", r, err)
+	}
+	metricsOrNone(h.metrics).Delivered(r, d.Err == "")
+	return nil
 }

@@ -6,6 +6,7 @@ package wire
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/incident-engine/engine/domain/detect"
@@ -82,6 +83,11 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.TickInterval < 0 {
 		errs = append(errs, errors.New("tick interval must not be negative"))
+	}
+	if time.Duration(c.Notify.Budget) >= c.Router.HandlerTimeout {
+		// The notify stage delivers within its handler's deadline; a budget beyond it would
+		// make a receiver that hangs stall the partition instead of failing.
+		errs = append(errs, fmt.Errorf("the notification budget (%s) must be shorter than the handler timeout (%s)", time.Duration(c.Notify.Budget), c.Router.HandlerTimeout))
 	}
 	errs = append(errs, c.API.Validate(), c.Router.Validate(), c.Notify.Validate(), c.Remediate.Validate(), c.Detect.Validate(), c.Correlation.Validate(), c.Policy.Validate())
 	return errors.Join(errs...)

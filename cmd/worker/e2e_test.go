@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -565,6 +566,59 @@ func TestNotificationsEndToEnd(t *testing.T) {
 	if n := len(am.received()); n != notifiable {
 		t.Errorf("after a restart the receiver has %d notifications, want still %d", n, notifiable)
 	}
+}
+
+// TestSlowReceiversHoldNoOne sends a failure's notifications to three receivers at once: a
+// healthy one, one that always fails and one that never answers. The healthy one gets every
+// notification; each of the others is recorded as failed for every one of them, within its
+// delivery budget, and nothing stalls.
+func TestSlowReceiversHoldNoOne(t *testing.T) {
+	healthy, failing := &alertReceiver{}, &alertReceiver{failures: 1 << 30}
+	release := make(chan struct{})
+	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer hanging.Close()
+	defer close(release)
+	okSrv, failSrv := httptest.NewServer(healthy), httptest.NewServer(failing)
+	defer okSrv.Close()
+	defer failSrv.Close()
+	tune := func(c *wire.Config) {
+		c.Notify = notify.Config{Backoff: notify.Duration(10 * time.Millisecond), Budget: notify.Duration(time.Second),
+			Receivers: []notify.Receiver{
+				{Name: "hanging", Kind: notify.KindWebhook, URL: hanging.URL},
+				{Name: "failing", Kind: notify.KindWebhook, URL: failSrv.URL},
+				{Name: "healthy", Kind: notify.KindWebhook, URL: okSrv.URL},
+			}}
+	}
+	e := startEngine(t, tune)
+	e.produce(t, "--failure-mode", "errors", "--start", simStart.Format(time.RFC3339), "--duration", "8h",
+		"--failure-after", failAfter.String(), "--failure-for", failFor.String())
+	e.waitProcessed(t, simStart.Add(8*time.Hour-time.Minute), "api", "db", "auth")
+	got := e.incidents(t, "api")
+	if len(got) != 1 || got[0].Status != "resolved" {
+		t.Fatalf("incidents %+v, want one resolved", got)
+	}
+	notifiable := 0
+	for _, r := range e.timeline(t, got[0].ID) {
+		if r.Event == "opened" || r.Event == "escalated" || r.Event == "resolved" {
+			notifiable++
+		}
+	}
+	waitFor(t, 2*time.Minute, "every change delivered or failed at every receiver", func() (bool, string) {
+		outcomes := map[string]int{}
+		for _, r := range e.timeline(t, got[0].ID) {
+			if r.Event == "notified" || r.Event == "notification_failed" {
+				receiver, _ := r.Details["receiver"].(string)
+				outcomes[r.Event+" "+receiver]++
+			}
+		}
+		want := map[string]int{"notified healthy": notifiable, "notification_failed failing": notifiable, "notification_failed hanging": notifiable}
+		return reflect.DeepEqual(outcomes, want) && len(healthy.received()) == notifiable, fmt.Sprintf("%v, want %v", outcomes, want)
+	})
 }
 
 // TestRemediationEndToEnd gives the latency failure a remediation hook that does not help:

@@ -63,6 +63,12 @@ type Config struct {
 	Backoff Duration `json:"backoff,omitempty"`
 	// Timeout bounds one HTTP attempt (default 10s).
 	Timeout Duration `json:"timeout,omitempty"`
+	// Budget bounds one delivery to one receiver, its attempts and the waits between them
+	// included (default 20s); a receiver that has not taken the notification by then is
+	// recorded as failed. Receivers are notified side by side, each in its own budget, so keep
+	// it under the router's handler timeout (30s): a receiver that hangs or fails for good
+	// never holds the others or the partition.
+	Budget Duration `json:"budget,omitempty"`
 }
 
 // Duration is a time.Duration written as "500ms" in JSON.
@@ -111,6 +117,9 @@ func (c *Config) SetDefaults() {
 	if c.Timeout == 0 {
 		c.Timeout = Duration(10 * time.Second)
 	}
+	if c.Budget == 0 {
+		c.Budget = Duration(20 * time.Second)
+	}
 	for i := range c.Receivers {
 		r := &c.Receivers[i]
 		if r.MinSeverity == "" {
@@ -147,8 +156,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("receiver %s: min_severity: %w", r.Name, err))
 		}
 	}
-	if c.MaxAttempts < 1 || c.Backoff < 0 || c.Timeout <= 0 {
-		errs = append(errs, errors.New("max_attempts must be at least 1, backoff not negative, timeout positive"))
+	if c.MaxAttempts < 1 || c.Backoff < 0 || c.Timeout <= 0 || c.Budget <= 0 {
+		errs = append(errs, errors.New("max_attempts must be at least 1, backoff not negative, timeout and budget positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -209,9 +218,25 @@ func (n *Notifier) Targets(ev incident.Event) []string {
 // ErrRejected wraps a receiver's 4xx answer other than 429: retrying will not help.
 var ErrRejected = errors.New("receiver rejected the notification")
 
+// ErrBudgetSpent is returned by Deliver when the receiver had not taken the notification
+// within the delivery budget.
+var ErrBudgetSpent = errors.New("delivery budget spent")
+
 // Deliver posts ev to the named receiver, retrying failures (network errors, 429 and 5xx
-// answers) with exponential backoff up to MaxAttempts. It returns the attempts made.
+// answers) with exponential backoff up to MaxAttempts, all within the delivery budget. It
+// returns the attempts made. When ctx ends first, its error is returned: the delivery was cut
+// short, not failed.
 func (n *Notifier) Deliver(ctx context.Context, receiver string, ev incident.Event) (int, error) {
+	budget, cancel := context.WithTimeoutCause(ctx, time.Duration(n.cfg.Budget), ErrBudgetSpent)
+	defer cancel()
+	attempts, err := n.deliver(budget, receiver, ev)
+	if err != nil && ctx.Err() == nil && budget.Err() != nil {
+		return attempts, fmt.Errorf("%w (%s) after %d attempts: %w", ErrBudgetSpent, time.Duration(n.cfg.Budget), attempts, err)
+	}
+	return attempts, err
+}
+
+func (n *Notifier) deliver(ctx context.Context, receiver string, ev incident.Event) (int, error) {
 	i := slices.IndexFunc(n.cfg.Receivers, func(r Receiver) bool { return r.Name == receiver })
 	if i < 0 {
 		return 0, fmt.Errorf("no receiver named %q", receiver)

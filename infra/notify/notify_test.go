@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -251,5 +252,36 @@ func TestErrorsKeepURLSecret(t *testing.T) {
 	_, err := n.Deliver(context.Background(), "s", event(incident.KindOpened, "low", "open"))
 	if err == nil || strings.Contains(err.Error(), "SECRETTOKEN") {
 		t.Errorf("error %v: want a failure that does not show the secret path", err)
+	}
+}
+
+// TestDeliverWithinItsBudget checks that a receiver that never answers costs one delivery
+// its budget and no more: Deliver gives up with ErrBudgetSpent, though the HTTP timeout and
+// the attempts left would have waited far longer, while a caller's own cancellation is
+// reported as such, not as a failed delivery.
+func TestDeliverWithinItsBudget(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	n, err := New(Config{Receivers: []Receiver{{Name: "hang", Kind: KindWebhook, URL: hang.URL}},
+		Timeout: Duration(time.Hour), Budget: Duration(100 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempts, err := n.Deliver(context.Background(), "hang", event(incident.KindOpened, "low", "open"))
+	if !errors.Is(err, ErrBudgetSpent) || attempts != 1 {
+		t.Errorf("Deliver to a receiver that never answers: %d attempts, %v; want 1 and ErrBudgetSpent", attempts, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := n.Deliver(ctx, "hang", event(incident.KindOpened, "low", "open")); errors.Is(err, ErrBudgetSpent) || err == nil {
+		t.Errorf("Deliver with the caller's context cancelled: %v, want the cancellation, not a spent budget", err)
 	}
 }
