@@ -5,7 +5,9 @@ PKGS := ./...
 
 DATA ?= ../shared/data
 
-.PHONY: run test bench eval lint generate build producer clean
+FUZZTIME ?= 1m
+
+.PHONY: run test fuzz bench eval lint generate build producer clean
 
 run: ## run the worker (in-process Kafka on :9092, private PostgreSQL under .data/ unless configured)
 	$(GO) run ./cmd/worker
@@ -13,8 +15,14 @@ run: ## run the worker (in-process Kafka on :9092, private PostgreSQL under .dat
 build:
 	$(GO) build -o bin/ ./cmd/...
 
-test: ## every test: unit, handler, PostgreSQL and Kafka integration, end to end
+test: ## every test: unit, handler, PostgreSQL and Kafka integration, end to end; each fuzz target briefly
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+
+fuzz: ## each fuzz target (the decoder, a stored model, a saved detector state) for FUZZTIME (default 1m)
+	$(GO) test ./handlers -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./domain/detect -run '^$$' -fuzz '^FuzzRestoreModel$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./domain/detect -run '^$$' -fuzz '^FuzzRestoreState$$' -fuzztime $(FUZZTIME)
 
 bench: ## scoring and pipeline benchmarks, and scikit-learn's reference figures when python3-sklearn is installed
 	$(GO) test -run '^$$' -bench . -benchmem ./domain/...
