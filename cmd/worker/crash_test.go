@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/incident-engine/engine/infra/kafka"
@@ -89,12 +91,27 @@ func newProcessEngineOn(t *testing.T, dbURL string, bc kafka.BrokerConfig) *proc
 	return p
 }
 
+// sibling returns another worker process on the same broker and database, with its own
+// HTTP address.
+func (p *process) sibling(t *testing.T) *process {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	s := &process{brokers: p.brokers, broker: p.broker, dbURL: p.dbURL, pool: p.pool, httpAddr: addr}
+	t.Cleanup(func() { s.kill(t) })
+	return s
+}
+
 // start runs the worker process.
 func (p *process) start(t *testing.T) {
 	t.Helper()
 	p.cmd = exec.Command(workerBin)
 	p.cmd.Env = append(os.Environ(), "KAFKA_BROKERS="+strings.Join(p.brokers, ","), "DATABASE_URL="+p.dbURL,
-		"HTTP_ADDR="+p.httpAddr, "TICK_INTERVAL=200ms", "LOG_LEVEL=warn")
+		"HTTP_ADDR="+p.httpAddr, "TICK_INTERVAL=200ms", "LOG_LEVEL=info")
 	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -189,7 +206,7 @@ func (p *process) waitDone(t *testing.T, last time.Time, services ...string) {
 		}
 		outbox := p.count(t, `SELECT (SELECT count(*) FROM "watermill_incidents.correlated") + (SELECT count(*) FROM "watermill_incidents.outbox")`)
 		samples := p.count(t, `SELECT count(*) FROM samples`)
-		return n == len(services) && outbox == 0 && samples == 3*crashSamples, fmt.Sprintf("%d of %d services done, %d outbox rows, %d samples recorded", n, len(services), outbox, samples)
+		return n == len(services) && outbox == 0 && samples == len(services)*crashSamples, fmt.Sprintf("%d of %d services done, %d outbox rows, %d samples recorded", n, len(services), outbox, samples)
 	})
 }
 
@@ -206,12 +223,15 @@ func TestFaultsDecideAlike(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the worker binary several times")
 	}
-	services := []string{"api", "db", "auth"}
+	// Six services (api and b-api fail), so that they spread over the partitions.
+	services := []string{"api", "db", "auth", "b-api", "b-db", "b-auth"}
 	last := simStart.Add(crashSamples*time.Minute - time.Minute)
 	backlog := func(p *process) {
 		// The whole stream waits in Kafka before the worker starts: a backlog it works through.
-		(&engine{brokers: p.brokers}).produce(t, "--failure-mode", "latency", "--start", simStart.Format(time.RFC3339),
-			"--duration", (crashSamples * time.Minute).String(), "--failure-after", "20h", "--failure-for", "1h")
+		for _, prefix := range []string{"", "b-"} {
+			(&engine{brokers: p.brokers}).produce(t, "--failure-mode", "latency", "--start", simStart.Format(time.RFC3339), "--service-prefix", prefix,
+				"--duration", (crashSamples * time.Minute).String(), "--failure-after", "20h", "--failure-for", "1h")
+		}
 	}
 	recorded := func(p *process, n int, what string) {
 		waitFor(t, 3*time.Minute, fmt.Sprintf("%d samples recorded %s", n, what), func() (bool, string) {
@@ -238,8 +258,8 @@ func TestFaultsDecideAlike(t *testing.T) {
 	t.Run("killed again and again", func(t *testing.T) {
 		p := newProcessEngine(t, "")
 		backlog(p)
-		// 150 samples is 50 a service, inside the 256-sample warm-up; 3 × 20 h is the failure.
-		for _, at := range []int{150, 1200, 2400, 3 * 20 * 60, 3*20*60 + 120, 4500} {
+		// 300 samples is 50 a service, inside the 256-sample warm-up; 6 × 20 h is the failure.
+		for _, at := range []int{300, 2400, 4800, 6 * 20 * 60, 6*20*60 + 240, 9000} {
 			p.start(t)
 			// Kill once the record stage has stored this many samples: the other stages are
 			// somewhere around there, in any order.
@@ -250,12 +270,52 @@ func TestFaultsDecideAlike(t *testing.T) {
 		compareOutcomes(t, clean, finish(p))
 	})
 
+	t.Run("three workers, one killed", func(t *testing.T) {
+		p := newProcessEngine(t, "")
+		// Three workers in the same consumer groups share the partitions; the second dies
+		// mid-stream and its services, detector state included, go to the other two. The
+		// stream comes once all three have joined, so each has services to judge.
+		workers := []*process{p, p.sibling(t), p.sibling(t)}
+		for _, w := range workers {
+			w.start(t)
+		}
+		waitFor(t, 2*time.Minute, "three members in the score stage's consumer group", func() (bool, string) {
+			n, err := groupMembers(p.brokers, "incident-engine.score")
+			return n == 3, fmt.Sprint(n, err)
+		})
+		backlog(p)
+		recorded(p, 4000, "before one of three workers is killed")
+		// The victim is a worker that has been judging services (it trained their models).
+		victim := slices.IndexFunc(workers, func(w *process) bool { return strings.Contains(w.logs.String(), "model trained") })
+		if victim < 0 {
+			t.Fatal("no worker has trained a model")
+		}
+		workers[victim].kill(t)
+		t.Logf("killed worker %d of 3 at %d samples recorded", victim, p.count(t, `SELECT count(*) FROM samples`))
+		p.waitDone(t, last, services...)
+		restores := 0
+		for i, w := range workers {
+			if i == victim {
+				continue
+			}
+			if !w.alive() {
+				t.Fatalf("a surviving worker exited:\n%s", w.logs.String())
+			}
+			restores += strings.Count(w.logs.String(), "detector state restored")
+			w.kill(t)
+		}
+		if restores == 0 {
+			t.Errorf("no surviving worker restored a detector: the killed worker's services were not handed over")
+		}
+		compareOutcomes(t, clean, p.outcome(t))
+	})
+
 	t.Run("postgres away", func(t *testing.T) {
 		cluster := privateCluster(t)
 		p := newProcessEngine(t, cluster.URL())
 		backlog(p)
 		p.start(t)
-		recorded(p, 1500, "before the outage")
+		recorded(p, 3000, "before the outage")
 		if err := cluster.Stop(); err != nil {
 			t.Fatal(err)
 		}
@@ -299,7 +359,7 @@ func TestFaultsDecideAlike(t *testing.T) {
 		p := newProcessEngineOn(t, "", bc)
 		backlog(p)
 		p.start(t)
-		recorded(p, 1500, "before the outage")
+		recorded(p, 3000, "before the outage")
 		p.broker.Close()
 		waitFor(t, time.Minute, "/readyz to say 503", func() (bool, string) {
 			code := p.ready()
@@ -350,6 +410,22 @@ func compareOutcomes(t *testing.T, clean, got string) {
 		}
 	}
 	t.Errorf("the engine decided otherwise under the fault: %d lines against %d", len(gl), len(cl))
+}
+
+// groupMembers returns how many members a consumer group has.
+func groupMembers(brokers []string, group string) (int, error) {
+	sc := sarama.NewConfig()
+	sc.Version = kafka.ProtocolVersion
+	admin, err := sarama.NewClusterAdmin(brokers, sc)
+	if err != nil {
+		return 0, err
+	}
+	defer admin.Close()
+	groups, err := admin.DescribeConsumerGroups([]string{group})
+	if err != nil || len(groups) == 0 {
+		return 0, err
+	}
+	return len(groups[0].Members), nil
 }
 
 // testCluster is a private PostgreSQL cluster a test may stop and start again.

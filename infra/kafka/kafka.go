@@ -113,6 +113,16 @@ func NewSubscriber(c Config, group string, logger watermill.LoggerAdapter) (*wka
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.Offsets.AutoCommit.Interval = 200 * time.Millisecond
+	// A join waits at the broker up to the rebalance timeout for the other members; the read
+	// timeout must outlast it, or the client gives up on its own join and starts another, and
+	// a group of restarted workers never settles. A member that died (SIGKILL) is dropped
+	// after the session timeout. Sticky assignment moves as few partitions as it can, so a
+	// rebalance restores few services' detectors.
+	sc.Consumer.Group.Session.Timeout = 10 * time.Second
+	sc.Consumer.Group.Heartbeat.Interval = 3 * time.Second
+	sc.Consumer.Group.Rebalance.Timeout = 20 * time.Second
+	sc.Net.ReadTimeout = 30 * time.Second
+	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
 	sub, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
 		Brokers: c.Brokers, Unmarshaler: Marshaler(), OverwriteSaramaConfig: sc, ConsumerGroup: group,
 		NackResendSleep: 200 * time.Millisecond, ReconnectRetrySleep: time.Second,

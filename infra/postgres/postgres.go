@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 
 	"github.com/incident-engine/engine/migrations"
 )
@@ -66,7 +67,13 @@ func migrateDB(ctx context.Context, db *sql.DB) ([]int64, error) {
 // number before an earlier one arrived: goose applies such a missing migration instead of
 // refusing to start. Each migration is written to be correct in either order.
 func migrateFS(ctx context.Context, db *sql.DB, fsys fs.FS) ([]int64, error) {
-	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithAllowOutofOrder(true))
+	// Workers started together migrate one at a time: the first applies, the others find
+	// nothing left to do.
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return nil, fmt.Errorf("migration lock: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithAllowOutofOrder(true), goose.WithSessionLocker(locker))
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}
