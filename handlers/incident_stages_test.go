@@ -740,3 +740,54 @@ func TestEscalateEventsDoNotDependOnLag(t *testing.T) {
 		t.Errorf("the incident ended %s, want medium", final.Severity)
 	}
 }
+
+// TestResolveJudgesStalenessAgainstTheBacklog checks that a service is judged silent only as
+// of what the engine has heard: a check that finds samples still pending on the service's
+// partition since before the stale-data limit records no stop; one whose backlog is on
+// another partition, or whose backlog came after the silence, does; and one that could not
+// ask the broker judges no service stale.
+func TestResolveJudgesStalenessAgainstTheBacklog(t *testing.T) {
+	t.Parallel()
+	staleAfter := newStages(t).correlator.Config().StaleAfter
+	last := minute(2)
+	now := last.Add(3 * staleAfter)
+	partitionOf := func(service string, n int32) int32 {
+		if n != 6 {
+			t.Errorf("partition count %d, want the check's 6", n)
+		}
+		return map[string]int32{"api": 4}[service]
+	}
+	cases := []struct {
+		name        string
+		check       handlers.ResolutionCheck
+		wantStopped bool
+		why         string
+	}{
+		{"backlog on its partition", handlers.ResolutionCheck{Now: now, Partitions: 6, Pending: map[int32]time.Time{4: last.Add(time.Second)}}, false,
+			"samples received a second after the last one wait in Kafka: the service did not stop"},
+		{"backlog elsewhere", handlers.ResolutionCheck{Now: now, Partitions: 6, Pending: map[int32]time.Time{1: last}}, true,
+			"another partition's backlog says nothing of this service"},
+		{"backlog after the silence", handlers.ResolutionCheck{Now: now, Partitions: 6, Pending: map[int32]time.Time{4: last.Add(2 * staleAfter)}}, true,
+			"what waits arrived after the limit had passed in silence"},
+		{"broker unknown", handlers.ResolutionCheck{Now: now, BacklogUnknown: true}, false,
+			"without the broker's word nothing is judged stale"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStages(t)
+			s.resolve.SetPartitionOf(partitionOf)
+			s.feed(t, "api", 0, "AAA")
+			payload, err := json.Marshal(tc.check)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.resolve.Handle(message.NewMessage("check", payload)); err != nil {
+				t.Fatal(err)
+			}
+			if got := s.only(t).DataStopped; got != tc.wantStopped {
+				t.Errorf("data stopped %v, want %v: %s", got, tc.wantStopped, tc.why)
+			}
+		})
+	}
+}

@@ -53,8 +53,29 @@ type ScoredSample struct {
 type IncidentEvent = incident.Event
 
 // ResolutionCheck is the ticker's message: check open incidents as of wall-clock time Now.
+// Whether a service's data stopped is judged against what the broker holds: Pending maps each
+// partition of the input (of Partitions) that still has samples on their way to correlation
+// to the broker's receipt time of the oldest of them, so a service on a lagging partition is
+// judged as of that time, not as of Now. BacklogUnknown means the broker could not be asked;
+// no service is then judged stale.
 type ResolutionCheck struct {
-	Now time.Time `json:"now"`
+	Now            time.Time           `json:"now"`
+	Pending        map[int32]time.Time `json:"pending,omitempty"`
+	Partitions     int32               `json:"partitions,omitempty"`
+	BacklogUnknown bool                `json:"backlog_unknown,omitempty"`
+}
+
+// heardUpTo returns the time up to which every sample of service the broker received has
+// been correlated: Now, or the oldest pending sample's receipt on the service's partition
+// (on any partition, when partitionOf is nil).
+func (c ResolutionCheck) heardUpTo(service string, partitionOf func(string, int32) int32) time.Time {
+	heard := c.Now
+	for p, at := range c.Pending {
+		if (partitionOf == nil || p == partitionOf(service, c.Partitions)) && at.Before(heard) {
+			heard = at
+		}
+	}
+	return heard
 }
 
 var idSpace = uuid.MustParse("6f1c2a8e-4b7d-5e0f-9a3c-2d8e1b7f4c60")

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -15,12 +14,21 @@ import (
 // open incident it settles the incident if the service's metrics have been healthy for the
 // recovery window (by sample time, so the result does not depend on when the tick came), and
 // records in the timeline when the service stopped sending samples (by the tick's wall-clock
-// time, the only place the engine uses it). An incident whose data stopped stays open.
+// time, the only place the engine uses it, held back to what the engine has heard: samples
+// still waiting in the broker are not silence). An incident whose data stopped stays open.
 type ResolveHandler[T IncidentTx] struct {
-	store      IncidentStore[T]
-	correlator incident.Correlator
-	out        string
-	logger     *slog.Logger
+	store       IncidentStore[T]
+	correlator  incident.Correlator
+	out         string
+	logger      *slog.Logger
+	partitionOf func(service string, partitions int32) int32
+}
+
+// SetPartitionOf tells the stage which input partition a service's samples go to
+// (infra/kafka.PartitionOf), so that only a backlog on that partition holds its staleness
+// back; without it any backlog does.
+func (h *ResolveHandler[T]) SetPartitionOf(f func(service string, partitions int32) int32) {
+	h.partitionOf = f
 }
 
 // NewResolveHandler returns the resolve stage, publishing to the outbox topic out.
@@ -43,7 +51,7 @@ func (h *ResolveHandler[T]) Handle(msg *message.Message) error {
 	// logged here and the service is checked again at the next tick.
 	var errs []error
 	for _, svc := range services {
-		err := h.check(msg, svc, check.Now)
+		err := h.check(msg, svc, check)
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrPermanent):
@@ -55,7 +63,7 @@ func (h *ResolveHandler[T]) Handle(msg *message.Message) error {
 	return errors.Join(errs...)
 }
 
-func (h *ResolveHandler[T]) check(msg *message.Message, svc string, now time.Time) error {
+func (h *ResolveHandler[T]) check(msg *message.Message, svc string, check ResolutionCheck) error {
 	return h.store.InTx(msg.Context(), func(tx T) error {
 		w, err := tx.LoadWatch(svc)
 		if err != nil {
@@ -68,7 +76,7 @@ func (h *ResolveHandler[T]) check(msg *message.Message, svc string, now time.Tim
 		if err := h.correlator.Settle(&w, inc); err != nil {
 			return Permanent(err)
 		}
-		if h.correlator.CheckStale(&w, inc, now) {
+		if !check.BacklogUnknown && h.correlator.CheckStale(&w, inc, check.heardUpTo(svc, h.partitionOf)) {
 			h.logger.Warn("service stopped sending metrics", "stage", "resolve", "service", svc, "incident", inc.ID(), "last_sample_at", w.LastSampleAt)
 		}
 		if len(inc.Changes()) == 0 {

@@ -16,11 +16,23 @@ import (
 // Ticker publishes a resolution check to TopicChecks at a fixed interval. It is the only part
 // of the engine that reads the wall clock; the check carries that time to the resolve stage.
 type Ticker struct {
-	pub    message.Publisher
-	every  time.Duration
-	now    func() time.Time
-	logger *slog.Logger
+	pub     message.Publisher
+	every   time.Duration
+	now     func() time.Time
+	logger  *slog.Logger
+	backlog Backlog
 }
+
+// Backlog tells, per partition of the input, the broker's receipt time of the oldest sample
+// not yet correlated (infra/kafka.Backlog).
+type Backlog interface {
+	PendingSince(ctx context.Context) (pending map[int32]time.Time, partitions int32, err error)
+}
+
+// WatchBacklog makes every check carry the pipeline's backlog, so that samples waiting in
+// the broker are not taken for silence (see handlers.ResolutionCheck). Without it a check
+// says nothing of a backlog.
+func (t *Ticker) WatchBacklog(b Backlog) { t.backlog = b }
 
 // NewTicker returns a ticker publishing through pub every interval (default 5s when 0).
 func NewTicker(pub message.Publisher, every time.Duration, logger *slog.Logger) *Ticker {
@@ -42,7 +54,7 @@ func (t *Ticker) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tk.C:
-			err := t.Publish(t.now())
+			err := t.Publish(ctx, t.now())
 			switch {
 			case err != nil && !failing:
 				t.logger.Warn("resolution checks skipped until the outbox takes them again", "stage", "resolve", "err", err)
@@ -54,9 +66,20 @@ func (t *Ticker) Run(ctx context.Context) error {
 	}
 }
 
-// Publish sends one check dated now.
-func (t *Ticker) Publish(now time.Time) error {
-	payload, err := json.Marshal(handlers.ResolutionCheck{Now: now.UTC()})
+// Publish sends one check dated now, with the backlog as the broker tells it.
+func (t *Ticker) Publish(ctx context.Context, now time.Time) error {
+	check := handlers.ResolutionCheck{Now: now.UTC()}
+	if t.backlog != nil {
+		ctx, cancel := context.WithTimeout(ctx, t.every)
+		pending, partitions, err := t.backlog.PendingSince(ctx)
+		cancel()
+		if err != nil {
+			t.logger.Warn("backlog unknown: no service is judged stale by this check", "stage", "resolve", "err", err)
+			check.BacklogUnknown = true
+		}
+		check.Pending, check.Partitions = pending, partitions
+	}
+	payload, err := json.Marshal(check)
 	if err != nil {
 		return fmt.Errorf("encode resolution check: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/incident-engine/engine/domain/incident"
 	"github.com/incident-engine/engine/infra/api"
 	"github.com/incident-engine/engine/infra/notify"
+	"github.com/incident-engine/engine/infra/postgres"
 	"github.com/incident-engine/engine/infra/remediate"
 	"github.com/incident-engine/engine/router"
 )
@@ -48,7 +49,9 @@ type Config struct {
 	Remediate   remediate.Config
 	Detect      detect.Config
 	Correlation incident.CorrelationConfig
-	Policy      incident.Policy
+	// Retention sets how long samples and other detail are kept (see postgres.Retention).
+	Retention postgres.Retention
+	Policy    incident.Policy
 }
 
 // SetDefaults fills every zero field with its default, including the nested configs.
@@ -76,6 +79,7 @@ func (c *Config) SetDefaults() {
 	c.Remediate.SetDefaults()
 	c.Detect.SetDefaults()
 	c.Correlation.SetDefaults()
+	c.Retention.SetDefaults()
 }
 
 // Validate reports every problem of the configuration at once.
@@ -89,6 +93,6 @@ func (c Config) Validate() error {
 		// make a receiver that hangs stall the partition instead of failing.
 		errs = append(errs, fmt.Errorf("the notification budget (%s) must be shorter than the handler timeout (%s)", time.Duration(c.Notify.Budget), c.Router.HandlerTimeout))
 	}
-	errs = append(errs, c.API.Validate(), c.Router.Validate(), c.Notify.Validate(), c.Remediate.Validate(), c.Detect.Validate(), c.Correlation.Validate(), c.Policy.Validate())
+	errs = append(errs, c.API.Validate(), c.Router.Validate(), c.Notify.Validate(), c.Remediate.Validate(), c.Detect.Validate(), c.Correlation.Validate(), c.Policy.Validate(), c.Retention.Validate())
 	return errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -102,12 +103,32 @@ func provideOutbox(pool *pgxpool.Pool, l watermill.LoggerAdapter) (*wsql.Subscri
 	return sub, func() { _ = sub.Close() }, nil
 }
 
-func provideTicker(pool *pgxpool.Pool, cfg Config, l watermill.LoggerAdapter, logger *slog.Logger) (*router.Ticker, error) {
+func provideTicker(pool *pgxpool.Pool, cfg Config, kc kafka.Config, l watermill.LoggerAdapter, logger *slog.Logger) (*router.Ticker, func(), error) {
 	pub, err := postgres.NewOutboxPublisher(pool, l)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return router.NewTicker(pub, cfg.TickInterval, logger), nil
+	t := router.NewTicker(pub, cfg.TickInterval, logger)
+	// Staleness is judged against what the broker holds: the samples still on their way
+	// through decode, score and correlate.
+	group := func(stage string) string { return cfg.Router.ConsumerGroupPrefix + "." + stage }
+	backlog := kafka.NewBacklog(kc,
+		kafka.Stage{Group: group("decode"), Topic: cfg.Router.Topics.Metrics, ReceivedAt: func(r kafka.Record) (time.Time, bool) { return r.Timestamp, true }},
+		kafka.Stage{Group: group("score"), Topic: router.TopicDecoded, ReceivedAt: payloadReceivedAt},
+		kafka.Stage{Group: group("correlate"), Topic: router.TopicScored, ReceivedAt: payloadReceivedAt},
+	)
+	t.WatchBacklog(backlog)
+	return t, func() { _ = backlog.Close() }, nil
+}
+
+// payloadReceivedAt reads the broker's receipt time that decode wrote into a decoded or
+// scored sample.
+func payloadReceivedAt(r kafka.Record) (time.Time, bool) {
+	var s handlers.DecodedSample
+	if err := json.Unmarshal(r.Message.Payload, &s); err != nil || s.ReceivedAt.IsZero() {
+		return time.Time{}, false
+	}
+	return s.ReceivedAt, true
 }
 
 func provideCorrelator(cfg Config) (incident.Correlator, error) {
@@ -139,6 +160,8 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, kc kaf
 	if err != nil {
 		return router.Stages{}, nil, err
 	}
+	resolve := handlers.NewResolveHandler[*postgres.Tx](store, c, router.TopicOutbox, logger)
+	resolve.SetPartitionOf(kafka.PartitionOf)
 	decode := handlers.NewDecodeHandler(kafka.ReceivedAt)
 	decode.SetMetrics(m)
 	notifyStage := handlers.NewNotifyHandler(notifier, postgres.NewDeliveries(pool), nil, logger)
@@ -148,7 +171,7 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, kc kaf
 		Score:     score,
 		Correlate: handlers.NewCorrelateHandler[*postgres.Tx](store, c, router.TopicCorrelated, logger),
 		Escalate:  escalate,
-		Resolve:   handlers.NewResolveHandler[*postgres.Tx](store, c, router.TopicOutbox, logger),
+		Resolve:   resolve,
 		Persist:   handlers.NewPersistHandler(),
 		Notify:    notifyStage,
 		Record:    handlers.NewRecordHandler(postgres.NewSamples(pool)),
@@ -189,6 +212,10 @@ func provideRouter(cfg Config, s router.Stages, t router.Transport, kc kafka.Con
 		return nil, err
 	}
 	return router.New(cfg.Router, s, t, logger)
+}
+
+func providePruner(pool *pgxpool.Pool, cfg Config, logger *slog.Logger) *postgres.Pruner {
+	return postgres.NewPruner(pool, cfg.Retention, logger)
 }
 
 func provideRegistry() *prometheus.Registry {

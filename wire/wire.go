@@ -31,6 +31,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 		provideStages,
 		provideTransport,
 		provideRouter,
+		providePruner,
 		NewWorker,
 	)
 	return nil, nil, nil

@@ -84,7 +84,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 		cleanup()
 		return nil, nil, err
 	}
-	ticker, err := provideTicker(pool, cfg, loggerAdapter, logger)
+	ticker, cleanup7, err := provideTicker(pool, cfg, config, loggerAdapter, logger)
 	if err != nil {
 		cleanup6()
 		cleanup5()
@@ -96,6 +96,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 	}
 	api, err := provideAPI(cfg, store, pool, correlator, config, publisher, loggerAdapter, logger)
 	if err != nil {
+		cleanup7()
 		cleanup6()
 		cleanup5()
 		cleanup4()
@@ -106,6 +107,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 	}
 	server, err := provideHTTP(cfg, registry, pool, config, api, logger)
 	if err != nil {
+		cleanup7()
 		cleanup6()
 		cleanup5()
 		cleanup4()
@@ -114,8 +116,10 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 		cleanup()
 		return nil, nil, err
 	}
-	worker := NewWorker(router, ticker, server, config, databaseURL, registry, logger)
+	pruner := providePruner(pool, cfg, logger)
+	worker := NewWorker(router, ticker, server, config, databaseURL, registry, pruner, logger)
 	return worker, func() {
+		cleanup7()
 		cleanup6()
 		cleanup5()
 		cleanup4()

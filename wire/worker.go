@@ -11,6 +11,7 @@ import (
 
 	"github.com/incident-engine/engine/infra/httpserver"
 	"github.com/incident-engine/engine/infra/kafka"
+	"github.com/incident-engine/engine/infra/postgres"
 	"github.com/incident-engine/engine/router"
 )
 
@@ -22,15 +23,16 @@ type Worker struct {
 	Kafka       kafka.Config
 	DatabaseURL DatabaseURL
 	Registry    *prometheus.Registry
+	Pruner      *postgres.Pruner
 	logger      *slog.Logger
 }
 
 // NewWorker groups the worker's parts.
-func NewWorker(r *message.Router, t *router.Ticker, h *httpserver.Server, kc kafka.Config, url DatabaseURL, reg *prometheus.Registry, logger *slog.Logger) *Worker {
-	return &Worker{Router: r, Ticker: t, HTTP: h, Kafka: kc, DatabaseURL: url, Registry: reg, logger: logger}
+func NewWorker(r *message.Router, t *router.Ticker, h *httpserver.Server, kc kafka.Config, url DatabaseURL, reg *prometheus.Registry, pr *postgres.Pruner, logger *slog.Logger) *Worker {
+	return &Worker{Router: r, Ticker: t, HTTP: h, Kafka: kc, DatabaseURL: url, Registry: reg, Pruner: pr, logger: logger}
 }
 
-// Run runs the router, the ticker and the HTTP server until ctx ends or one of them fails,
+// Run runs the router, the ticker, the HTTP server and the pruner until ctx ends or one of them fails,
 // then waits for all of them to stop.
 func (w *Worker) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
@@ -50,6 +52,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return w.Ticker.Run(ctx)
 	})
 	g.Go(func() error { return w.HTTP.Run(ctx) })
+	g.Go(func() error { return w.Pruner.Run(ctx) })
 	return g.Wait()
 }
 

@@ -220,9 +220,6 @@ const crashSamples = 30 * 60
 // meanwhile. The engine must decide exactly alike: the same score for every sample, the same
 // models trained on the same rows, the same incidents and timelines.
 func TestFaultsDecideAlike(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the worker binary several times")
-	}
 	// Six services (api and b-api fail), so that they spread over the partitions.
 	services := []string{"api", "db", "auth", "b-api", "b-db", "b-auth"}
 	last := simStart.Add(crashSamples*time.Minute - time.Minute)

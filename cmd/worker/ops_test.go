@@ -372,3 +372,53 @@ func TestLevelShiftIsLearned(t *testing.T) {
 		t.Errorf("resolved at %v, want within an hour of learning the baseline at %s", got[0].ResolvedAt, learnedAt)
 	}
 }
+
+// TestStalenessIsLagAware stops the worker while a service's incident is open and lets the
+// service's samples pile up in Kafka for longer than the stale-data limit: the restarted
+// worker, working through that backlog, records no data stop (the data did not stop, the
+// engine was behind); once the service does fall silent, the stop is recorded.
+func TestStalenessIsLagAware(t *testing.T) {
+	tune := func(c *wire.Config) {
+		c.Detect.WarmUp = 64
+		c.Correlation.StaleAfter = 3 * time.Second
+	}
+	e := startEngine(t, tune)
+	// 80 healthy minutes, then a latency failure that is still on when the worker stops.
+	e.publishRaw(t, "lag-api", samplesJSON("lag-api", simStart, 100, func(i int) float64 {
+		if i >= 80 {
+			return 1500
+		}
+		return normalLatency(i)
+	})...)
+	e.waitProcessed(t, simStart.Add(99*time.Minute), "lag-api")
+	url := string(e.worker.DatabaseURL)
+	e.stop()
+	// The failure goes on while no worker runs: a backlog, published now.
+	backlog := samplesJSON("lag-api", simStart.Add(100*time.Minute), 3000, func(int) float64 { return 1500 })
+	e.publishRaw(t, "lag-api", backlog...)
+	published := time.Now()
+	// More than the stale-data limit passes between those samples' arrival and their turn.
+	waitFor(t, 30*time.Second, "the stale-data limit to pass since the backlog arrived", func() (bool, string) {
+		return time.Since(published) > 4*time.Second, time.Since(published).String()
+	})
+	t.Cleanup(e.startWorker(t, url, tune))
+	e.waitProcessed(t, simStart.Add(3099*time.Minute), "lag-api")
+	got := e.incidents(t, "lag-api")
+	if len(got) != 1 || got[0].Status != "open" {
+		t.Fatalf("incidents %+v, want one open", got)
+	}
+	for _, r := range e.timeline(t, got[0].ID) {
+		if r.Event == "data_stopped" {
+			t.Fatalf("data_stopped recorded at %s while the samples waited in Kafka", r.OccurredAt)
+		}
+	}
+	// Now the service is silent: the stop is recorded.
+	waitFor(t, 30*time.Second, "data_stopped once the service is silent", func() (bool, string) {
+		for _, r := range e.timeline(t, got[0].ID) {
+			if r.Event == "data_stopped" {
+				return true, ""
+			}
+		}
+		return false, "none yet"
+	})
+}

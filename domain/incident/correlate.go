@@ -270,10 +270,12 @@ func (c Correlator) Settle(w *Watch, cur *Incident) error {
 	return nil
 }
 
-// CheckStale records on the open incident that its service stopped sending samples, when the
-// wall-clock time now (read by the ticker, never here) is StaleAfter past the last sample's
-// arrival. It reports whether it recorded anything.
-func (c Correlator) CheckStale(w *Watch, cur *Incident, now time.Time) bool {
+// CheckStale records on the open incident that its service stopped sending samples, when
+// heard is StaleAfter past the last sample's arrival. heard is the wall-clock time (read by
+// the ticker, never here) up to which every sample the broker received has been correlated:
+// samples still on their way are not silence. It reports whether it recorded anything.
+func (c Correlator) CheckStale(w *Watch, cur *Incident, heard time.Time) bool {
+	now := heard
 	if cur == nil || cur.Status() != StatusOpen || cur.DataStopped() || w.LastReceivedAt.IsZero() {
 		return false
 	}

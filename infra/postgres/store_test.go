@@ -301,3 +301,69 @@ func TestDetectorStatesKeepTheLatest(t *testing.T) {
 		t.Errorf("position %d/%d, want 5/3", p, o)
 	}
 }
+
+// TestPruneRemovesDetailAndKeepsState checks retention: samples, the timeline's anomaly
+// entries, inbox ids and delivery rows older than their ages go; newer ones stay, and so do
+// incidents, every state change of their timelines and models; a negative age keeps
+// everything of its kind.
+func TestPruneRemovesDetailAndKeepsState(t *testing.T) {
+	t.Parallel()
+	_, pool := newStore(t)
+	ctx := context.Background()
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	old, recent := now.Add(-100*24*time.Hour), now.Add(-time.Hour)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(`INSERT INTO service_watch (service) VALUES ('api')`)
+	for _, at := range []time.Time{old, old.Add(time.Minute), recent} {
+		exec(`INSERT INTO samples (service, at, metrics) VALUES ('api', $1, '{}')`, at)
+	}
+	inc := "0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11"
+	exec(`INSERT INTO incidents (id, service, severity, status, occurrence_count, first_seen, last_seen, episode_start)
+		VALUES ($1, 'api', 'low', 'open', 3, $2, $2, $2)`, inc, old)
+	for _, e := range []struct {
+		event string
+		at    time.Time
+	}{{"opened", old}, {"anomaly_recorded", old}, {"escalated", old}, {"notified", old}, {"anomaly_recorded", recent}} {
+		exec(`INSERT INTO incident_timeline (incident_id, event, occurred_at, recorded_at) VALUES ($1, $2, $3, $3)`, inc, e.event, e.at)
+	}
+	exec(`INSERT INTO processed_messages (stage, message_id, processed_at) VALUES ('escalate', 'a', $1), ('escalate', 'b', $2)`, old, recent)
+	exec(`INSERT INTO deliveries (receiver, event_id, incident_id, event, ok, attempts, delivered_at)
+		VALUES ('slack', 'e1', $1, 'opened', true, 1, $2), ('slack', 'e2', $1, 'escalated', true, 1, $3)`, inc, old, recent)
+
+	got, err := postgres.Prune(ctx, pool, postgres.Retention{Deliveries: -1}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := postgres.Pruned{Samples: 2, TimelineDetail: 1, Inbox: 1, Deliveries: 0}
+	if got != want {
+		t.Errorf("pruned %+v, want %+v (deliveries kept for ever)", got, want)
+	}
+	count := func(q string) int {
+		var n int
+		if err := pool.QueryRow(ctx, q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for q, n := range map[string]int{
+		`SELECT count(*) FROM samples`:                                                  1,
+		`SELECT count(*) FROM incidents`:                                                1,
+		`SELECT count(*) FROM incident_timeline WHERE event <> 'anomaly_recorded'`:      3,
+		`SELECT count(*) FROM incident_timeline WHERE event = 'anomaly_recorded'`:       1,
+		`SELECT count(*) FROM processed_messages WHERE message_id = 'b'`:                1,
+		`SELECT count(*) FROM deliveries`:                                               2,
+		`SELECT count(*) FROM samples WHERE at = '` + recent.Format(time.RFC3339) + `'`: 1,
+	} {
+		if got := count(q); got != n {
+			t.Errorf("%s = %d, want %d", q, got, n)
+		}
+	}
+	if again, err := postgres.Prune(ctx, pool, postgres.Retention{}, now); err != nil || again.Deliveries != 1 || again.Samples != 0 {
+		t.Errorf("second pruning with the default ages: %+v, %v; want the old delivery only", again, err)
+	}
+}
