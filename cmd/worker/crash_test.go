@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,8 +30,10 @@ var workerBin string
 
 // process is the worker binary run against a broker and a database that outlive it.
 type process struct {
-	brokers  []string
-	broker   *kafka.Broker
+	brokers      []string
+	broker       *kafka.Broker
+	receiver     *alertReceiver
+	notifyConfig string
 	dbURL    string
 	pool     *pgxpool.Pool
 	httpAddr string
@@ -81,7 +84,15 @@ func newProcessEngineOn(t *testing.T, dbURL string, bc kafka.BrokerConfig) *proc
 	}
 	addr := l.Addr().String()
 	l.Close()
-	p := &process{brokers: broker.Addrs(), broker: broker, dbURL: dbURL, httpAddr: addr}
+	p := &process{brokers: broker.Addrs(), broker: broker, dbURL: dbURL, httpAddr: addr, receiver: &alertReceiver{}}
+	// A webhook receiver in Alertmanager format that outlives the worker.
+	srv := httptest.NewServer(p.receiver)
+	t.Cleanup(srv.Close)
+	p.notifyConfig = filepath.Join(t.TempDir(), "notify.json")
+	cfg := fmt.Sprintf(`{"dashboard_url":"http://dashboard.local","receivers":[{"name":"am","kind":"webhook","url":%q}]}`, srv.URL)
+	if err := os.WriteFile(p.notifyConfig, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p.pool, err = postgres.Connect(context.Background(), p.dbURL)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +112,7 @@ func (p *process) sibling(t *testing.T) *process {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &process{brokers: p.brokers, broker: p.broker, dbURL: p.dbURL, pool: p.pool, httpAddr: addr}
+	s := &process{brokers: p.brokers, broker: p.broker, dbURL: p.dbURL, pool: p.pool, httpAddr: addr, receiver: p.receiver, notifyConfig: p.notifyConfig}
 	t.Cleanup(func() { s.kill(t) })
 	return s
 }
@@ -111,7 +122,7 @@ func (p *process) start(t *testing.T) {
 	t.Helper()
 	p.cmd = exec.Command(workerBin)
 	p.cmd.Env = append(os.Environ(), "KAFKA_BROKERS="+strings.Join(p.brokers, ","), "DATABASE_URL="+p.dbURL,
-		"HTTP_ADDR="+p.httpAddr, "TICK_INTERVAL=200ms", "LOG_LEVEL=info")
+		"HTTP_ADDR="+p.httpAddr, "TICK_INTERVAL=200ms", "LOG_LEVEL=info", "NOTIFY_CONFIG="+p.notifyConfig)
 	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -191,7 +202,29 @@ func (p *process) outcome(t *testing.T) string {
 	dump(`SELECT service, at, score, threshold, anomalous, model_version FROM samples ORDER BY service, at`)
 	dump(`SELECT service, version, rows, window_from, window_to, trained_at, threshold, md5(forest) FROM models ORDER BY service, version`)
 	dump(`SELECT id::text, service, severity, status, occurrence_count, first_seen, last_seen, resolved_at FROM incidents ORDER BY service, first_seen`)
-	dump(`SELECT incident_id::text, event, occurred_at, details FROM incident_timeline ORDER BY incident_id, occurred_at, id`)
+	dump(`SELECT incident_id::text, event, occurred_at, details FROM incident_timeline
+		WHERE event NOT IN ('notified', 'notification_failed') ORDER BY incident_id, occurred_at, id`)
+	// Deliveries: their wall-clock time aside, in an order that does not depend on the notify
+	// stage's pace.
+	dump(`SELECT incident_id::text, event, occurred_at, details - 'delivered_at' FROM incident_timeline
+		WHERE event IN ('notified', 'notification_failed') ORDER BY incident_id, occurred_at, details->>'event_id'`)
+	// What the receiver got, each distinct notification once (delivery is at least once: a
+	// kill between a send and its record sends it again, which receivers deduplicate by
+	// fingerprint).
+	seen := map[string]bool{}
+	var bodies []string
+	for _, body := range p.receiver.received() {
+		line, _ := json.Marshal(body)
+		if !seen[string(line)] {
+			seen[string(line)] = true
+			bodies = append(bodies, string(line))
+		}
+	}
+	slices.Sort(bodies)
+	for _, line := range bodies {
+		b.WriteString(line)
+		b.WriteByte('\n')
+	}
 	return b.String()
 }
 
@@ -206,7 +239,11 @@ func (p *process) waitDone(t *testing.T, last time.Time, services ...string) {
 		}
 		outbox := p.count(t, `SELECT (SELECT count(*) FROM "watermill_incidents.correlated") + (SELECT count(*) FROM "watermill_incidents.outbox")`)
 		samples := p.count(t, `SELECT count(*) FROM samples`)
-		return n == len(services) && outbox == 0 && samples == len(services)*crashSamples, fmt.Sprintf("%d of %d services done, %d outbox rows, %d samples recorded", n, len(services), outbox, samples)
+		// Every change a receiver hears of has been delivered.
+		changes := p.count(t, `SELECT count(*) FROM incident_timeline WHERE event IN ('opened', 'escalated', 'reopened', 'resolved', 'data_stopped', 'acknowledged')`)
+		delivered := p.count(t, `SELECT count(*) FROM incident_timeline WHERE event = 'notified'`)
+		return n == len(services) && outbox == 0 && samples == len(services)*crashSamples && changes > 0 && delivered == changes,
+			fmt.Sprintf("%d of %d services done, %d outbox rows, %d samples recorded, %d of %d changes delivered", n, len(services), outbox, samples, delivered, changes)
 	})
 }
 
