@@ -34,12 +34,12 @@ type process struct {
 	broker       *kafka.Broker
 	receiver     *alertReceiver
 	notifyConfig string
-	dbURL    string
-	pool     *pgxpool.Pool
-	httpAddr string
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	logs     syncBuffer
+	dbURL        string
+	pool         *pgxpool.Pool
+	httpAddr     string
+	cmd          *exec.Cmd
+	exited       chan struct{}
+	logs         syncBuffer
 }
 
 // syncBuffer is the worker's output, written by its process and read by the test.
