@@ -24,18 +24,24 @@ import (
 type CorrelateHandler[T IncidentTx] struct {
 	store      IncidentStore[T]
 	correlator incident.Correlator
-	out        string
+	out        OutboxTopic
 	logger     *slog.Logger
 }
 
-// NewCorrelateHandler returns the correlate stage, publishing incident events to the outbox
-// topic out.
-func NewCorrelateHandler[T IncidentTx](store IncidentStore[T], c incident.Correlator, out string, logger *slog.Logger) *CorrelateHandler[T] {
-	return &CorrelateHandler[T]{store: store, correlator: c, out: out, logger: logger}
+// NewCorrelateHandler returns the correlate stage; the router binds its output (To).
+func NewCorrelateHandler[T IncidentTx](store IncidentStore[T], c incident.Correlator, logger *slog.Logger) *CorrelateHandler[T] {
+	return &CorrelateHandler[T]{store: store, correlator: c, logger: logger}
 }
 
-// Handle correlates one scored sample.
-func (h *CorrelateHandler[T]) Handle(msg *message.Message) error {
+// To makes the stage publish its incident events to the outbox topic out, in the transaction
+// of each change, and returns its handler. The router calls it once, where it binds the stage.
+func (h *CorrelateHandler[T]) To(out OutboxTopic) message.NoPublishHandlerFunc {
+	h.out = out
+	return h.handle
+}
+
+// handle correlates one scored sample.
+func (h *CorrelateHandler[T]) handle(msg *message.Message) error {
 	in, err := decodeJSON[ScoredSample](msg.Payload, "scored sample")
 	if err != nil {
 		return err
@@ -97,7 +103,7 @@ func uniqueIncidents(a, b *incident.Incident) []*incident.Incident {
 
 // saveAndPublish stores inc with its pending timeline entries and publishes one event per
 // entry to the outbox topic, all in tx.
-func saveAndPublish[T IncidentTx](ctx context.Context, tx T, inc *incident.Incident, topic string) error {
+func saveAndPublish[T IncidentTx](ctx context.Context, tx T, inc *incident.Incident, topic OutboxTopic) error {
 	entries, err := tx.SaveIncident(inc)
 	if err != nil {
 		return err
@@ -106,7 +112,7 @@ func saveAndPublish[T IncidentTx](ctx context.Context, tx T, inc *incident.Incid
 	if err != nil {
 		return err
 	}
-	return tx.Publish(topic, msgs...)
+	return tx.Publish(string(topic), msgs...)
 }
 
 func eventMessages(ctx context.Context, events []IncidentEvent) ([]*message.Message, error) {

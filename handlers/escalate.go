@@ -30,20 +30,28 @@ import (
 type EscalateHandler[T IncidentTx] struct {
 	store  IncidentStore[T]
 	policy incident.Policy
-	out    string
+	out    OutboxTopic
 	logger *slog.Logger
 }
 
-// NewEscalateHandler returns the escalate stage, or the policy's validation error.
-func NewEscalateHandler[T IncidentTx](store IncidentStore[T], policy incident.Policy, out string, logger *slog.Logger) (*EscalateHandler[T], error) {
+// NewEscalateHandler returns the escalate stage, or the policy's validation error; the router
+// binds its output (To).
+func NewEscalateHandler[T IncidentTx](store IncidentStore[T], policy incident.Policy, logger *slog.Logger) (*EscalateHandler[T], error) {
 	if err := policy.Validate(); err != nil {
 		return nil, err
 	}
-	return &EscalateHandler[T]{store: store, policy: policy, out: out, logger: logger}, nil
+	return &EscalateHandler[T]{store: store, policy: policy, logger: logger}, nil
 }
 
-// Handle applies the severity policy to one incident event.
-func (h *EscalateHandler[T]) Handle(msg *message.Message) error {
+// To makes the stage publish what it forwards and its escalations to the outbox topic out,
+// in its transaction, and returns its handler. The router calls it once.
+func (h *EscalateHandler[T]) To(out OutboxTopic) message.NoPublishHandlerFunc {
+	h.out = out
+	return h.handle
+}
+
+// handle applies the severity policy to one incident event.
+func (h *EscalateHandler[T]) handle(msg *message.Message) error {
 	ev, err := decodeJSON[IncidentEvent](msg.Payload, "incident event")
 	if err != nil {
 		return err
@@ -71,7 +79,7 @@ func (h *EscalateHandler[T]) Handle(msg *message.Message) error {
 				return fmt.Errorf("encode incident event: %w", err)
 			}
 		}
-		if err := tx.Publish(h.out, forward); err != nil {
+		if err := tx.Publish(string(h.out), forward); err != nil {
 			return err
 		}
 		switch ev.Event {
@@ -107,7 +115,7 @@ func (h *EscalateHandler[T]) Handle(msg *message.Message) error {
 		if err != nil {
 			return err
 		}
-		return tx.Publish(h.out, msgs...)
+		return tx.Publish(string(h.out), msgs...)
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -14,6 +15,7 @@ import (
 	"github.com/incident-engine/engine/domain/incident"
 	"github.com/incident-engine/engine/domain/silence"
 	"github.com/incident-engine/engine/handlers"
+	"github.com/incident-engine/engine/handlers/storetest"
 )
 
 // fakeStore is an in-memory handlers.IncidentStore that honours the contract of
@@ -213,10 +215,10 @@ func (s *fakeStore) Watch(service string) (incident.Watch, bool) {
 }
 
 // Published returns the committed messages of topic, in publishing order.
-func (s *fakeStore) Published(topic string) []*message.Message {
+func (s *fakeStore) Published(topic handlers.OutboxTopic) []*message.Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.published[topic])
+	return slices.Clone(s.published[string(topic)])
 }
 
 // fakeDump is the whole observable state, comparable with reflect.DeepEqual.
@@ -411,4 +413,10 @@ func (tx *fakeTx) Publish(topic string, msgs ...*message.Message) error {
 		tx.published[topic] = append(tx.published[topic], m.Copy())
 	}
 	return nil
+}
+
+// TestFakeStoreHonoursTheContract runs the store contract on the fake the handler tests use;
+// infra/postgres runs the same suite on the real store.
+func TestFakeStoreHonoursTheContract(t *testing.T) {
+	storetest.Run(t, func(*testing.T) handlers.IncidentStore[*fakeTx] { return newFakeStore() })
 }

@@ -30,6 +30,11 @@ func Permanent(err error) error {
 	return fmt.Errorf("%w: %w", ErrPermanent, err)
 }
 
+// OutboxTopic names a topic carried by the PostgreSQL outbox, which the stages that change
+// incidents publish to inside their transactions. It is a type of its own so that a Kafka
+// topic cannot be passed for it; router/router.go binds every stage to its topics.
+type OutboxTopic string
+
 // MetadataService is the message metadata key that holds the service name. The Kafka
 // marshaler uses it as the partition key, so each service's messages stay in order.
 const MetadataService = "service"

@@ -18,8 +18,8 @@ import (
 )
 
 const (
-	topicCorrelated = "incidents.correlated"
-	topicOutbox     = "incidents.outbox"
+	topicCorrelated handlers.OutboxTopic = "incidents.correlated"
+	topicOutbox     handlers.OutboxTopic = "incidents.outbox"
 )
 
 var t0 = time.Date(2026, 11, 26, 17, 0, 0, 0, time.UTC)
@@ -29,11 +29,12 @@ func minute(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
 
 // stages are the incident stages of one pipeline, sharing one fake store.
 type stages struct {
-	store      *fakeStore
-	correlator incident.Correlator
-	correlate  *handlers.CorrelateHandler[*fakeTx]
-	escalate   *handlers.EscalateHandler[*fakeTx]
-	resolve    *handlers.ResolveHandler[*fakeTx]
+	store        *fakeStore
+	correlator   incident.Correlator
+	correlate    message.NoPublishHandlerFunc
+	escalate     message.NoPublishHandlerFunc
+	resolve      message.NoPublishHandlerFunc
+	resolveStage *handlers.ResolveHandler[*fakeTx]
 }
 
 func newStages(t *testing.T) *stages {
@@ -44,16 +45,18 @@ func newStages(t *testing.T) *stages {
 		t.Fatal(err)
 	}
 	store := newFakeStore()
-	esc, err := handlers.NewEscalateHandler(store, incident.DefaultPolicy(), topicOutbox, logger)
+	resolve := handlers.NewResolveHandler(store, c, logger)
+	esc, err := handlers.NewEscalateHandler(store, incident.DefaultPolicy(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &stages{
-		store:      store,
-		correlator: c,
-		correlate:  handlers.NewCorrelateHandler(store, c, topicCorrelated, logger),
-		escalate:   esc,
-		resolve:    handlers.NewResolveHandler(store, c, topicOutbox, logger),
+		store:        store,
+		correlator:   c,
+		correlate:    handlers.NewCorrelateHandler(store, c, logger).To(topicCorrelated),
+		escalate:     esc.To(topicOutbox),
+		resolve:      resolve.To(topicOutbox),
+		resolveStage: resolve,
 	}
 }
 
@@ -94,7 +97,7 @@ func (s *stages) feed(t *testing.T, service string, start int, pattern string) [
 	var msgs []*message.Message
 	for i := range len(pattern) {
 		m := scoredMsg(t, service, minute(start+i), pattern[i])
-		if err := s.correlate.Handle(m); err != nil {
+		if err := s.correlate(m); err != nil {
 			t.Fatalf("correlate sample %d (%c) of %q: %v", i, pattern[i], pattern, err)
 		}
 		msgs = append(msgs, m)
@@ -106,7 +109,7 @@ func (s *stages) feed(t *testing.T, service string, start int, pattern string) [
 func (s *stages) escalateAll(t *testing.T) {
 	t.Helper()
 	for _, m := range s.store.Published(topicCorrelated) {
-		if err := s.escalate.Handle(m); err != nil {
+		if err := s.escalate(m); err != nil {
 			t.Fatalf("escalate %s: %v", m.UUID, err)
 		}
 	}
@@ -243,7 +246,7 @@ func TestCorrelateRedeliveryChangesNothing(t *testing.T) {
 	}
 	for _, tc := range cases { // sequential: each case must leave the shared state as it was
 		before := s.store.Dump()
-		if err := s.correlate.Handle(tc.msg.Copy()); err != nil {
+		if err := s.correlate(tc.msg.Copy()); err != nil {
 			t.Errorf("%s: redelivery failed: %v", tc.name, err)
 		}
 		if after := s.store.Dump(); !reflect.DeepEqual(before, after) {
@@ -271,7 +274,7 @@ func TestCorrelateRejectsMalformedSamples(t *testing.T) {
 			t.Parallel()
 			s := newStages(t)
 			before := s.store.Dump()
-			err := s.correlate.Handle(message.NewMessage("bad", []byte(tc.payload)))
+			err := s.correlate(message.NewMessage("bad", []byte(tc.payload)))
 			if !errors.Is(err, handlers.ErrPermanent) {
 				t.Errorf("%s: got %v, want a permanent error", tc.reason, err)
 			}
@@ -347,7 +350,7 @@ func TestEscalate(t *testing.T) {
 			// Redelivery (the inbox): nothing is forwarded or escalated twice.
 			before := s.store.Dump()
 			for _, m := range correlated {
-				if err := s.escalate.Handle(m.Copy()); err != nil {
+				if err := s.escalate(m.Copy()); err != nil {
 					t.Errorf("redelivered %s: %v", m.UUID, err)
 				}
 			}
@@ -371,7 +374,7 @@ func TestEscalateForwardsOtherEventsOnly(t *testing.T) {
 	}
 	m := message.NewMessage(ev.EventID, payload)
 	m.Metadata.Set(handlers.MetadataService, "api")
-	if err := s.escalate.Handle(m); err != nil {
+	if err := s.escalate(m); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.store.Published(topicOutbox); len(got) != 1 || got[0].UUID != ev.EventID || string(got[0].Payload) != string(payload) {
@@ -381,7 +384,7 @@ func TestEscalateForwardsOtherEventsOnly(t *testing.T) {
 		t.Errorf("only opened, anomaly and reopened events escalate; severity is %s", got.Severity)
 	}
 
-	err = s.escalate.Handle(message.NewMessage("bad", []byte(`{"event":`)))
+	err = s.escalate(message.NewMessage("bad", []byte(`{"event":`)))
 	if !errors.Is(err, handlers.ErrPermanent) {
 		t.Errorf("a malformed event: got %v, want a permanent error", err)
 	}
@@ -404,7 +407,7 @@ func TestResolveRecoveredIncident(t *testing.T) {
 	}
 
 	check := checkMsg(t, minute(19))
-	if err := s.resolve.Handle(check); err != nil {
+	if err := s.resolve(check); err != nil {
 		t.Fatal(err)
 	}
 	inc = s.only(t)
@@ -429,7 +432,7 @@ func TestResolveRecoveredIncident(t *testing.T) {
 	}
 	for _, tc := range cases {
 		before := s.store.Dump()
-		if err := s.resolve.Handle(tc.msg); err != nil {
+		if err := s.resolve(tc.msg); err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 		if !reflect.DeepEqual(before, s.store.Dump()) {
@@ -459,7 +462,7 @@ func TestResolveRecordsDataStopped(t *testing.T) {
 			s.feed(t, "api", 0, "AAA")
 			before := s.store.Dump()
 			check := checkMsg(t, tc.now)
-			if err := s.resolve.Handle(check); err != nil {
+			if err := s.resolve(check); err != nil {
 				t.Fatal(err)
 			}
 			inc := s.only(t)
@@ -484,7 +487,7 @@ func TestResolveRecordsDataStopped(t *testing.T) {
 			// The same check again, and a later one, record nothing more.
 			before = s.store.Dump()
 			for _, m := range []*message.Message{check.Copy(), checkMsg(t, tc.now.Add(time.Hour))} {
-				if err := s.resolve.Handle(m); err != nil {
+				if err := s.resolve(m); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -506,13 +509,13 @@ func TestResolveWithoutOpenIncidents(t *testing.T) {
 	s := newStages(t)
 	s.feed(t, "api", 0, "AHAH")
 	before := s.store.Dump()
-	if err := s.resolve.Handle(checkMsg(t, minute(100))); err != nil {
+	if err := s.resolve(checkMsg(t, minute(100))); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(before, s.store.Dump()) {
 		t.Error("a check with no open incident changed the store")
 	}
-	if err := s.resolve.Handle(message.NewMessage("bad", []byte(`"now"`))); !errors.Is(err, handlers.ErrPermanent) {
+	if err := s.resolve(message.NewMessage("bad", []byte(`"now"`))); !errors.Is(err, handlers.ErrPermanent) {
 		t.Errorf("a malformed check: got %v, want a permanent error", err)
 	}
 }
@@ -571,7 +574,7 @@ func TestStoreErrorRollsBack(t *testing.T) {
 			failOp: "SaveWatch",
 			prepare: func(t *testing.T, s *stages) (*message.Message, func(*message.Message) error) {
 				s.feed(t, "api", 0, "AA")
-				return scoredMsg(t, "api", minute(2), 'A'), s.correlate.Handle
+				return scoredMsg(t, "api", minute(2), 'A'), s.correlate
 			},
 			after: func(t *testing.T, s *stages) {
 				if inc := s.only(t); inc.Occurrences != 3 || len(s.store.Published(topicCorrelated)) != 1 {
@@ -584,7 +587,7 @@ func TestStoreErrorRollsBack(t *testing.T) {
 			failOp: "Publish",
 			prepare: func(t *testing.T, s *stages) (*message.Message, func(*message.Message) error) {
 				s.feed(t, "api", 0, "AA")
-				return scoredMsg(t, "api", minute(2), 'A'), s.correlate.Handle
+				return scoredMsg(t, "api", minute(2), 'A'), s.correlate
 			},
 			after: func(t *testing.T, s *stages) {
 				s.only(t)
@@ -598,7 +601,7 @@ func TestStoreErrorRollsBack(t *testing.T) {
 			failOp: "SaveIncident",
 			prepare: func(t *testing.T, s *stages) (*message.Message, func(*message.Message) error) {
 				s.feed(t, "api", 0, "X")
-				return s.store.Published(topicCorrelated)[0], s.escalate.Handle
+				return s.store.Published(topicCorrelated)[0], s.escalate
 			},
 			after: func(t *testing.T, s *stages) {
 				if got := kinds(events(t, s.store.Published(topicOutbox))); !slices.Equal(got, []incident.Kind{incident.KindOpened, incident.KindEscalated}) {
@@ -614,7 +617,7 @@ func TestStoreErrorRollsBack(t *testing.T) {
 			failOp: "Publish",
 			prepare: func(t *testing.T, s *stages) (*message.Message, func(*message.Message) error) {
 				s.feed(t, "api", 0, "AAA"+"HHHHHHHHHHHHHHHH")
-				return checkMsg(t, minute(19)), s.resolve.Handle
+				return checkMsg(t, minute(19)), s.resolve
 			},
 			after: func(t *testing.T, s *stages) {
 				if inc := s.only(t); inc.Status != incident.StatusResolved {
@@ -627,7 +630,7 @@ func TestStoreErrorRollsBack(t *testing.T) {
 			failOp: "ServicesWithOpenIncidents",
 			prepare: func(t *testing.T, s *stages) (*message.Message, func(*message.Message) error) {
 				s.feed(t, "api", 0, "AAA")
-				return checkMsg(t, minute(60)), s.resolve.Handle
+				return checkMsg(t, minute(60)), s.resolve
 			},
 			after: func(t *testing.T, s *stages) {
 				if inc := s.only(t); !inc.DataStopped {
@@ -701,7 +704,7 @@ func TestEscalateEventsDoNotDependOnLag(t *testing.T) {
 		inStep.feed(t, "api", i, pattern[i:i+1])
 		correlated := inStep.store.Published(topicCorrelated)
 		for _, m := range correlated[done:] {
-			if err := inStep.escalate.Handle(m); err != nil {
+			if err := inStep.escalate(m); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -776,13 +779,13 @@ func TestResolveJudgesStalenessAgainstTheBacklog(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := newStages(t)
-			s.resolve.SetPartitionOf(partitionOf)
+			s.resolveStage.SetPartitionOf(partitionOf)
 			s.feed(t, "api", 0, "AAA")
 			payload, err := json.Marshal(tc.check)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := s.resolve.Handle(message.NewMessage("check", payload)); err != nil {
+			if err := s.resolve(message.NewMessage("check", payload)); err != nil {
 				t.Fatal(err)
 			}
 			if got := s.only(t).DataStopped; got != tc.wantStopped {

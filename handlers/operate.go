@@ -41,13 +41,13 @@ type OperatorTx interface {
 type OperateHandler[T OperatorTx] struct {
 	store      IncidentStore[T]
 	correlator incident.Correlator
-	out        string
+	out        OutboxTopic
 	logger     *slog.Logger
 }
 
 // NewOperateHandler returns the operator actions, publishing incident events to the outbox
 // topic out.
-func NewOperateHandler[T OperatorTx](store IncidentStore[T], c incident.Correlator, out string, logger *slog.Logger) *OperateHandler[T] {
+func NewOperateHandler[T OperatorTx](store IncidentStore[T], c incident.Correlator, out OutboxTopic, logger *slog.Logger) *OperateHandler[T] {
 	return &OperateHandler[T]{store: store, correlator: c, out: out, logger: logger}
 }
 

@@ -38,7 +38,7 @@ func openIncident(t *testing.T, s *stages) string {
 func resolvedIncident(t *testing.T, s *stages) string {
 	t.Helper()
 	s.feed(t, "api", 0, "AAA"+"HHHHHHHHHHHHHHHH")
-	if err := s.resolve.Handle(checkMsg(t, minute(19))); err != nil {
+	if err := s.resolve(checkMsg(t, minute(19))); err != nil {
 		t.Fatal(err)
 	}
 	return s.only(t).ID
@@ -136,7 +136,7 @@ func TestOperateIncidents(t *testing.T) {
 				if w, _ := s.store.Watch("api"); !w.RecoveredAt.IsZero() || !w.HealthySince.IsZero() {
 					t.Errorf("watch %+v still holds the old recovery; the next check would resolve at once", w)
 				}
-				if err := s.resolve.Handle(checkMsg(t, wall.Add(24*time.Hour))); err != nil {
+				if err := s.resolve(checkMsg(t, wall.Add(24*time.Hour))); err != nil {
 					t.Fatal(err)
 				}
 				if inc := s.only(t); inc.Status != incident.StatusOpen {

@@ -48,22 +48,29 @@ type RemediateHandler[T IncidentTx] struct {
 	store  IncidentStore[T]
 	hooks  Remediator
 	log    RemediationLog
-	out    string
+	out    OutboxTopic
 	now    func() time.Time
 	logger *slog.Logger
 }
 
-// NewRemediateHandler returns the remediate stage, publishing escalations to the outbox topic
-// out. now dates the calls (wall clock by nature); nil means time.Now.
-func NewRemediateHandler[T IncidentTx](store IncidentStore[T], hooks Remediator, log RemediationLog, out string, now func() time.Time, logger *slog.Logger) *RemediateHandler[T] {
+// NewRemediateHandler returns the remediate stage; the router binds its output (To). now
+// dates the calls (wall clock by nature); nil means time.Now.
+func NewRemediateHandler[T IncidentTx](store IncidentStore[T], hooks Remediator, log RemediationLog, now func() time.Time, logger *slog.Logger) *RemediateHandler[T] {
 	if now == nil {
 		now = time.Now
 	}
-	return &RemediateHandler[T]{store: store, hooks: hooks, log: log, out: out, now: now, logger: logger}
+	return &RemediateHandler[T]{store: store, hooks: hooks, log: log, now: now, logger: logger}
 }
 
-// Handle reacts to one incident event.
-func (h *RemediateHandler[T]) Handle(msg *message.Message) error {
+// To makes the stage publish its escalations to the outbox topic out, in their transaction,
+// and returns its handler. The router calls it once.
+func (h *RemediateHandler[T]) To(out OutboxTopic) message.NoPublishHandlerFunc {
+	h.out = out
+	return h.handle
+}
+
+// handle reacts to one incident event.
+func (h *RemediateHandler[T]) handle(msg *message.Message) error {
 	ev, err := decodeJSON[incident.Event](msg.Payload, "incident event")
 	if err != nil {
 		return err

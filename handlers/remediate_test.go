@@ -70,10 +70,10 @@ func TestRemediateRunsOncePerIncident(t *testing.T) {
 	t.Parallel()
 	hooks := &fakeHooks{dry: map[string]bool{"failover": true}}
 	log := &fakeRemediations{runs: map[string]int{"restart|db": 1}}
-	h := handlers.NewRemediateHandler[*fakeTx](newFakeStore(), hooks, log, "out", nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := handlers.NewRemediateHandler[*fakeTx](newFakeStore(), hooks, log, nil, slog.New(slog.NewTextHandler(io.Discard, nil))).To("out")
 	send := func(service, id string) {
 		b, _ := json.Marshal(incident.Event{EventID: "e-" + id, IncidentID: id, Service: service, Event: incident.KindOpened, Severity: "high", Status: "open"})
-		if err := h.Handle(message.NewMessage("e-"+id, b)); err != nil {
+		if err := h(message.NewMessage("e-"+id, b)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -19,7 +19,7 @@ import (
 type ResolveHandler[T IncidentTx] struct {
 	store       IncidentStore[T]
 	correlator  incident.Correlator
-	out         string
+	out         OutboxTopic
 	logger      *slog.Logger
 	partitionOf func(service string, partitions int32) int32
 }
@@ -31,13 +31,20 @@ func (h *ResolveHandler[T]) SetPartitionOf(f func(service string, partitions int
 	h.partitionOf = f
 }
 
-// NewResolveHandler returns the resolve stage, publishing to the outbox topic out.
-func NewResolveHandler[T IncidentTx](store IncidentStore[T], c incident.Correlator, out string, logger *slog.Logger) *ResolveHandler[T] {
-	return &ResolveHandler[T]{store: store, correlator: c, out: out, logger: logger}
+// NewResolveHandler returns the resolve stage; the router binds its output (To).
+func NewResolveHandler[T IncidentTx](store IncidentStore[T], c incident.Correlator, logger *slog.Logger) *ResolveHandler[T] {
+	return &ResolveHandler[T]{store: store, correlator: c, logger: logger}
 }
 
-// Handle runs one resolution check.
-func (h *ResolveHandler[T]) Handle(msg *message.Message) error {
+// To makes the stage publish its incident events to the outbox topic out, in the transaction
+// of each change, and returns its handler. The router calls it once.
+func (h *ResolveHandler[T]) To(out OutboxTopic) message.NoPublishHandlerFunc {
+	h.out = out
+	return h.handle
+}
+
+// handle runs one resolution check.
+func (h *ResolveHandler[T]) handle(msg *message.Message) error {
 	check, err := decodeJSON[ResolutionCheck](msg.Payload, "resolution check")
 	if err != nil {
 		return err

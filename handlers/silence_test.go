@@ -104,7 +104,7 @@ func TestSilencedAnomaliesNeverEscalate(t *testing.T) {
 	before := len(s.store.Published(topicCorrelated))
 	s.feed(t, "api", 20, "A")
 	for _, m := range s.store.Published(topicCorrelated)[before:] {
-		if err := s.escalate.Handle(m); err != nil {
+		if err := s.escalate(m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -120,7 +120,7 @@ func TestCorrelateLooksUpSilencesForAnomaliesOnly(t *testing.T) {
 	s.store.FailNth("ActiveSilences", 1, errDB)
 	s.feed(t, "api", 0, "HH") // healthy: no lookup, so the fault stays armed
 	before := s.store.Dump()
-	if err := s.correlate.Handle(scoredMsg(t, "api", minute(2), 'A')); !errors.Is(err, errDB) || errors.Is(err, handlers.ErrPermanent) {
+	if err := s.correlate(scoredMsg(t, "api", minute(2), 'A')); !errors.Is(err, errDB) || errors.Is(err, handlers.ErrPermanent) {
 		t.Fatalf("anomaly with the lookup failing: %v, want the store's error, retried", err)
 	}
 	if !reflect.DeepEqual(before, s.store.Dump()) {
@@ -146,11 +146,11 @@ func TestRemediationNotJudgedOnSilencedAnomalies(t *testing.T) {
 			s.feed(t, "api", 0, "AAA")
 			inc := s.only(t)
 			log := &fakeRemediations{log: []incident.Remediation{{Hook: "restart", IncidentID: inc.ID, Service: "api", RanFor: minute(2), Status: "ok"}}}
-			h := handlers.NewRemediateHandler[*fakeTx](s.store, &fakeHooks{}, log, topicOutbox, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			h := handlers.NewRemediateHandler[*fakeTx](s.store, &fakeHooks{}, log, nil, slog.New(slog.NewTextHandler(io.Discard, nil))).To(topicOutbox)
 			ev := incident.Event{EventID: "ev-30", IncidentID: inc.ID, Service: "api", Event: incident.KindAnomalyRecorded, OccurredAt: minute(30),
 				Severity: "low", Status: "open", Details: incident.Details{Score: 0.7, Threshold: 0.6, Silenced: tc.silenced, Silence: "s-1"}}
 			payload, _ := json.Marshal(ev)
-			if err := h.Handle(message.NewMessage(ev.EventID, payload)); err != nil {
+			if err := h(message.NewMessage(ev.EventID, payload)); err != nil {
 				t.Fatal(err)
 			}
 			got := s.only(t).Severity > incident.SeverityLow

@@ -13,14 +13,15 @@
 //	remediate  handlers/remediate.go    incidents (Kafka)          hooks; escalations to incidents.outbox
 //
 // Not a stage: the operator API's actions (handlers/operate.go, served over HTTP by infra/api)
-// write their incident changes to TopicOutbox in their own transactions, so persist relays
-// them to incidents like every other change. wire gives them the topic.
+// write their incident changes to OperatorTopic (TopicOutbox) in their own transactions, so
+// persist relays them to incidents like every other change.
 //
 // Kafka topics are keyed by service, so each service's messages stay in order. Outbox topics
 // are PostgreSQL tables (watermill-sql's queue schema): the stages that change incident state
 // write their events there in the same transaction as the state, and the router delivers them
-// on. Stages that publish inside a transaction get their out-topic from here; the others
-// return messages and the router publishes them. Poisoned messages of any stage go to the
+// on. Every stage is bound to its input and output topic below, one line each: stages that
+// publish inside a transaction get their outbox topic from To; the others return messages and
+// the router publishes them to the topic on their line. Poisoned messages of any stage go to the
 // dead-letter topic (Kafka) with the reason in the metadata.
 package router
 
@@ -40,18 +41,27 @@ import (
 	"github.com/incident-engine/engine/infra/postgres"
 )
 
+// KafkaTopic names a topic carried by Kafka; handlers.OutboxTopic one carried by the
+// PostgreSQL outbox. Distinct types, so that one cannot be bound where the other belongs.
+type KafkaTopic string
+
 // Fixed topic names. The input and dead-letter topics are configurable (Topics).
 const (
-	TopicDecoded    = "metrics.decoded"
-	TopicScored     = "metrics.scored"
-	TopicCorrelated = "incidents.correlated"
-	TopicChecks     = "incidents.checks"
-	TopicOutbox     = "incidents.outbox"
-	TopicIncidents  = "incidents"
+	TopicDecoded   KafkaTopic = "metrics.decoded"
+	TopicScored    KafkaTopic = "metrics.scored"
+	TopicIncidents KafkaTopic = "incidents"
+
+	TopicCorrelated handlers.OutboxTopic = "incidents.correlated"
+	TopicChecks     handlers.OutboxTopic = "incidents.checks"
+	TopicOutbox     handlers.OutboxTopic = "incidents.outbox"
 )
 
+// OperatorTopic is where the operator API's actions write their incident changes: the same
+// outbox topic as the stages that change incidents, so persist relays them on too.
+const OperatorTopic = TopicOutbox
+
 // OutboxTopics are the topics carried by PostgreSQL rather than Kafka.
-var OutboxTopics = []string{TopicCorrelated, TopicChecks, TopicOutbox}
+var OutboxTopics = []string{string(TopicCorrelated), string(TopicChecks), string(TopicOutbox)}
 
 // IsOutboxTopic reports whether topic lives in the PostgreSQL outbox.
 func IsOutboxTopic(topic string) bool {
@@ -115,7 +125,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("router: the metrics and dead-letter topics must differ"))
 	}
 	for _, t := range []string{c.Topics.Metrics, c.Topics.DeadLetter} {
-		if t == TopicDecoded || t == TopicScored || t == TopicIncidents || IsOutboxTopic(t) {
+		if KafkaTopic(t) == TopicDecoded || KafkaTopic(t) == TopicScored || KafkaTopic(t) == TopicIncidents || IsOutboxTopic(t) {
 			errs = append(errs, fmt.Errorf("router: topic %q is used by the pipeline itself", t))
 		}
 	}
@@ -205,15 +215,17 @@ func New(cfg Config, s Stages, t Transport, logger *slog.Logger) (*message.Route
 		return nil, err
 	}
 
-	r.AddHandler("decode", cfg.Topics.Metrics, decodeIn, TopicDecoded, t.KafkaPublisher, s.Decode.Handle)
-	r.AddHandler("score", TopicDecoded, scoreIn, TopicScored, t.KafkaPublisher, s.Score.Handle)
-	r.AddConsumerHandler("correlate", TopicScored, correlateIn, s.Correlate.Handle) // -> TopicCorrelated, in its transaction
-	r.AddConsumerHandler("escalate", TopicCorrelated, t.Outbox, s.Escalate.Handle)  // -> TopicOutbox, in its transaction
-	r.AddConsumerHandler("resolve", TopicChecks, t.Outbox, s.Resolve.Handle)        // -> TopicOutbox, in its transaction
-	r.AddHandler("persist", TopicOutbox, t.Outbox, TopicIncidents, t.KafkaPublisher, s.Persist.Handle)
-	r.AddConsumerHandler("notify", TopicIncidents, notifyIn, s.Notify.Handle)          // -> receivers, over HTTP
-	r.AddConsumerHandler("record", TopicScored, recordIn, s.Record.Handle)             // -> samples table
-	r.AddConsumerHandler("remediate", TopicIncidents, remediateIn, s.Remediate.Handle) // -> hooks; TopicOutbox, in its transaction
+	// Every stage, its input and its output. Stages that change incidents publish to an outbox
+	// topic inside their transaction: To binds it.
+	r.AddHandler("decode", cfg.Topics.Metrics, decodeIn, string(TopicDecoded), t.KafkaPublisher, s.Decode.Handle)
+	r.AddHandler("score", string(TopicDecoded), scoreIn, string(TopicScored), t.KafkaPublisher, s.Score.Handle)
+	r.AddConsumerHandler("correlate", string(TopicScored), correlateIn, s.Correlate.To(TopicCorrelated))
+	r.AddConsumerHandler("escalate", string(TopicCorrelated), t.Outbox, s.Escalate.To(TopicOutbox))
+	r.AddConsumerHandler("resolve", string(TopicChecks), t.Outbox, s.Resolve.To(TopicOutbox))
+	r.AddHandler("persist", string(TopicOutbox), t.Outbox, string(TopicIncidents), t.KafkaPublisher, s.Persist.Handle)
+	r.AddConsumerHandler("notify", string(TopicIncidents), notifyIn, s.Notify.Handle)                   // -> receivers, over HTTP
+	r.AddConsumerHandler("record", string(TopicScored), recordIn, s.Record.Handle)                      // -> the samples table
+	r.AddConsumerHandler("remediate", string(TopicIncidents), remediateIn, s.Remediate.To(TopicOutbox)) // -> hooks, and escalations
 	return r, nil
 }
 

@@ -83,7 +83,7 @@ func (t *Ticker) Publish(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("encode resolution check: %w", err)
 	}
-	if err := t.pub.Publish(TopicChecks, message.NewMessage(watermill.NewUUID(), payload)); err != nil {
+	if err := t.pub.Publish(string(TopicChecks), message.NewMessage(watermill.NewUUID(), payload)); err != nil {
 		return fmt.Errorf("publish resolution check: %w", err)
 	}
 	return nil

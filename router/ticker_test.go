@@ -48,7 +48,7 @@ func TestTickerRidesOutAFailingOutbox(t *testing.T) {
 	go func() { done <- tk.Run(ctx) }()
 	select {
 	case topic := <-pub.got:
-		if topic != TopicChecks {
+		if topic != string(TopicChecks) {
 			t.Errorf("published to %q, want %q", topic, TopicChecks)
 		}
 	case err := <-done:

@@ -114,8 +114,8 @@ func provideTicker(pool *pgxpool.Pool, cfg Config, kc kafka.Config, l watermill.
 	group := func(stage string) string { return cfg.Router.ConsumerGroupPrefix + "." + stage }
 	backlog := kafka.NewBacklog(kc,
 		kafka.Stage{Group: group("decode"), Topic: cfg.Router.Topics.Metrics, ReceivedAt: func(r kafka.Record) (time.Time, bool) { return r.Timestamp, true }},
-		kafka.Stage{Group: group("score"), Topic: router.TopicDecoded, ReceivedAt: payloadReceivedAt},
-		kafka.Stage{Group: group("correlate"), Topic: router.TopicScored, ReceivedAt: payloadReceivedAt},
+		kafka.Stage{Group: group("score"), Topic: string(router.TopicDecoded), ReceivedAt: payloadReceivedAt},
+		kafka.Stage{Group: group("correlate"), Topic: string(router.TopicScored), ReceivedAt: payloadReceivedAt},
 	)
 	t.WatchBacklog(backlog)
 	return t, func() { _ = backlog.Close() }, nil
@@ -142,13 +142,13 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, kc kaf
 	}
 	score.SetMetrics(m)
 	// The score stage replays a restored service's samples from its own input topic.
-	replay := kafka.NewPartitionLog(kc, router.TopicDecoded)
+	replay := kafka.NewPartitionLog(kc, string(router.TopicDecoded))
 	if err := score.SetDurability(handlers.Durability{
 		States: detectorStates{postgres.NewDetectorStates(pool)}, Log: replay, Position: kafkaPosition,
 	}); err != nil {
 		return router.Stages{}, nil, err
 	}
-	escalate, err := handlers.NewEscalateHandler[*postgres.Tx](store, cfg.Policy, router.TopicOutbox, logger)
+	escalate, err := handlers.NewEscalateHandler[*postgres.Tx](store, cfg.Policy, logger)
 	if err != nil {
 		return router.Stages{}, nil, err
 	}
@@ -160,7 +160,7 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, kc kaf
 	if err != nil {
 		return router.Stages{}, nil, err
 	}
-	resolve := handlers.NewResolveHandler[*postgres.Tx](store, c, router.TopicOutbox, logger)
+	resolve := handlers.NewResolveHandler[*postgres.Tx](store, c, logger)
 	resolve.SetPartitionOf(kafka.PartitionOf)
 	decode := handlers.NewDecodeHandler(kafka.ReceivedAt)
 	decode.SetMetrics(m)
@@ -169,13 +169,13 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, kc kaf
 	return router.Stages{
 		Decode:    decode,
 		Score:     score,
-		Correlate: handlers.NewCorrelateHandler[*postgres.Tx](store, c, router.TopicCorrelated, logger),
+		Correlate: handlers.NewCorrelateHandler[*postgres.Tx](store, c, logger),
 		Escalate:  escalate,
 		Resolve:   resolve,
 		Persist:   handlers.NewPersistHandler(),
 		Notify:    notifyStage,
 		Record:    handlers.NewRecordHandler(postgres.NewSamples(pool)),
-		Remediate: handlers.NewRemediateHandler[*postgres.Tx](store, hooks, postgres.NewRemediations(pool), router.TopicOutbox, nil, logger),
+		Remediate: handlers.NewRemediateHandler[*postgres.Tx](store, hooks, postgres.NewRemediations(pool), nil, logger),
 	}, func() { _ = replay.Close() }, nil
 }
 
@@ -208,7 +208,7 @@ func provideMetrics(reg *prometheus.Registry, pool *pgxpool.Pool) (*metrics.Engi
 func provideRouter(cfg Config, s router.Stages, t router.Transport, kc kafka.Config, logger *slog.Logger) (*message.Router, error) {
 	// Create the Kafka topics up front with several partitions, so services spread over them
 	// and the consumer groups find them on first start.
-	if err := kafka.CreateTopics(kc, 6, cfg.Router.Topics.Metrics, router.TopicDecoded, router.TopicScored, router.TopicIncidents, cfg.Router.Topics.DeadLetter); err != nil {
+	if err := kafka.CreateTopics(kc, kafka.Partitions, cfg.Router.Topics.Metrics, string(router.TopicDecoded), string(router.TopicScored), string(router.TopicIncidents), cfg.Router.Topics.DeadLetter); err != nil {
 		return nil, err
 	}
 	return router.New(cfg.Router, s, t, logger)
@@ -238,7 +238,7 @@ func provideAPI(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c inciden
 		}
 		return pub, nil
 	})
-	op := handlers.NewOperateHandler[*postgres.Tx](store, c, router.TopicOutbox, logger)
+	op := handlers.NewOperateHandler[*postgres.Tx](store, c, router.OperatorTopic, logger)
 	return api.New(cfg.API, op, postgres.NewViews(pool), dlq, nil, logger)
 }
 

@@ -102,7 +102,7 @@ func TestOperatorAPIEndToEnd(t *testing.T) {
 		}
 
 		waitFor(t, 30*time.Second, "the operator's events on Kafka", func() (bool, string) {
-			recs, err := kafka.ReadAll(kafka.Config{Brokers: e.brokers}, router.TopicIncidents)
+			recs, err := kafka.ReadAll(kafka.Config{Brokers: e.brokers}, string(router.TopicIncidents))
 			if err != nil {
 				return false, err.Error()
 			}

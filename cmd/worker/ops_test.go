@@ -259,24 +259,24 @@ func TestReplayGivesSameIncidents(t *testing.T) {
 	}
 }
 
-// TestRestartMidStream stops the worker while it is working through a stream and starts a new
-// one on the same broker and database: messages whose offsets were not yet committed are
-// delivered again, and the outcome is still exactly one incident with a clean timeline.
-// (TestKilledWorkerDecidesAlike kills the worker process outright, warm-up included.)
+// TestRestartMidStream restarts the worker in the middle of a failure: the stream stops half an
+// hour into it, the worker is replaced, and the failure goes on for another half hour before
+// the services recover. The outcome is still exactly one incident with a clean timeline.
+// (TestFaultsDecideAlike kills the worker process outright, warm-up included.)
 func TestRestartMidStream(t *testing.T) {
 	e := startEngine(t, nil)
-	e.produce(t, "--failure-mode", "latency", "--start", simStart.Format(time.RFC3339), "--duration", "20h",
+	e.produce(t, "--failure-mode", "latency", "--start", simStart.Format(time.RFC3339), "--duration", "14h30m",
 		"--failure-after", "14h", "--failure-for", "1h")
-	// Stop once every service's model is in the registry, so the second worker goes on with
-	// the same models rather than warming up on whatever part of the stream is left.
-	waitFor(t, time.Minute, "the first worker to have trained its models", func() (bool, string) {
-		var n int
-		_ = e.pool.QueryRow(context.Background(), `SELECT count(DISTINCT service) FROM models`).Scan(&n)
-		return n == 3, fmt.Sprint(n)
-	})
+	e.waitProcessed(t, simStart.Add(14*time.Hour+29*time.Minute), "api", "db", "auth")
+	if open := e.incidents(t, "api"); len(open) != 1 || open[0].Status != "open" {
+		t.Fatalf("incidents %+v half an hour into the failure, want one open: the restart is meant to come mid-failure", open)
+	}
 	url := string(e.worker.DatabaseURL)
 	e.stop()
 	t.Cleanup(e.startWorker(t, url, nil))
+	rest := simStart.Add(14*time.Hour + 30*time.Minute)
+	e.produce(t, "--failure-mode", "latency", "--start", rest.Format(time.RFC3339), "--duration", "5h30m",
+		"--failure-after", "0s", "--failure-for", "30m")
 	e.waitProcessed(t, simStart.Add(20*time.Hour-time.Minute), "api", "db", "auth")
 	got := e.incidents(t, "api", "db", "auth")
 	if len(got) != 1 || got[0].Service != "api" || got[0].Status != "resolved" {

@@ -73,7 +73,7 @@ func newEnv(t *testing.T, cfg api.Config) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := postgres.InitializeOutbox(sub, router.TopicOutbox); err != nil {
+	if err := postgres.InitializeOutbox(sub, string(router.TopicOutbox)); err != nil {
 		t.Fatal(err)
 	}
 	_ = sub.Close()
@@ -87,7 +87,7 @@ func newEnv(t *testing.T, cfg api.Config) *testEnv {
 		{ID: "0-0", Topic: "metrics", Handler: "decode", Reason: "not a JSON sample", Payload: "junk", Time: t0},
 		{ID: "0-1", Topic: "metrics", Handler: "decode", Reason: "error_rate 1.5 is outside [0,1]", Service: "api", Payload: `{"error_rate":1.5}`, Time: t0},
 	}}
-	a, err := api.New(cfg, handlers.NewOperateHandler[*postgres.Tx](store, c, router.TopicOutbox, logger), postgres.NewViews(pool), dlq,
+	a, err := api.New(cfg, handlers.NewOperateHandler[*postgres.Tx](store, c, router.OperatorTopic, logger), postgres.NewViews(pool), dlq,
 		func() time.Time { return wall }, logger)
 	if err != nil {
 		t.Fatal(err)

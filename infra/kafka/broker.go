@@ -20,14 +20,14 @@ type BrokerConfig struct {
 	Port int
 	// DataDir keeps the log on disk across restarts when set; empty keeps it in memory.
 	DataDir string
-	// Partitions of automatically created topics (default 6).
+	// Partitions of automatically created topics (default Partitions).
 	Partitions int
 }
 
 // StartBroker starts the broker. Topics are created on first use.
 func StartBroker(c BrokerConfig) (*Broker, error) {
 	if c.Partitions == 0 {
-		c.Partitions = 6
+		c.Partitions = Partitions
 	}
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),

@@ -22,6 +22,10 @@ import (
 // in-process broker; real clusters from Kafka 3.6 on accept it.
 var ProtocolVersion = sarama.V3_6_0_0
 
+// Partitions is how many partitions the engine creates each of its Kafka topics with (the
+// in-process broker too): more than the cores of a worker, so several workers can share them.
+const Partitions = 6
+
 // KeyMetadata is the message metadata whose value becomes the Kafka record key, so all
 // messages of one service land on one partition, in order.
 const KeyMetadata = "service"
@@ -126,7 +130,7 @@ func NewSubscriber(c Config, group string, logger watermill.LoggerAdapter) (*wka
 	sub, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
 		Brokers: c.Brokers, Unmarshaler: Marshaler(), OverwriteSaramaConfig: sc, ConsumerGroup: group,
 		NackResendSleep: 200 * time.Millisecond, ReconnectRetrySleep: time.Second,
-		InitializeTopicDetails: &sarama.TopicDetail{NumPartitions: 6, ReplicationFactor: 1},
+		InitializeTopicDetails: &sarama.TopicDetail{NumPartitions: Partitions, ReplicationFactor: 1},
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("kafka subscriber %s: %w", group, err)

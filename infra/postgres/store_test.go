@@ -13,6 +13,8 @@ import (
 
 	"github.com/incident-engine/engine/domain/incident"
 	"github.com/incident-engine/engine/domain/sample"
+	"github.com/incident-engine/engine/handlers"
+	"github.com/incident-engine/engine/handlers/storetest"
 	"github.com/incident-engine/engine/infra/postgres"
 	"github.com/incident-engine/engine/infra/postgres/pgtest"
 )
@@ -366,4 +368,21 @@ func TestPruneRemovesDetailAndKeepsState(t *testing.T) {
 	if again, err := postgres.Prune(ctx, pool, postgres.Retention{}, now); err != nil || again.Deliveries != 1 || again.Samples != 0 {
 		t.Errorf("second pruning with the default ages: %+v, %v; want the old delivery only", again, err)
 	}
+}
+
+// TestStoreHonoursTheContract runs the store contract the handler tests' fake runs too.
+func TestStoreHonoursTheContract(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) handlers.IncidentStore[*postgres.Tx] {
+		store, pool := newStore(t)
+		// The outbox topic the suite publishes to exists, as the worker creates its topics.
+		sub, err := postgres.NewOutboxSubscriber(pool, postgres.OutboxConfig{}, watermill.NopLogger{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		if err := postgres.InitializeOutbox(sub, storetest.Topic); err != nil {
+			t.Fatal(err)
+		}
+		return store
+	})
 }

@@ -6,6 +6,7 @@
 package remediate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,9 +54,15 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("read remediation config: %w", err)
 	}
+	// Unknown fields are refused: a misspelt "dry_run" must not run the real hook.
 	var c Config
-	if err := json.Unmarshal(b, &c); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
 		return Config{}, fmt.Errorf("parse remediation config %s: %w", path, err)
+	}
+	if dec.More() {
+		return Config{}, fmt.Errorf("parse remediation config %s: trailing data after the JSON object", path)
 	}
 	return c, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -61,5 +62,28 @@ func TestTargetsAndCall(t *testing.T) {
 	if _, err := New(Config{Hooks: []Hook{{Name: "x"}, {Name: "x", URL: "u", MinSeverity: "urgent"}}}); err == nil ||
 		!strings.Contains(err.Error(), "url") || !strings.Contains(err.Error(), "unique") || !strings.Contains(err.Error(), "min_severity") {
 		t.Errorf("bad config: %v, want every problem named", err)
+	}
+}
+
+// TestLoadConfigRefusesUnknownFields checks that a misspelt field is an error naming it, not
+// silently ignored: a hook whose "dry_run" is misspelt must not run for real.
+func TestLoadConfigRefusesUnknownFields(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.json", `{"hooks":[{"name":"restart","url":"http://runbooks.local/restart","dry_run":true}]}`)
+	c, err := LoadConfig(good)
+	if err != nil || len(c.Hooks) != 1 || !c.Hooks[0].DryRun {
+		t.Fatalf("LoadConfig of a valid file: %+v, %v", c, err)
+	}
+	bad := write("bad.json", `{"hooks":[{"name":"restart","url":"http://runbooks.local/restart","dryrun":true}]}`)
+	if _, err := LoadConfig(bad); err == nil || !strings.Contains(err.Error(), `"dryrun"`) {
+		t.Errorf("LoadConfig with a misspelt dry_run: %v, want an error naming \"dryrun\"", err)
 	}
 }
