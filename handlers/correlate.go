@@ -69,7 +69,7 @@ func (h *CorrelateHandler[T]) handle(msg *message.Message) error {
 				h.logger.Debug("anomaly of a silenced service", "stage", "correlate", "service", in.Service, "timestamp", in.Timestamp, "silence", s.ID())
 			}
 		}
-		cur, err := tx.LoadIncident(w.IncidentID)
+		cur, err := tx.LoadIncident(w.IncidentID())
 		if err != nil {
 			return err
 		}

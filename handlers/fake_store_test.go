@@ -93,8 +93,7 @@ func (s fakeState) clone() fakeState {
 }
 
 func cloneWatch(w incident.Watch) incident.Watch {
-	w.Recent = slices.Clone(w.Recent)
-	return w
+	return incident.UnmarshalWatchFromDatabase(w.State())
 }
 
 // FailNth makes the nth call (1 for the next one) of the transaction method op fail with err,
@@ -267,7 +266,7 @@ func (tx *fakeTx) LoadWatch(service string) (incident.Watch, error) {
 	}
 	w, ok := tx.state.watches[service]
 	if !ok {
-		return incident.Watch{Service: service}, nil
+		return incident.NewWatch(service), nil
 	}
 	return cloneWatch(w), nil
 }
@@ -277,18 +276,18 @@ func (tx *fakeTx) SaveWatch(w incident.Watch) error {
 	if err := tx.begin("SaveWatch"); err != nil {
 		return err
 	}
-	if w.Service == "" {
+	if w.Service() == "" {
 		return errors.New("fake store: watch without service")
 	}
-	if w.IncidentID != "" {
-		if _, ok := tx.state.incidents[w.IncidentID]; !ok {
-			return fmt.Errorf("fake store: watch of %s refers to unknown incident %s (foreign key)", w.Service, w.IncidentID)
+	if w.IncidentID() != "" {
+		if _, ok := tx.state.incidents[w.IncidentID()]; !ok {
+			return fmt.Errorf("fake store: watch of %s refers to unknown incident %s (foreign key)", w.Service(), w.IncidentID())
 		}
 	}
 	stored := cloneWatch(w)
 	stored.ClearChanges()
-	tx.state.watches[w.Service] = stored
-	tx.state.serviceTimeline[w.Service] = append(tx.state.serviceTimeline[w.Service], w.Changes()...)
+	tx.state.watches[w.Service()] = stored
+	tx.state.serviceTimeline[w.Service()] = append(tx.state.serviceTimeline[w.Service()], w.Changes()...)
 	return nil
 }
 

@@ -208,8 +208,8 @@ func TestCorrelateOpensOneIncident(t *testing.T) {
 				inc.Occurrences != tc.wantCount || !inc.FirstSeen.Equal(minute(tc.wantFirst)) {
 				t.Errorf("%s: got %+v, want an open low incident of api with %d occurrences from minute %d", tc.reason, inc, tc.wantCount, tc.wantFirst)
 			}
-			if w, _ := s.store.Watch("api"); w.IncidentID != inc.ID {
-				t.Errorf("%s: the watch points at incident %q, want %q", tc.reason, w.IncidentID, inc.ID)
+			if w, _ := s.store.Watch("api"); w.IncidentID() != inc.ID {
+				t.Errorf("%s: the watch points at incident %q, want %q", tc.reason, w.IncidentID(), inc.ID)
 			}
 			if got := entryKinds(s.store.Timeline(inc.ID)); !slices.Equal(got, tc.wantEvents) {
 				t.Errorf("%s: timeline %v, want %v", tc.reason, got, tc.wantEvents)
@@ -398,8 +398,8 @@ func TestResolveRecoveredIncident(t *testing.T) {
 	s.feed(t, "api", 0, "AAA"+"HHHHHHHHHHHHHHHH")
 	recovery := s.correlator.Config().Recovery
 	w, _ := s.store.Watch("api")
-	if want := minute(3).Add(recovery); !w.RecoveredAt.Equal(want) {
-		t.Fatalf("setup: watch recovered at %s, want %s", w.RecoveredAt, want)
+	if want := minute(3).Add(recovery); !w.RecoveredAt().Equal(want) {
+		t.Fatalf("setup: watch recovered at %s, want %s", w.RecoveredAt(), want)
 	}
 	inc := s.only(t)
 	if inc.Status != incident.StatusOpen {
@@ -411,14 +411,14 @@ func TestResolveRecoveredIncident(t *testing.T) {
 		t.Fatal(err)
 	}
 	inc = s.only(t)
-	if inc.Status != incident.StatusResolved || !inc.ResolvedAt.Equal(w.RecoveredAt) {
-		t.Errorf("incident %s at %s, want resolved at the recovery %s (not at the check's time)", inc.Status, inc.ResolvedAt, w.RecoveredAt)
+	if inc.Status != incident.StatusResolved || !inc.ResolvedAt.Equal(w.RecoveredAt()) {
+		t.Errorf("incident %s at %s, want resolved at the recovery %s (not at the check's time)", inc.Status, inc.ResolvedAt, w.RecoveredAt())
 	}
 	evs := events(t, s.store.Published(topicOutbox))
-	if len(evs) != 1 || evs[0].Event != incident.KindResolved || evs[0].ResolvedAt == nil || !evs[0].ResolvedAt.Equal(w.RecoveredAt) || evs[0].Status != "resolved" {
-		t.Errorf("published %+v, want one resolved event dated %s", evs, w.RecoveredAt)
+	if len(evs) != 1 || evs[0].Event != incident.KindResolved || evs[0].ResolvedAt == nil || !evs[0].ResolvedAt.Equal(w.RecoveredAt()) || evs[0].Status != "resolved" {
+		t.Errorf("published %+v, want one resolved event dated %s", evs, w.RecoveredAt())
 	}
-	if tl := s.store.Timeline(inc.ID); tl[len(tl)-1].Kind != incident.KindResolved || !tl[len(tl)-1].At.Equal(w.RecoveredAt) {
+	if tl := s.store.Timeline(inc.ID); tl[len(tl)-1].Kind != incident.KindResolved || !tl[len(tl)-1].At.Equal(w.RecoveredAt()) {
 		t.Errorf("timeline ends %+v, want the resolution", tl[len(tl)-1])
 	}
 

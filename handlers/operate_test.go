@@ -101,8 +101,8 @@ func TestOperateIncidents(t *testing.T) {
 				if after.Status != incident.StatusResolved || !after.ResolvedAt.Equal(wall) {
 					t.Errorf("after resolving: %+v", after)
 				}
-				if w, _ := s.store.Watch("api"); len(w.Recent) != 0 {
-					t.Errorf("the watch still remembers %d samples; the old anomalies would reopen the incident", len(w.Recent))
+				if w, _ := s.store.Watch("api"); len(w.Recent()) != 0 {
+					t.Errorf("the watch still remembers %d samples; the old anomalies would reopen the incident", len(w.Recent()))
 				}
 			},
 		},
@@ -133,7 +133,7 @@ func TestOperateIncidents(t *testing.T) {
 				if after.Status != incident.StatusOpen {
 					t.Errorf("after reopening: %+v", after)
 				}
-				if w, _ := s.store.Watch("api"); !w.RecoveredAt.IsZero() || !w.HealthySince.IsZero() {
+				if w, _ := s.store.Watch("api"); !w.RecoveredAt().IsZero() || !w.HealthySince().IsZero() {
 					t.Errorf("watch %+v still holds the old recovery; the next check would resolve at once", w)
 				}
 				if err := s.resolve(checkMsg(t, wall.Add(24*time.Hour))); err != nil {

@@ -76,7 +76,7 @@ func (h *ResolveHandler[T]) check(msg *message.Message, svc string, check Resolu
 		if err != nil {
 			return err
 		}
-		inc, err := tx.LoadIncident(w.IncidentID)
+		inc, err := tx.LoadIncident(w.IncidentID())
 		if err != nil || inc == nil {
 			return err
 		}
@@ -84,7 +84,7 @@ func (h *ResolveHandler[T]) check(msg *message.Message, svc string, check Resolu
 			return Permanent(err)
 		}
 		if !check.BacklogUnknown && h.correlator.CheckStale(&w, inc, check.heardUpTo(svc, h.partitionOf)) {
-			h.logger.Warn("service stopped sending metrics", "stage", "resolve", "service", svc, "incident", inc.ID(), "last_sample_at", w.LastSampleAt)
+			h.logger.Warn("service stopped sending metrics", "stage", "resolve", "service", svc, "incident", inc.ID(), "last_sample_at", w.LastSampleAt())
 		}
 		if len(inc.Changes()) == 0 {
 			return nil

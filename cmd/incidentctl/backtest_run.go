@@ -118,7 +118,7 @@ func replay(s *series, cfg detect.Config, ccfg incident.CorrelationConfig, top i
 		perm   []int // the detector's metric k (see Features) is column perm[k]
 		shares = make([]float64, len(s.columns))
 		byCol  = make([]float64, len(s.columns))
-		w      = incident.Watch{Service: s.name}
+		w      = incident.NewWatch(s.name)
 		cur    *incident.Incident
 		spanOf = map[string]int{} // incident id -> index in r.spans
 	)

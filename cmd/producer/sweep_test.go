@@ -40,7 +40,7 @@ func replayServices(t testing.TB, seed uint64, start time.Time, span time.Durati
 		if err != nil {
 			t.Fatal(err)
 		}
-		states = append(states, &state{svc: newService(n, seed), d: d, w: incident.Watch{Service: n}})
+		states = append(states, &state{svc: newService(n, seed), d: d, w: incident.NewWatch(n)})
 	}
 	newID := func(service string, at time.Time) string { return service + "-" + strconv.FormatInt(at.Unix(), 10) }
 	var out []episode

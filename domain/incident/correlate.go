@@ -3,6 +3,7 @@ package incident
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -99,29 +100,81 @@ type Observation struct {
 	Relearned bool
 }
 
-// Watch is the correlation state of one service between samples. Its fields are exported for
-// storage; only Correlator changes them.
+// Watch is the correlation state of one service between samples. Its state is hidden: the
+// Correlator and the operator's moves change it, repositories store it through State and
+// UnmarshalWatchFromDatabase.
 type Watch struct {
-	Service string
-	// LastSampleAt is the event-time watermark: the newest sample seen.
-	LastSampleAt time.Time
-	// LastReceivedAt is the broker time of that sample.
-	LastReceivedAt time.Time
-	// HealthySince is the first healthy sample after the latest anomaly, or zero.
-	HealthySince time.Time
-	// HealthyCount counts the healthy samples since HealthySince.
-	HealthyCount int
-	// RecoveredAt is the sample at which the healthy streak reached the recovery window, or
+	service        string
+	lastSampleAt   time.Time // the event-time watermark: the newest sample seen
+	lastReceivedAt time.Time // the broker time of that sample
+	healthySince   time.Time // the first healthy sample after the latest anomaly, or zero
+	healthyCount   int       // the healthy samples since healthySince
+	// recoveredAt is the sample at which the healthy streak reached the recovery window, or
 	// zero; the open incident resolves at that time when next settled.
-	RecoveredAt time.Time
-	// Recent holds the last judged samples, oldest first (at most Window).
-	Recent []Recent
-	// IncidentID is the service's latest incident, open or resolved, or empty.
-	IncidentID string
+	recoveredAt time.Time
+	recent      []Recent // the last judged samples, oldest first (at most Window)
+	incidentID  string   // the service's latest incident, open or resolved, or empty
 
 	// pending are service-level timeline entries not saved yet (see Changes).
 	pending []Entry
 }
+
+// NewWatch returns the correlation state of a service never seen.
+func NewWatch(service string) Watch { return Watch{service: service} }
+
+// WatchState is a watch as a repository stores it. Only repositories use it: they save
+// State() and load through UnmarshalWatchFromDatabase; everything else changes a watch only
+// through the Correlator and the operator's moves.
+type WatchState struct {
+	Service        string
+	LastSampleAt   time.Time
+	LastReceivedAt time.Time
+	HealthySince   time.Time
+	HealthyCount   int
+	RecoveredAt    time.Time
+	Recent         []Recent
+	IncidentID     string
+}
+
+// UnmarshalWatchFromDatabase rebuilds a stored watch.
+func UnmarshalWatchFromDatabase(s WatchState) Watch {
+	return Watch{
+		service: s.Service, lastSampleAt: s.LastSampleAt, lastReceivedAt: s.LastReceivedAt,
+		healthySince: s.HealthySince, healthyCount: s.HealthyCount, recoveredAt: s.RecoveredAt,
+		recent: slices.Clone(s.Recent), incidentID: s.IncidentID,
+	}
+}
+
+// State returns the watch in its stored form.
+func (w *Watch) State() WatchState {
+	return WatchState{
+		Service: w.service, LastSampleAt: w.lastSampleAt, LastReceivedAt: w.lastReceivedAt,
+		HealthySince: w.healthySince, HealthyCount: w.healthyCount, RecoveredAt: w.recoveredAt,
+		Recent: slices.Clone(w.recent), IncidentID: w.incidentID,
+	}
+}
+
+// Service returns the service the watch is of.
+func (w *Watch) Service() string { return w.service }
+
+// LastSampleAt returns the event-time watermark: the newest sample seen, or zero.
+func (w *Watch) LastSampleAt() time.Time { return w.lastSampleAt }
+
+// LastReceivedAt returns the broker time of the newest sample, or zero.
+func (w *Watch) LastReceivedAt() time.Time { return w.lastReceivedAt }
+
+// HealthySince returns the first healthy sample after the latest anomaly, or zero.
+func (w *Watch) HealthySince() time.Time { return w.healthySince }
+
+// RecoveredAt returns the sample at which the healthy streak reached the recovery window, or
+// zero.
+func (w *Watch) RecoveredAt() time.Time { return w.recoveredAt }
+
+// Recent returns the last judged samples, oldest first.
+func (w *Watch) Recent() []Recent { return slices.Clone(w.recent) }
+
+// IncidentID returns the service's latest incident, open or resolved, or empty.
+func (w *Watch) IncidentID() string { return w.incidentID }
 
 // Changes returns the service-level timeline entries recorded since the watch was loaded,
 // oldest first: anomalies of a silenced service that had no open incident
@@ -165,13 +218,13 @@ type NewID func(service string, firstSeen time.Time) string
 // recorded on the open incident (RecordSilencedAnomaly) or, with none open, as a service-level
 // entry in the watch's Changes; it never opens or reopens an incident.
 func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID) (*Incident, error) {
-	if !w.LastSampleAt.IsZero() && !o.At.After(w.LastSampleAt) {
+	if !w.lastSampleAt.IsZero() && !o.At.After(w.lastSampleAt) {
 		return nil, ErrStaleSample
 	}
 	if err := c.Settle(w, cur); err != nil {
 		return nil, err
 	}
-	w.LastSampleAt, w.LastReceivedAt = o.At, o.ReceivedAt
+	w.lastSampleAt, w.lastReceivedAt = o.At, o.ReceivedAt
 	if cur != nil && cur.DataStopped() {
 		if err := cur.MarkDataResumed(o.At); err != nil {
 			return nil, err
@@ -192,26 +245,26 @@ func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID)
 	// A silenced anomaly takes its place in the open-after window as a sample that does not
 	// count, so anomalies inside a silence can never open an incident, then or after it.
 	silenced := o.Anomalous && o.Silence != ""
-	w.Recent = append(w.Recent, Recent{Signal: sig, Anomalous: o.Anomalous && !silenced})
-	if len(w.Recent) > c.cfg.Window {
-		w.Recent = w.Recent[len(w.Recent)-c.cfg.Window:]
+	w.recent = append(w.recent, Recent{Signal: sig, Anomalous: o.Anomalous && !silenced})
+	if len(w.recent) > c.cfg.Window {
+		w.recent = w.recent[len(w.recent)-c.cfg.Window:]
 	}
 
 	if !o.Anomalous {
-		if w.HealthySince.IsZero() {
-			w.HealthySince, w.HealthyCount = o.At, 0
+		if w.healthySince.IsZero() {
+			w.healthySince, w.healthyCount = o.At, 0
 		}
-		w.HealthyCount++
-		if w.RecoveredAt.IsZero() && cur != nil && cur.Status() == StatusOpen &&
-			o.At.Sub(w.HealthySince) >= c.cfg.Recovery && w.HealthyCount >= c.cfg.RecoverySamples {
-			w.RecoveredAt = o.At
+		w.healthyCount++
+		if w.recoveredAt.IsZero() && cur != nil && cur.Status() == StatusOpen &&
+			o.At.Sub(w.healthySince) >= c.cfg.Recovery && w.healthyCount >= c.cfg.RecoverySamples {
+			w.recoveredAt = o.At
 		}
 		return cur, nil
 	}
 
 	// Any anomaly, silenced or not, breaks the recovery streak: a service in trouble during
 	// maintenance has not recovered.
-	w.HealthySince, w.RecoveredAt, w.HealthyCount = time.Time{}, time.Time{}, 0
+	w.healthySince, w.recoveredAt, w.healthyCount = time.Time{}, time.Time{}, 0
 	if silenced {
 		if cur != nil && cur.Status() == StatusOpen {
 			return cur, cur.RecordSilencedAnomaly(sig, o.Silence)
@@ -228,15 +281,15 @@ func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID)
 	if trigger == nil {
 		return cur, nil
 	}
-	w.Recent = w.Recent[:0]
+	w.recent = w.recent[:0]
 	if cur != nil && trigger[0].At.Sub(cur.ResolvedAt()) <= c.cfg.ReopenWindow && !trigger[0].At.Before(cur.ResolvedAt()) {
 		return cur, cur.Reopen(trigger, c.cfg.ReopenWindow)
 	}
-	inc, err := Open(newID(w.Service, trigger[0].At), w.Service, trigger)
+	inc, err := Open(newID(w.service, trigger[0].At), w.service, trigger)
 	if err != nil {
 		return nil, err
 	}
-	w.IncidentID = inc.ID()
+	w.incidentID = inc.ID()
 	return inc, nil
 }
 
@@ -244,7 +297,7 @@ func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID)
 // open-after rule does not hold yet.
 func (c Correlator) trigger(w *Watch, latest Signal) []Signal {
 	var sigs []Signal
-	for _, r := range w.Recent {
+	for _, r := range w.recent {
 		if r.Anomalous {
 			sigs = append(sigs, r.Signal)
 		}
@@ -259,14 +312,14 @@ func (c Correlator) trigger(w *Watch, latest Signal) []Signal {
 // The resolution is dated RecoveredAt, so it does not matter whether the resolution ticker or
 // the next sample settles it first. It is a no-op otherwise.
 func (c Correlator) Settle(w *Watch, cur *Incident) error {
-	if cur == nil || cur.Status() != StatusOpen || w.RecoveredAt.IsZero() || w.RecoveredAt.Before(cur.LastSeen()) {
+	if cur == nil || cur.Status() != StatusOpen || w.recoveredAt.IsZero() || w.recoveredAt.Before(cur.LastSeen()) {
 		return nil
 	}
-	reason := fmt.Sprintf("healthy since %s, for the recovery window of %s and %d samples", w.HealthySince.Format(time.RFC3339), c.cfg.Recovery, c.cfg.RecoverySamples)
-	if err := cur.Resolve(w.RecoveredAt, reason); err != nil {
+	reason := fmt.Sprintf("healthy since %s, for the recovery window of %s and %d samples", w.healthySince.Format(time.RFC3339), c.cfg.Recovery, c.cfg.RecoverySamples)
+	if err := cur.Resolve(w.recoveredAt, reason); err != nil {
 		return fmt.Errorf("settle %s: %w", cur.ID(), err)
 	}
-	w.Recent = w.Recent[:0]
+	w.recent = w.recent[:0]
 	return nil
 }
 
@@ -276,11 +329,11 @@ func (c Correlator) Settle(w *Watch, cur *Incident) error {
 // samples still on their way are not silence. It reports whether it recorded anything.
 func (c Correlator) CheckStale(w *Watch, cur *Incident, heard time.Time) bool {
 	now := heard
-	if cur == nil || cur.Status() != StatusOpen || cur.DataStopped() || w.LastReceivedAt.IsZero() {
+	if cur == nil || cur.Status() != StatusOpen || cur.DataStopped() || w.lastReceivedAt.IsZero() {
 		return false
 	}
-	if now.Sub(w.LastReceivedAt) < c.cfg.StaleAfter {
+	if now.Sub(w.lastReceivedAt) < c.cfg.StaleAfter {
 		return false
 	}
-	return cur.MarkDataStopped(w.LastSampleAt, now) == nil
+	return cur.MarkDataStopped(w.lastSampleAt, now) == nil
 }

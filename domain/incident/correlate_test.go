@@ -84,7 +84,7 @@ func newRun(t *testing.T, cfg incident.CorrelationConfig) *run {
 	if err != nil {
 		t.Fatalf("NewCorrelator: %v", err)
 	}
-	return &run{c: c, w: incident.Watch{Service: "api"}, lag: receiptLag}
+	return &run{c: c, w: incident.NewWatch("api"), lag: receiptLag}
 }
 
 func (r *run) newID(service string, firstSeen time.Time) string {
@@ -125,8 +125,7 @@ func kinds(es []incident.Entry) []incident.Kind {
 }
 
 func cloneWatch(w incident.Watch) incident.Watch {
-	w.Recent = slices.Clone(w.Recent)
-	return w
+	return incident.UnmarshalWatchFromDatabase(w.State())
 }
 
 // resolvedAt18 is an incident opened by minutes 0-2 whose 15-minute healthy streak starts
@@ -190,7 +189,7 @@ func TestCorrelatorOpens(t *testing.T) {
 			r := newRun(t, incident.CorrelationConfig{})
 			r.feed(t, 0, tc.pattern)
 			if tc.wantOcc == 0 {
-				if r.cur != nil || len(r.ids) != 0 || r.w.IncidentID != "" {
+				if r.cur != nil || len(r.ids) != 0 || r.w.IncidentID() != "" {
 					t.Fatalf("incident %+v opened (ids %v), want none (%s)", r.cur.Snapshot(), r.ids, tc.why)
 				}
 				return
@@ -206,8 +205,8 @@ func TestCorrelatorOpens(t *testing.T) {
 			if want := []idCall{{"api", at(tc.wantFirst)}}; !reflect.DeepEqual(r.ids, want) {
 				t.Errorf("NewID calls %v, want %v", r.ids, want)
 			}
-			if inc.ID() != "api-1" || inc.Service() != "api" || r.w.IncidentID != "api-1" {
-				t.Errorf("incident %q of %q, watch points at %q; want api-1 of api, pointed at", inc.ID(), inc.Service(), r.w.IncidentID)
+			if inc.ID() != "api-1" || inc.Service() != "api" || r.w.IncidentID() != "api-1" {
+				t.Errorf("incident %q of %q, watch points at %q; want api-1 of api, pointed at", inc.ID(), inc.Service(), r.w.IncidentID())
 			}
 			if got := kinds(inc.Changes()); !slices.Equal(got, tc.wantKinds) {
 				t.Errorf("timeline %v, want %v", got, tc.wantKinds)
@@ -220,12 +219,12 @@ func TestCorrelatorRecovery(t *testing.T) {
 	t.Parallel()
 	r := newRun(t, incident.CorrelationConfig{})
 	r.feed(t, 0, resolvedAt18[:18]) // minutes 0-17: 15 healthy samples, 14 minutes of health
-	if !r.w.RecoveredAt.IsZero() || r.cur.Status() != incident.StatusOpen {
-		t.Fatalf("after 14 healthy minutes: recovered at %s, status %s; want not yet", r.w.RecoveredAt, r.cur.Status())
+	if !r.w.RecoveredAt().IsZero() || r.cur.Status() != incident.StatusOpen {
+		t.Fatalf("after 14 healthy minutes: recovered at %s, status %s; want not yet", r.w.RecoveredAt(), r.cur.Status())
 	}
 	r.feed(t, 18, ".")
-	if !r.w.HealthySince.Equal(at(3)) || !r.w.RecoveredAt.Equal(at(18)) {
-		t.Fatalf("healthy since %s, recovered at %s; want %s, %s", r.w.HealthySince, r.w.RecoveredAt, at(3), at(18))
+	if !r.w.HealthySince().Equal(at(3)) || !r.w.RecoveredAt().Equal(at(18)) {
+		t.Fatalf("healthy since %s, recovered at %s; want %s, %s", r.w.HealthySince(), r.w.RecoveredAt(), at(3), at(18))
 	}
 	if r.cur.Status() != incident.StatusOpen {
 		t.Fatalf("status %s at the sample that completed recovery, want open until settled", r.cur.Status())
@@ -235,13 +234,13 @@ func TestCorrelatorRecovery(t *testing.T) {
 		t.Parallel()
 		r := newRun(t, incident.CorrelationConfig{})
 		r.feed(t, 0, "xxx"+strings.Repeat(".", 10)+"x"+strings.Repeat(".", 15))
-		if !r.w.RecoveredAt.IsZero() || r.cur.Status() != incident.StatusOpen || !r.w.HealthySince.Equal(at(14)) {
+		if !r.w.RecoveredAt().IsZero() || r.cur.Status() != incident.StatusOpen || !r.w.HealthySince().Equal(at(14)) {
 			t.Fatalf("recovered at %s, healthy since %s, status %s; want the streak restarted at minute 14 and not complete",
-				r.w.RecoveredAt, r.w.HealthySince, r.cur.Status())
+				r.w.RecoveredAt(), r.w.HealthySince(), r.cur.Status())
 		}
 		r.feed(t, 29, ".")
-		if !r.w.RecoveredAt.Equal(at(29)) {
-			t.Errorf("recovered at %s, want %s: 15 minutes after the streak restarted", r.w.RecoveredAt, at(29))
+		if !r.w.RecoveredAt().Equal(at(29)) {
+			t.Errorf("recovered at %s, want %s: 15 minutes after the streak restarted", r.w.RecoveredAt(), at(29))
 		}
 	})
 
@@ -249,8 +248,8 @@ func TestCorrelatorRecovery(t *testing.T) {
 		t.Parallel()
 		r := newRun(t, incident.CorrelationConfig{})
 		r.feed(t, 0, "xxx"+strings.Repeat("w", 30))
-		if !r.w.HealthySince.IsZero() || !r.w.RecoveredAt.IsZero() {
-			t.Errorf("healthy since %s, recovered at %s after warm-up samples only; want neither", r.w.HealthySince, r.w.RecoveredAt)
+		if !r.w.HealthySince().IsZero() || !r.w.RecoveredAt().IsZero() {
+			t.Errorf("healthy since %s, recovered at %s after warm-up samples only; want neither", r.w.HealthySince(), r.w.RecoveredAt())
 		}
 	})
 }
@@ -294,8 +293,8 @@ func TestCorrelatorResolves(t *testing.T) {
 			if len(r.all) != 1 || len(r.ids) != 1 {
 				t.Errorf("%d incidents, %d ids, want 1 and 1", len(r.all), len(r.ids))
 			}
-			if len(r.w.Recent) != tc.wantRecent {
-				t.Errorf("watch remembers %d samples, want %d: resolution forgets the old episode", len(r.w.Recent), tc.wantRecent)
+			if len(r.w.Recent()) != tc.wantRecent {
+				t.Errorf("watch remembers %d samples, want %d: resolution forgets the old episode", len(r.w.Recent()), tc.wantRecent)
 			}
 		})
 	}
@@ -369,8 +368,8 @@ func TestCorrelatorReopens(t *testing.T) {
 			}
 			switch {
 			case tc.wantReopen:
-				if r.cur != first || len(r.all) != 1 || len(r.ids) != 1 || r.w.IncidentID != "api-1" {
-					t.Fatalf("%d incidents, %d ids, watch on %q; want api-1 reopened (%s)", len(r.all), len(r.ids), r.w.IncidentID, tc.why)
+				if r.cur != first || len(r.all) != 1 || len(r.ids) != 1 || r.w.IncidentID() != "api-1" {
+					t.Fatalf("%d incidents, %d ids, watch on %q; want api-1 reopened (%s)", len(r.all), len(r.ids), r.w.IncidentID(), tc.why)
 				}
 				if first.Status() != incident.StatusOpen || first.Reopens() != 1 || first.Occurrences() != tc.wantOcc || !first.ResolvedAt().IsZero() {
 					t.Errorf("status %s, %d reopens, %d occurrences, resolved at %s; want open, 1, %d, zero (%s)",
@@ -387,9 +386,9 @@ func TestCorrelatorReopens(t *testing.T) {
 					t.Errorf("NewID calls %v, want %v", r.ids, want)
 				}
 				second := r.cur
-				if second.ID() != "api-2" || r.w.IncidentID != "api-2" || second.Reopens() != 0 || second.Occurrences() != tc.wantOcc || !second.FirstSeen().Equal(at(tc.wantNewAt)) {
+				if second.ID() != "api-2" || r.w.IncidentID() != "api-2" || second.Reopens() != 0 || second.Occurrences() != tc.wantOcc || !second.FirstSeen().Equal(at(tc.wantNewAt)) {
 					t.Errorf("new incident %q (watch on %q), %d reopens, %d occurrences, first %s; want api-2, 0, %d, %s",
-						second.ID(), r.w.IncidentID, second.Reopens(), second.Occurrences(), second.FirstSeen(), tc.wantOcc, at(tc.wantNewAt))
+						second.ID(), r.w.IncidentID(), second.Reopens(), second.Occurrences(), second.FirstSeen(), tc.wantOcc, at(tc.wantNewAt))
 				}
 			default:
 				if len(r.all) != 1 || first.Status() != incident.StatusResolved || first.Occurrences() != tc.wantOcc {
@@ -534,8 +533,8 @@ func TestCorrelatorDataResumes(t *testing.T) {
 			if e := r.cur.Changes()[0]; !e.At.Equal(at(40)) || r.cur.DataStopped() {
 				t.Errorf("data_resumed at %s, data stopped %v; want at %s and cleared", e.At, r.cur.DataStopped(), at(40))
 			}
-			if !r.w.LastReceivedAt.Equal(at(40).Add(receiptLag)) {
-				t.Errorf("LastReceivedAt = %s, want the new sample's receipt", r.w.LastReceivedAt)
+			if !r.w.LastReceivedAt().Equal(at(40).Add(receiptLag)) {
+				t.Errorf("LastReceivedAt = %s, want the new sample's receipt", r.w.LastReceivedAt())
 			}
 			if r.c.CheckStale(&r.w, r.cur, at(42)) {
 				t.Errorf("CheckStale two minutes after resumption = true, want false")
@@ -772,8 +771,8 @@ func TestCorrelatorSilence(t *testing.T) {
 		t.Parallel()
 		r := newRun(t, incident.CorrelationConfig{})
 		r.feed(t, 0, "xxx"+strings.Repeat(".", 10)+"s"+strings.Repeat(".", 10))
-		if !r.w.RecoveredAt.IsZero() || !r.w.HealthySince.Equal(at(14)) {
-			t.Errorf("recovered at %s, healthy since %s; want the streak restarted after the silenced anomaly at minute 13", r.w.RecoveredAt, r.w.HealthySince)
+		if !r.w.RecoveredAt().IsZero() || !r.w.HealthySince().Equal(at(14)) {
+			t.Errorf("recovered at %s, healthy since %s; want the streak restarted after the silenced anomaly at minute 13", r.w.RecoveredAt(), r.w.HealthySince())
 		}
 		settle(t, r)
 		if r.cur.Status() != incident.StatusOpen {
@@ -805,7 +804,7 @@ func TestCorrelatorOperatorActions(t *testing.T) {
 		if err := r.c.ResolveByOperator(&r.w, r.cur, "alice", "known issue", at(5)); err != nil {
 			t.Fatal(err)
 		}
-		if len(r.w.Recent) != 0 || !r.w.HealthySince.IsZero() {
+		if len(r.w.Recent()) != 0 || !r.w.HealthySince().IsZero() {
 			t.Fatalf("watch %+v after a manual resolution, want no recent samples and no streak", r.w)
 		}
 		r.feed(t, 5, "x")
@@ -826,7 +825,7 @@ func TestCorrelatorOperatorActions(t *testing.T) {
 		if err := r.c.ReopenByOperator(&r.w, r.cur, "bob", at(100)); err != nil {
 			t.Fatal(err)
 		}
-		if r.cur.Status() != incident.StatusOpen || !r.w.RecoveredAt.IsZero() || !r.w.HealthySince.IsZero() {
+		if r.cur.Status() != incident.StatusOpen || !r.w.RecoveredAt().IsZero() || !r.w.HealthySince().IsZero() {
 			t.Fatalf("after reopening: %s, watch %+v; want open and the streak restarted", r.cur.Status(), r.w)
 		}
 		settle(t, r)

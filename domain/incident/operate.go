@@ -105,9 +105,9 @@ func (c Correlator) ResolveByOperator(w *Watch, inc *Incident, by, reason string
 	if err := inc.ResolveManually(by, reason, at); err != nil {
 		return err
 	}
-	if w.IncidentID == inc.ID() {
-		w.Recent = w.Recent[:0]
-		w.HealthySince, w.RecoveredAt = time.Time{}, time.Time{}
+	if w.incidentID == inc.ID() {
+		w.recent = w.recent[:0]
+		w.healthySince, w.recoveredAt = time.Time{}, time.Time{}
 	}
 	return nil
 }
@@ -117,12 +117,12 @@ func (c Correlator) ResolveByOperator(w *Watch, inc *Incident, by, reason string
 // only after a full recovery window of healthy samples. An older incident returns
 // ErrNotLatest.
 func (c Correlator) ReopenByOperator(w *Watch, inc *Incident, by string, at time.Time) error {
-	if w.IncidentID != inc.ID() {
-		return fmt.Errorf("reopen %s (the service's latest is %s): %w", inc.ID(), w.IncidentID, ErrNotLatest)
+	if w.incidentID != inc.ID() {
+		return fmt.Errorf("reopen %s (the service's latest is %s): %w", inc.ID(), w.incidentID, ErrNotLatest)
 	}
 	if err := inc.ReopenManually(by, at); err != nil {
 		return err
 	}
-	w.HealthySince, w.RecoveredAt = time.Time{}, time.Time{}
+	w.healthySince, w.recoveredAt = time.Time{}, time.Time{}
 	return nil
 }

@@ -28,6 +28,13 @@ func signals(from, n int) []incident.Signal {
 
 var errRollback = errors.New("roll back")
 
+// pointedAt returns w pointing at incident id, as the correlator leaves it when it opens one.
+func pointedAt(w incident.Watch, id string) incident.Watch {
+	st := w.State()
+	st.IncidentID = id
+	return incident.UnmarshalWatchFromDatabase(st)
+}
+
 // Topic is the outbox topic the suite publishes to; a store that needs its topics made first
 // makes this one.
 const Topic = "incidents.correlated"
@@ -55,7 +62,7 @@ func Run[T handlers.IncidentTx](t *testing.T, newStore func(t *testing.T) handle
 			if err != nil {
 				return err
 			}
-			w.IncidentID = inc.ID()
+			w = pointedAt(w, inc.ID())
 			if entries, err = tx.SaveIncident(inc); err != nil {
 				return err
 			}
@@ -72,8 +79,8 @@ func Run[T handlers.IncidentTx](t *testing.T, newStore func(t *testing.T) handle
 			if err != nil {
 				return err
 			}
-			if w.IncidentID != inc.ID() {
-				t.Errorf("watch incident %q, want %q", w.IncidentID, inc.ID())
+			if w.IncidentID() != inc.ID() {
+				t.Errorf("watch incident %q, want %q", w.IncidentID(), inc.ID())
 			}
 			got, err := tx.LoadIncident(inc.ID())
 			if err != nil {
@@ -107,7 +114,7 @@ func Run[T handlers.IncidentTx](t *testing.T, newStore func(t *testing.T) handle
 			if err != nil {
 				return err
 			}
-			w.IncidentID = inc.ID()
+			w = pointedAt(w, inc.ID())
 			if _, err := tx.SaveIncident(inc); err != nil {
 				return err
 			}
@@ -127,8 +134,8 @@ func Run[T handlers.IncidentTx](t *testing.T, newStore func(t *testing.T) handle
 			if err != nil {
 				return err
 			}
-			if w.IncidentID != "" {
-				t.Errorf("watch after a rollback names incident %q", w.IncidentID)
+			if w.IncidentID() != "" {
+				t.Errorf("watch after a rollback names incident %q", w.IncidentID())
 			}
 			if _, err := tx.LoadIncident(inc.ID()); !errors.Is(err, incident.ErrNotFound) {
 				t.Errorf("LoadIncident after a rollback: %v, want ErrNotFound", err)
@@ -155,7 +162,7 @@ func Run[T handlers.IncidentTx](t *testing.T, newStore func(t *testing.T) handle
 				t.Errorf("LoadIncident of an unknown id: %v, want ErrNotFound", err)
 			}
 			w, err := tx.LoadWatch("new-service")
-			if err != nil || w.Service != "new-service" || !w.LastSampleAt.IsZero() || w.IncidentID != "" {
+			if err != nil || w.Service() != "new-service" || !w.LastSampleAt().IsZero() || w.IncidentID() != "" {
 				t.Errorf("LoadWatch of a new service = %+v, %v; want a fresh watch", w, err)
 			}
 			first, err := tx.MarkProcessed("escalate", "m-2")

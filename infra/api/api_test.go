@@ -159,8 +159,9 @@ func (e *testEnv) seed(id, service string, at int, resolved bool) {
 		if _, err := tx.SaveIncident(inc); err != nil {
 			return err
 		}
-		w.IncidentID, w.LastSampleAt = id, minute(at)
-		return tx.SaveWatch(w)
+		st := w.State()
+		st.IncidentID, st.LastSampleAt = id, minute(at)
+		return tx.SaveWatch(incident.UnmarshalWatchFromDatabase(st))
 	})
 	if err != nil {
 		e.t.Fatal(err)

@@ -32,10 +32,10 @@ func TestStoreAcknowledgementAndServiceTimeline(t *testing.T) {
 	if err := inc.Acknowledge("alice", t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	w := incident.Watch{Service: "api", IncidentID: inc.ID()}
+	w := incident.UnmarshalWatchFromDatabase(incident.WatchState{Service: "api", IncidentID: inc.ID()})
 	c, _ := incident.NewCorrelator(incident.CorrelationConfig{})
 	// A silenced anomaly of another service with no incident is recorded on that service.
-	quiet := incident.Watch{Service: "db"}
+	quiet := incident.NewWatch("db")
 	if _, err := c.Observe(&quiet, nil, incident.Observation{At: t0, Score: 0.9, Threshold: 0.6, Judged: true, Anomalous: true, Silence: "s-1"}, nil); err != nil {
 		t.Fatal(err)
 	}

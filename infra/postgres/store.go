@@ -66,7 +66,7 @@ func (t *Tx) LoadWatch(service string) (incident.Watch, error) {
 		return incident.Watch{}, fmt.Errorf("create watch for %s: %w", service, err)
 	}
 	var (
-		w                                                 = incident.Watch{Service: service}
+		st                                                = incident.WatchState{Service: service}
 		lastSample, lastReceived, healthySince, recovered *time.Time
 		recent                                            []byte
 		incidentID                                        *string
@@ -74,38 +74,39 @@ func (t *Tx) LoadWatch(service string) (incident.Watch, error) {
 	err := t.tx.QueryRow(t.ctx, `
 		SELECT last_sample_at, last_received_at, healthy_since, healthy_count, recovered_at, recent, incident_id::text
 		FROM service_watch WHERE service = $1 FOR UPDATE`, service).
-		Scan(&lastSample, &lastReceived, &healthySince, &w.HealthyCount, &recovered, &recent, &incidentID)
+		Scan(&lastSample, &lastReceived, &healthySince, &st.HealthyCount, &recovered, &recent, &incidentID)
 	if err != nil {
 		return incident.Watch{}, fmt.Errorf("load watch for %s: %w", service, err)
 	}
-	w.LastSampleAt, w.LastReceivedAt = deref(lastSample), deref(lastReceived)
-	w.HealthySince, w.RecoveredAt = deref(healthySince), deref(recovered)
+	st.LastSampleAt, st.LastReceivedAt = deref(lastSample), deref(lastReceived)
+	st.HealthySince, st.RecoveredAt = deref(healthySince), deref(recovered)
 	if incidentID != nil {
-		w.IncidentID = *incidentID
+		st.IncidentID = *incidentID
 	}
-	if err := json.Unmarshal(recent, &w.Recent); err != nil {
+	if err := json.Unmarshal(recent, &st.Recent); err != nil {
 		return incident.Watch{}, fmt.Errorf("decode recent samples of %s: %w", service, err)
 	}
-	return w, nil
+	return incident.UnmarshalWatchFromDatabase(st), nil
 }
 
 // SaveWatch stores the service's correlation state and appends its pending service-level
 // timeline entries (w.Changes). Save a watch once per transaction.
 func (t *Tx) SaveWatch(w incident.Watch) error {
-	recent, err := json.Marshal(w.Recent)
+	st := w.State()
+	recent, err := json.Marshal(st.Recent)
 	if err != nil {
-		return fmt.Errorf("encode recent samples of %s: %w", w.Service, err)
+		return fmt.Errorf("encode recent samples of %s: %w", st.Service, err)
 	}
 	_, err = t.tx.Exec(t.ctx, `
 		UPDATE service_watch SET last_sample_at = $2, last_received_at = $3, healthy_since = $4,
 			recovered_at = $5, recent = $6, incident_id = $7, healthy_count = $8, updated_at = now()
 		WHERE service = $1`,
-		w.Service, ptr(w.LastSampleAt), ptr(w.LastReceivedAt), ptr(w.HealthySince), ptr(w.RecoveredAt),
-		recent, nullable(w.IncidentID), w.HealthyCount)
+		st.Service, ptr(st.LastSampleAt), ptr(st.LastReceivedAt), ptr(st.HealthySince), ptr(st.RecoveredAt),
+		recent, nullable(st.IncidentID), st.HealthyCount)
 	if err != nil {
-		return fmt.Errorf("save watch for %s: %w", w.Service, err)
+		return fmt.Errorf("save watch for %s: %w", st.Service, err)
 	}
-	return t.appendTimeline(w.Service, "", w.Changes())
+	return t.appendTimeline(st.Service, "", w.Changes())
 }
 
 // LoadIncident locks and returns the incident with id, nil when id is empty, or an error

@@ -66,7 +66,7 @@ func TestStoreRoundTrip(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if !w.LastSampleAt.IsZero() || w.IncidentID != "" {
+		if !w.LastSampleAt().IsZero() || w.IncidentID() != "" {
 			t.Errorf("fresh watch = %+v, want empty", w)
 		}
 		entries, err := tx.SaveIncident(inc)
@@ -76,9 +76,10 @@ func TestStoreRoundTrip(t *testing.T) {
 		if len(entries) != 2 || len(inc.Changes()) != 0 {
 			t.Errorf("saved %d entries, %d left pending; want 2 and 0", len(entries), len(inc.Changes()))
 		}
-		w.LastSampleAt, w.IncidentID = sig(2, 0).At, inc.ID()
-		w.Recent = []incident.Recent{{Signal: sig(2, 0.75), Anomalous: true}}
-		return tx.SaveWatch(w)
+		st := w.State()
+		st.LastSampleAt, st.IncidentID = sig(2, 0).At, inc.ID()
+		st.Recent = []incident.Recent{{Signal: sig(2, 0.75), Anomalous: true}}
+		return tx.SaveWatch(incident.UnmarshalWatchFromDatabase(st))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -89,10 +90,10 @@ func TestStoreRoundTrip(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if !w.LastSampleAt.Equal(sig(2, 0).At) || w.IncidentID != inc.ID() || len(w.Recent) != 1 || !w.Recent[0].Anomalous {
+		if !w.LastSampleAt().Equal(sig(2, 0).At) || w.IncidentID() != inc.ID() || len(w.Recent()) != 1 || !w.Recent()[0].Anomalous {
 			t.Errorf("watch after reload = %+v", w)
 		}
-		got, err := tx.LoadIncident(w.IncidentID)
+		got, err := tx.LoadIncident(w.IncidentID())
 		if err != nil {
 			return err
 		}
