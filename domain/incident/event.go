@@ -45,6 +45,18 @@ const (
 	KindNotificationFailed Kind = "notification_failed"
 )
 
+// Entry returns the timeline entry that records the delivery, dated at the change it told of.
+func (d Delivery) Entry() Entry {
+	kind := KindNotified
+	if d.Err != "" {
+		kind = KindNotificationFailed
+	}
+	at := d.DeliveredAt.UTC()
+	return Entry{Kind: kind, At: d.Event.OccurredAt, Details: Details{
+		Receiver: d.Receiver, Event: d.Event.Event, EventID: d.Event.EventID, Attempts: d.Attempts, Error: d.Err, DeliveredAt: &at,
+	}}
+}
+
 // Delivery is the outcome of notifying one receiver of one event.
 type Delivery struct {
 	Receiver string

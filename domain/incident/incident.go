@@ -144,6 +144,23 @@ type Details struct {
 	// escalated or notified. Silence is the id of that silence.
 	Silenced bool   `json:"silenced,omitempty"`
 	Silence  string `json:"silence_id,omitempty"`
+
+	// Deliveries (KindNotified, KindNotificationFailed): the receiver, the change it was told
+	// of, the attempts, the failure and when the last attempt ended (wall clock).
+	Receiver    string     `json:"receiver,omitempty"`
+	Event       Kind       `json:"event,omitempty"`
+	EventID     string     `json:"event_id,omitempty"`
+	Attempts    int        `json:"attempts,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
+
+	// Remediations (KindRemediationRequested, KindRemediationResult): the hook, whether it
+	// only said what it would do, when it ran (wall clock) and its answer; Reason says why it
+	// was held back, Error why it failed.
+	Hook   string     `json:"hook,omitempty"`
+	DryRun bool       `json:"dry_run,omitempty"`
+	RanAt  *time.Time `json:"ran_at,omitempty"`
+	Status string     `json:"status,omitempty"`
 }
 
 // Entry is one row of an incident's timeline.

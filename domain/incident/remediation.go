@@ -56,6 +56,17 @@ type Remediation struct {
 	Err    string
 }
 
+// Entries returns the timeline entries that record the run, dated at the change that
+// triggered it: remediation_requested, and remediation_result when the hook was called.
+func (r Remediation) Entries() []Entry {
+	ran := r.RanAt.UTC()
+	out := []Entry{{Kind: KindRemediationRequested, At: r.RanFor, Details: Details{Hook: r.Hook, DryRun: r.DryRun, Reason: r.Skipped, RanAt: &ran}}}
+	if !r.DryRun && r.Skipped == "" {
+		out = append(out, Entry{Kind: KindRemediationResult, At: r.RanFor, Details: Details{Hook: r.Hook, Status: r.Status, Error: r.Err}})
+	}
+	return out
+}
+
 // Verifiable reports whether the run should be checked for effect: the hook was really called
 // and succeeded.
 func (r Remediation) Verifiable() bool { return !r.DryRun && r.Skipped == "" && r.Err == "" }

@@ -2,6 +2,7 @@ package incident_test
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -58,5 +59,46 @@ func TestRemediationIneffective(t *testing.T) {
 				t.Errorf("escalation rule %q", changes[1].Details.Rule)
 			}
 		})
+	}
+}
+
+// TestTimelineEntriesOfDeliveriesAndRemediations checks the entries the domain gives the
+// timeline for what the notify and remediate stages did: the kind follows the outcome, the
+// entry is dated at the change it was about, and a hook held back or run dry has no result.
+func TestTimelineEntriesOfDeliveriesAndRemediations(t *testing.T) {
+	t.Parallel()
+	changeAt := time.Date(2026, 11, 26, 17, 0, 0, 0, time.UTC)
+	wall := changeAt.Add(3 * time.Hour)
+	ev := incident.Event{EventID: "ev-1", Event: incident.KindOpened, OccurredAt: changeAt}
+	for _, tc := range []struct {
+		err  string
+		want incident.Kind
+	}{{"", incident.KindNotified}, {"503 Service Unavailable", incident.KindNotificationFailed}} {
+		e := incident.Delivery{Receiver: "slack", Event: ev, Attempts: 2, Err: tc.err, DeliveredAt: wall}.Entry()
+		if e.Kind != tc.want || !e.At.Equal(changeAt) || e.Details.Receiver != "slack" || e.Details.EventID != "ev-1" ||
+			e.Details.Attempts != 2 || e.Details.Error != tc.err || e.Details.DeliveredAt == nil || !e.Details.DeliveredAt.Equal(wall) {
+			t.Errorf("delivery with error %q: entry %+v, want %s dated at the change", tc.err, e, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		r    incident.Remediation
+		want []incident.Kind
+	}{
+		{"called", incident.Remediation{Hook: "restart", RanFor: changeAt, RanAt: wall, Status: "200 OK"}, []incident.Kind{incident.KindRemediationRequested, incident.KindRemediationResult}},
+		{"dry run", incident.Remediation{Hook: "restart", RanFor: changeAt, RanAt: wall, DryRun: true}, []incident.Kind{incident.KindRemediationRequested}},
+		{"held back", incident.Remediation{Hook: "restart", RanFor: changeAt, RanAt: wall, Skipped: "rate limit"}, []incident.Kind{incident.KindRemediationRequested}},
+	} {
+		es := tc.r.Entries()
+		var kinds []incident.Kind
+		for _, e := range es {
+			kinds = append(kinds, e.Kind)
+			if !e.At.Equal(changeAt) || e.Details.Hook != "restart" {
+				t.Errorf("%s: entry %+v, want the hook's, dated at the change", tc.name, e)
+			}
+		}
+		if !slices.Equal(kinds, tc.want) {
+			t.Errorf("%s: entries %v, want %v", tc.name, kinds, tc.want)
+		}
 	}
 }

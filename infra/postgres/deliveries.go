@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -28,31 +27,10 @@ func (d *Deliveries) Delivered(ctx context.Context, receiver, eventID string) (b
 	return n > 0, nil
 }
 
-// deliveryDetails is the timeline payload of a delivery.
-type deliveryDetails struct {
-	Receiver    string        `json:"receiver"`
-	Event       incident.Kind `json:"event"`
-	EventID     string        `json:"event_id"`
-	Attempts    int           `json:"attempts"`
-	Error       string        `json:"error,omitempty"`
-	DeliveredAt string        `json:"delivered_at"`
-}
-
 // Record stores the outcome and its timeline entry in one transaction; recording the same
 // receiver and event twice keeps the first.
 func (d *Deliveries) Record(ctx context.Context, del incident.Delivery) error {
 	ev := del.Event
-	kind := incident.KindNotified
-	if del.Err != "" {
-		kind = incident.KindNotificationFailed
-	}
-	details, err := json.Marshal(deliveryDetails{
-		Receiver: del.Receiver, Event: ev.Event, EventID: ev.EventID, Attempts: del.Attempts, Error: del.Err,
-		DeliveredAt: del.DeliveredAt.UTC().Format("2006-01-02T15:04:05.000Z07:00"),
-	})
-	if err != nil {
-		return fmt.Errorf("encode delivery: %w", err)
-	}
 	return pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `
 			INSERT INTO deliveries (receiver, event_id, incident_id, event, ok, attempts, error, delivered_at)
@@ -64,10 +42,6 @@ func (d *Deliveries) Record(ctx context.Context, del incident.Delivery) error {
 		if tag.RowsAffected() == 0 {
 			return nil
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO incident_timeline (incident_id, service, event, occurred_at, details) VALUES ($1, $2, $3, $4, $5)`,
-			ev.IncidentID, ev.Service, string(kind), ev.OccurredAt, details); err != nil {
-			return fmt.Errorf("append %s to timeline of %s: %w", kind, ev.IncidentID, err)
-		}
-		return nil
+		return appendTimeline(ctx, tx, ev.Service, ev.IncidentID, []incident.Entry{del.Entry()})
 	})
 }

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -55,7 +54,6 @@ func (r *Remediations) Runs(ctx context.Context, hook, service string, since tim
 // Record stores a run with its timeline entries (remediation_requested, and
 // remediation_result when the hook was called) in one transaction.
 func (r *Remediations) Record(ctx context.Context, x incident.Remediation) error {
-	requested, _ := json.Marshal(map[string]any{"hook": x.Hook, "dry_run": x.DryRun, "reason": x.Skipped, "ran_at": x.RanAt})
 	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `
 			INSERT INTO remediations (hook, incident_id, service, ran_for, ran_at, dry_run, skipped, status, error)
@@ -67,18 +65,6 @@ func (r *Remediations) Record(ctx context.Context, x incident.Remediation) error
 		if tag.RowsAffected() == 0 {
 			return nil
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO incident_timeline (incident_id, service, event, occurred_at, details) VALUES ($1, $2, $3, $4, $5)`,
-			x.IncidentID, x.Service, string(incident.KindRemediationRequested), x.RanFor, requested); err != nil {
-			return fmt.Errorf("append remediation to timeline of %s: %w", x.IncidentID, err)
-		}
-		if x.DryRun || x.Skipped != "" {
-			return nil
-		}
-		result, _ := json.Marshal(map[string]any{"hook": x.Hook, "status": x.Status, "error": x.Err})
-		if _, err := tx.Exec(ctx, `INSERT INTO incident_timeline (incident_id, service, event, occurred_at, details) VALUES ($1, $2, $3, $4, $5)`,
-			x.IncidentID, x.Service, string(incident.KindRemediationResult), x.RanFor, result); err != nil {
-			return fmt.Errorf("append remediation result to timeline of %s: %w", x.IncidentID, err)
-		}
-		return nil
+		return appendTimeline(ctx, tx, x.Service, x.IncidentID, x.Entries())
 	})
 }

@@ -213,12 +213,18 @@ func (t *Tx) SaveIncident(inc *incident.Incident) ([]incident.Entry, error) {
 // appendTimeline writes entries to the timeline of service and, unless incidentID is empty,
 // of that incident.
 func (t *Tx) appendTimeline(service, incidentID string, entries []incident.Entry) error {
+	return appendTimeline(t.ctx, t.tx, service, incidentID, entries)
+}
+
+// appendTimeline is the one writer of the timeline: every entry, whatever recorded it, goes
+// through here, in the caller's transaction.
+func appendTimeline(ctx context.Context, tx pgx.Tx, service, incidentID string, entries []incident.Entry) error {
 	for _, e := range entries {
 		details, err := json.Marshal(e.Details)
 		if err != nil {
 			return fmt.Errorf("encode timeline details: %w", err)
 		}
-		if _, err := t.tx.Exec(t.ctx,
+		if _, err := tx.Exec(ctx,
 			`INSERT INTO incident_timeline (incident_id, service, event, occurred_at, details) VALUES ($1, $2, $3, $4, $5)`,
 			nullable(incidentID), service, string(e.Kind), e.At, details); err != nil {
 			return fmt.Errorf("append %s to timeline of %s %s: %w", e.Kind, service, incidentID, err)
