@@ -119,6 +119,51 @@ type Watch struct {
 	pending []Entry
 }
 
+// ServiceState is how a service stands, as an operator's overview shows it.
+type ServiceState string
+
+// The states of a service, the first that applies: no sample for the stale-data limit, inside
+// a silence, with an open incident, its model still warming up, its latest judged sample
+// anomalous, or healthy.
+const (
+	StateNoData     ServiceState = "no_data"
+	StateSilenced   ServiceState = "silenced"
+	StateInIncident ServiceState = "in_incident"
+	StateWarmingUp  ServiceState = "warming_up"
+	StateAnomalous  ServiceState = "anomalous"
+	StateHealthy    ServiceState = "healthy"
+)
+
+// ServiceFacts is what a service's state is judged on.
+type ServiceFacts struct {
+	// LastReceivedAt is the broker time of its latest sample (zero for none); Now the time it
+	// is judged at (a view's wall clock) and StaleAfter the stale-data limit.
+	LastReceivedAt, Now time.Time
+	StaleAfter          time.Duration
+	Silenced            bool
+	IncidentOpen        bool
+	// HasModel is false while the service warms up; LatestAnomalous tells whether its latest
+	// judged sample was anomalous.
+	HasModel, LatestAnomalous bool
+}
+
+// StateOf classifies a service.
+func StateOf(f ServiceFacts) ServiceState {
+	switch {
+	case f.LastReceivedAt.IsZero() || f.Now.Sub(f.LastReceivedAt) > f.StaleAfter:
+		return StateNoData
+	case f.Silenced:
+		return StateSilenced
+	case f.IncidentOpen:
+		return StateInIncident
+	case !f.HasModel:
+		return StateWarmingUp
+	case f.LatestAnomalous:
+		return StateAnomalous
+	}
+	return StateHealthy
+}
+
 // NewWatch returns the correlation state of a service never seen.
 func NewWatch(service string) Watch { return Watch{service: service} }
 

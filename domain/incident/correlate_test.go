@@ -944,3 +944,30 @@ func TestBaselineLearned(t *testing.T) {
 		t.Errorf("relearned without an incident: %v, incident %v; want nothing", err, q.cur)
 	}
 }
+
+// TestStateOf checks how a service is classified for the overview: the first state that
+// applies wins.
+func TestStateOf(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	fresh := incident.ServiceFacts{LastReceivedAt: now.Add(-time.Minute), Now: now, StaleAfter: 5 * time.Minute, HasModel: true}
+	with := func(f func(*incident.ServiceFacts)) incident.ServiceFacts { c := fresh; f(&c); return c }
+	cases := []struct {
+		name  string
+		facts incident.ServiceFacts
+		want  incident.ServiceState
+	}{
+		{"healthy", fresh, incident.StateHealthy},
+		{"never sent", with(func(f *incident.ServiceFacts) { f.LastReceivedAt = time.Time{} }), incident.StateNoData},
+		{"silent too long, even in an incident", with(func(f *incident.ServiceFacts) { f.LastReceivedAt = now.Add(-6 * time.Minute); f.IncidentOpen = true }), incident.StateNoData},
+		{"silenced beats an incident", with(func(f *incident.ServiceFacts) { f.Silenced = true; f.IncidentOpen = true }), incident.StateSilenced},
+		{"in an incident", with(func(f *incident.ServiceFacts) { f.IncidentOpen = true; f.LatestAnomalous = true }), incident.StateInIncident},
+		{"warming up", with(func(f *incident.ServiceFacts) { f.HasModel = false }), incident.StateWarmingUp},
+		{"anomalous without an incident", with(func(f *incident.ServiceFacts) { f.LatestAnomalous = true }), incident.StateAnomalous},
+	}
+	for _, tc := range cases {
+		if got := incident.StateOf(tc.facts); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}

@@ -14,7 +14,8 @@ import (
 // ServiceState is what the dashboard shows of one service.
 type ServiceState struct {
 	Service string `json:"service"`
-	// State is one of healthy, anomalous, in_incident, silenced, warming_up, no_data.
+	// State is one of incident.ServiceState: healthy, anomalous, in_incident, silenced,
+	// warming_up, no_data (see incident.StateOf).
 	State string `json:"state"`
 	// SilencedUntil is the end of the silence covering the service now, if any.
 	SilencedUntil  *time.Time `json:"silenced_until,omitempty"`
@@ -57,21 +58,14 @@ func Services(ctx context.Context, pool *pgxpool.Pool, now time.Time, staleAfter
 			return nil, fmt.Errorf("load services: %w", err)
 		}
 		var rs []incident.Recent
-		_ = json.Unmarshal(recent, &rs)
-		switch {
-		case s.LastReceivedAt == nil || now.Sub(*s.LastReceivedAt) > staleAfter:
-			s.State = "no_data"
-		case s.SilencedUntil != nil:
-			s.State = "silenced"
-		case s.IncidentStatus == "open":
-			s.State = "in_incident"
-		case s.ModelVersion == 0:
-			s.State = "warming_up"
-		case len(rs) > 0 && rs[len(rs)-1].Anomalous:
-			s.State = "anomalous"
-		default:
-			s.State = "healthy"
+		if err := json.Unmarshal(recent, &rs); err != nil {
+			return nil, fmt.Errorf("load services: recent samples of %s: %w", s.Service, err)
 		}
+		s.State = string(incident.StateOf(incident.ServiceFacts{
+			LastReceivedAt: deref(s.LastReceivedAt), Now: now, StaleAfter: staleAfter,
+			Silenced: s.SilencedUntil != nil, IncidentOpen: s.IncidentStatus == "open",
+			HasModel: s.ModelVersion > 0, LatestAnomalous: len(rs) > 0 && rs[len(rs)-1].Anomalous,
+		}))
 		if s.IncidentStatus != "open" {
 			s.Severity = ""
 		}
