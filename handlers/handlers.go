@@ -17,6 +17,8 @@ package handlers
 import (
 	"errors"
 	"fmt"
+
+	"github.com/incident-engine/engine/domain/sample"
 )
 
 // ErrPermanent marks errors that no retry can fix: the message goes to the dead-letter topic.
@@ -35,6 +37,7 @@ func Permanent(err error) error {
 // topic cannot be passed for it; router/router.go binds every stage to its topics.
 type OutboxTopic string
 
-// MetadataService is the message metadata key that holds the service name. The Kafka
-// marshaler uses it as the partition key, so each service's messages stay in order.
-const MetadataService = "service"
+// MetadataService is the message metadata key that holds the service name (the domain's
+// sample.ServiceKey, the one definition). The Kafka marshaler uses it as the partition key,
+// so each service's messages stay in order.
+const MetadataService = sample.ServiceKey

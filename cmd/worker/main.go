@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/incident-engine/engine/cmd/internal/cli"
+	"github.com/incident-engine/engine/domain/detect"
 	"github.com/incident-engine/engine/infra/notify"
 	"github.com/incident-engine/engine/infra/remediate"
 	"github.com/incident-engine/engine/wire"
@@ -105,6 +106,7 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 	fs.DurationVar(&cfg.Retention.Inbox, "retain-inbox", env.Duration("RETAIN_INBOX", 7*24*time.Hour), "how long processed-message ids (redelivery safety) are kept; negative: for ever [RETAIN_INBOX]")
 	fs.DurationVar(&cfg.Retention.Deliveries, "retain-deliveries", env.Duration("RETAIN_DELIVERIES", 30*24*time.Hour), "how long the notification log is kept; negative: for ever [RETAIN_DELIVERIES]")
 	fs.DurationVar(&cfg.Retention.Every, "prune-every", env.Duration("PRUNE_EVERY", time.Hour), "how often old detail is pruned [PRUNE_EVERY]")
+	kinds := fs.String("metric-kinds", env.String("METRIC_KINDS", ""), "what metrics mean, overriding their names: comma-separated metric=kind or service/metric=kind, kind one of plain, count, lower_is_better, higher_is_better (e.g. error_budget_remaining=higher_is_better) [METRIC_KINDS]")
 	notifyFile := fs.String("notify-config", env.String("NOTIFY_CONFIG", ""), "JSON file of notification receivers and routes (see README) [NOTIFY_CONFIG]")
 	hooksFile := fs.String("remediation-config", env.String("REMEDIATION_CONFIG", ""), "JSON file of remediation hooks (see README) [REMEDIATION_CONFIG]")
 	logLevel := fs.String("log-level", env.String("LOG_LEVEL", "info"), "debug, info, warn or error [LOG_LEVEL]")
@@ -125,6 +127,11 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 			cfg.KafkaBrokers = append(cfg.KafkaBrokers, b)
 		}
 	}
+	metricKinds, err := parseKinds(*kinds)
+	if err != nil {
+		return cfg, 0, err
+	}
+	cfg.Detect.Kinds = metricKinds
 	if *notifyFile != "" {
 		nc, err := notify.LoadConfig(*notifyFile)
 		if err != nil {
@@ -144,4 +151,24 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 		return cfg, 0, fmt.Errorf("log level: %w", err)
 	}
 	return cfg, level, nil
+}
+
+// parseKinds reads --metric-kinds: comma-separated metric=kind or service/metric=kind.
+func parseKinds(s string) (map[string]detect.Kind, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	out := map[string]detect.Kind{}
+	for _, item := range strings.Split(s, ",") {
+		name, kind, ok := strings.Cut(strings.TrimSpace(item), "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("--metric-kinds: %q is not metric=kind or service/metric=kind", item)
+		}
+		k, err := detect.ParseKind(kind)
+		if err != nil {
+			return nil, fmt.Errorf("--metric-kinds: %s: %w", name, err)
+		}
+		out[name] = k
+	}
+	return out, nil
 }

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"maps"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/incident-engine/engine/domain/detect"
 )
 
 // TestParseAPITokens checks that the API tokens come from the environment or the flags (the
@@ -52,6 +55,24 @@ func TestRedact(t *testing.T) {
 	for _, tc := range cases {
 		if got := redact(tc.in); got != tc.want {
 			t.Errorf("%s: redact = %q, want %q (%s)", tc.name, got, tc.want, tc.why)
+		}
+	}
+}
+
+// TestParseMetricKinds checks --metric-kinds: metric and service/metric declarations reach
+// the detector's configuration, and a bad one is an error naming it.
+func TestParseMetricKinds(t *testing.T) {
+	cfg, _, err := parse([]string{"--metric-kinds", "error_budget_remaining=higher_is_better, api/queue_depth=count"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]detect.Kind{"error_budget_remaining": detect.KindHigherIsBetter, "api/queue_depth": detect.KindCount}
+	if !maps.Equal(cfg.Detect.Kinds, want) {
+		t.Errorf("kinds %v, want %v", cfg.Detect.Kinds, want)
+	}
+	for _, bad := range []string{"queue_depth", "queue_depth=sideways", "=count"} {
+		if _, _, err := parse([]string{"--metric-kinds", bad}); err == nil || !strings.Contains(err.Error(), "metric-kinds") {
+			t.Errorf("--metric-kinds %q: %v, want an error", bad, err)
 		}
 	}
 }

@@ -38,9 +38,9 @@ func newCalibration(features, metrics int) calibration {
 	return c
 }
 
-// fit learns the calibration from the training rows, which metrics are lower-is-better, each
-// feature's smallest meaningful deviation and the rows' spacing.
-func (c *calibration) fit(rows [][]float64, better []bool, minFloor []float64, step time.Duration) {
+// fit learns the calibration from the training rows, which way each metric is judged (see
+// Detector.side), each feature's smallest meaningful deviation and the rows' spacing.
+func (c *calibration) fit(rows [][]float64, sides []int, minFloor []float64, step time.Duration) {
 	n := len(rows)
 	col := make([]float64, n)
 	for j := range c.median {
@@ -55,8 +55,8 @@ func (c *calibration) fit(rows [][]float64, better []bool, minFloor []float64, s
 		}
 		for i, v := range col {
 			col[i] = math.Abs(v - c.median[j])
-			if j < len(better) && better[j] {
-				col[i] = max(0, v-c.median[j])
+			if j < len(sides) && sides[j] != 0 {
+				col[i] = oneSidedDev(v-c.median[j], sides[j])
 			}
 		}
 		// A feature that never moved in training makes any change very surprising: the

@@ -115,6 +115,61 @@ type Config struct {
 	Shape Shape
 	// Explanation is how Explain attributes an anomaly to metrics (default ExplainDeviation).
 	Explanation Explanation
+	// Kinds declares what metrics mean, keyed by metric name for every service or by
+	// "service/metric" for one (which wins). A metric not declared takes its kind from its
+	// name (see Kind).
+	Kinds map[string]Kind
+}
+
+// Kind is what a metric means, which decides how it is judged.
+type Kind uint8
+
+// The kinds of metric. The zero Kind, KindByName, takes the kind from the metric's name: a
+// count when it is request_count or ends in _count or _total, lower-is-better when it is
+// error_rate or contains "latency" or "error", plain otherwise.
+const (
+	KindByName Kind = iota
+	// KindPlain: any change either way may be odd; its recent volatility is judged too.
+	KindPlain
+	// KindCount: events per interval, judged against its slowly moving level; only less
+	// than usual is odd.
+	KindCount
+	// KindLowerIsBetter: only a rise is odd (an error rate, a latency).
+	KindLowerIsBetter
+	// KindHigherIsBetter: only a fall is odd (an error budget left, a cache hit ratio).
+	KindHigherIsBetter
+)
+
+// ParseKind reads a kind by its name: plain, count, lower_is_better, higher_is_better.
+func ParseKind(s string) (Kind, error) {
+	for k, name := range kindNames {
+		if s == name && k != KindByName {
+			return k, nil
+		}
+	}
+	return KindByName, fmt.Errorf("unknown metric kind %q: want plain, count, lower_is_better or higher_is_better", s)
+}
+
+var kindNames = map[Kind]string{KindByName: "by_name", KindPlain: "plain", KindCount: "count", KindLowerIsBetter: "lower_is_better", KindHigherIsBetter: "higher_is_better"}
+
+// String returns the kind's name.
+func (k Kind) String() string { return kindNames[k] }
+
+// kindOf returns the kind metric name has for service under kinds.
+func kindOf(kinds map[string]Kind, service, name string) Kind {
+	if k, ok := kinds[service+"/"+name]; ok && k != KindByName {
+		return k
+	}
+	if k, ok := kinds[name]; ok && k != KindByName {
+		return k
+	}
+	switch {
+	case isCount(name):
+		return KindCount
+	case lowerIsBetter(name):
+		return KindLowerIsBetter
+	}
+	return KindPlain
 }
 
 // SetDefaults fills every zero field with its default.
@@ -196,6 +251,11 @@ func (c Config) Validate() error {
 	if err := c.Shape.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	for name, k := range c.Kinds {
+		if k > KindHigherIsBetter {
+			errs = append(errs, fmt.Errorf("metric kind of %q: unknown kind %d", name, k))
+		}
+	}
 	if c.Explanation < ExplainDeviation || c.Explanation > ExplainPath {
 		errs = append(errs, fmt.Errorf("explanation %d is unknown", c.Explanation))
 	}
@@ -233,9 +293,11 @@ type Detector struct {
 	cfg     Config
 
 	names   []string
+	kinds   []Kind    // per metric, resolved (never KindByName)
 	isCount []bool
 	better  []bool    // lower is better: error rates and latencies
-	typical []float64 // per lower-is-better metric, the median of the training window
+	higher  []bool    // higher is better
+	typical []float64 // per one-sided metric, the median of the training window
 	fast    []float64 // per count, the exponential average of its log
 	level   []float64 // per count, that average followed at most LevelDrift/LevelRise an hour
 	hasLvl  bool
@@ -379,10 +441,7 @@ func (d *Detector) Observe(s sample.Sample) (Result, error) {
 func (d *Detector) judge(raw float64) float64 {
 	top := 0.0
 	for j, v := range d.x {
-		dev := v - d.cal.median[j]
-		if d.oneSided(j) {
-			dev = max(0, dev)
-		}
+		dev := oneSidedDev(v-d.cal.median[j], d.side(j))
 		u := d.cal.tails[j].surprise(math.Abs(dev))
 		d.surprise[j] = u
 		top = max(top, u)
@@ -392,9 +451,31 @@ func (d *Detector) judge(raw float64) float64 {
 	return max(0, max(joint, single)-math.Ln2)
 }
 
-// oneSided reports whether only a rise of feature j is odd: the value of a lower-is-better
-// metric (floored at its median); every other feature is judged both ways.
-func (d *Detector) oneSided(j int) bool { return j < len(d.names) && d.better[j] }
+// side reports which way feature j is odd: +1 only a rise (the value of a lower-is-better
+// metric, floored at its median), -1 only a fall (higher-is-better, capped at its median), 0
+// both ways.
+func (d *Detector) side(j int) int {
+	switch {
+	case j >= len(d.names):
+		return 0
+	case d.better[j]:
+		return 1
+	case d.higher[j]:
+		return -1
+	}
+	return 0
+}
+
+// oneSidedDev is the deviation dev of a feature judged only on side (see Detector.side).
+func oneSidedDev(dev float64, side int) float64 {
+	switch side {
+	case 1:
+		return max(0, dev)
+	case -1:
+		return max(0, -dev)
+	}
+	return dev
+}
 
 // recentSurprise is a ring of the latest raw surprises and their mean.
 type recentSurprise struct {
@@ -436,18 +517,23 @@ func (d *Detector) sameNames(ms []sample.Metric) bool {
 
 func (d *Detector) reset(ms []sample.Metric) {
 	d.names = make([]string, len(ms))
-	d.isCount = make([]bool, len(ms))
-	d.better = make([]bool, len(ms))
-	d.typical = make([]float64, len(ms))
 	for i, m := range ms {
 		d.names[i] = m.Name
-		d.isCount[i] = isCount(m.Name)
-		d.better[i] = lowerIsBetter(m.Name)
+	}
+	d.kinds = d.kindsOf(d.names)
+	d.isCount = make([]bool, len(ms))
+	d.better = make([]bool, len(ms))
+	d.higher = make([]bool, len(ms))
+	d.typical = make([]float64, len(ms))
+	for i, k := range d.kinds {
+		d.isCount[i] = k == KindCount
+		d.better[i] = k == KindLowerIsBetter
+		d.higher[i] = k == KindHigherIsBetter
 	}
 	d.fast = make([]float64, len(ms))
 	d.level = make([]float64, len(ms))
 	// Feature i is metric i's value; the features Shape derives follow.
-	d.owner = d.cfg.Shape.layout(d.names)
+	d.owner = d.cfg.Shape.layout(d.kinds)
 	d.x = make([]float64, len(d.owner))
 	d.minFloor = make([]float64, len(d.owner))
 	for f, m := range d.owner {
@@ -469,6 +555,15 @@ func (d *Detector) reset(ms []sample.Metric) {
 	d.model = nil
 	d.evidence, d.alarm, d.alarmFrom = 0, 0, time.Time{}
 	d.lastAnom = time.Time{}
+}
+
+// kindsOf returns the kinds of the metrics names of this detector's service.
+func (d *Detector) kindsOf(names []string) []Kind {
+	out := make([]Kind, len(names))
+	for i, n := range names {
+		out[i] = kindOf(d.cfg.Kinds, d.service, n)
+	}
+	return out
 }
 
 // isCount reports whether a metric counts events per interval: its level follows traffic, so
@@ -499,10 +594,14 @@ func (d *Detector) features(ms []sample.Metric) {
 	for i, m := range ms {
 		if !d.isCount[i] {
 			d.x[i] = m.Value
-			if d.better[i] && d.model != nil {
+			switch {
+			case d.model == nil:
+			case d.better[i]:
 				d.x[i] = max(m.Value, d.typical[i])
+			case d.higher[i]:
+				d.x[i] = min(m.Value, d.typical[i])
 			}
-			if !d.better[i] {
+			if d.kinds[i] == KindPlain {
 				at = d.derive(i, at, m.Value)
 			}
 			continue
@@ -563,8 +662,9 @@ func (d *Detector) train(at time.Time) error {
 // fit trains and calibrates a model on rows.
 func (d *Detector) fit(rows [][]float64, at time.Time) error {
 	col := make([]float64, len(rows))
-	for j, better := range d.better {
-		if !better {
+	for j := range d.names {
+		side := d.side(j)
+		if side == 0 {
 			continue
 		}
 		for i, row := range rows {
@@ -572,9 +672,14 @@ func (d *Detector) fit(rows [][]float64, at time.Time) error {
 		}
 		slices.Sort(col)
 		d.typical[j] = col[len(col)/2]
-		// The forest and the feature's tail see values floored at the new median.
+		// The forest and the feature's tail see values floored (capped, for higher-is-better)
+		// at the new median.
 		for _, row := range rows {
-			row[j] = max(row[j], d.typical[j])
+			if side > 0 {
+				row[j] = max(row[j], d.typical[j])
+			} else {
+				row[j] = min(row[j], d.typical[j])
+			}
 		}
 	}
 	fc := d.cfg.Forest
@@ -585,7 +690,11 @@ func (d *Detector) fit(rows [][]float64, at time.Time) error {
 	}
 	// The service's sample spacing comes from the latest samples, every one: the training
 	// window thins out once full.
-	d.cal.fit(rows, d.better, d.minFloor, d.recent.spacing())
+	sides := make([]int, len(d.names))
+	for j := range sides {
+		sides[j] = d.side(j)
+	}
+	d.cal.fit(rows, sides, d.minFloor, d.recent.spacing())
 	d.cal.scores.seed(oob)
 	d.model = m
 	// The raw surprise of the training rows themselves starts the calibration of surprise;
@@ -683,7 +792,8 @@ func (d *Detector) steady(k int) bool {
 		first, second := median(col[:n/2]), median(col[n/2:])
 		m := median(col)
 		// A worse error rate or latency, or less traffic than usual, is an outage.
-		worse := d.better[j] && d.cal.tails[j].surprise(max(0, m-d.cal.median[j])) > d.cfg.Slack
+		side := d.side(j)
+		worse := side != 0 && d.cal.tails[j].surprise(oneSidedDev(m-d.cal.median[j], side)) > d.cfg.Slack
 		lost := d.isCount[j] && d.cal.tails[j].surprise(math.Abs(m-d.cal.median[j])) > d.cfg.Slack
 		if worse || lost {
 			return false

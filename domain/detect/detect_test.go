@@ -446,7 +446,7 @@ func TestConfig(t *testing.T) {
 	c.SetDefaults()
 	if want := (detect.Config{WarmUp: 256, FalseAlarmsPerDay: 0.5, Context: 10, Slack: math.Log(100), LevelSpan: 10, LevelDrift: 0.5, LevelRise: 0.1,
 		RetrainEvery: 24 * time.Hour, RetrainWindow: 1440, RetrainSpan: 7 * 24 * time.Hour, Exclusion: 15 * time.Minute,
-		RelearnAfter: 3 * time.Hour, StableSpread: 3}); c != want {
+		RelearnAfter: 3 * time.Hour, StableSpread: 3}); !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults %+v, want %+v", c, want)
 	}
 	if err := c.Validate(); err != nil {
@@ -456,7 +456,7 @@ func TestConfig(t *testing.T) {
 		RetrainEvery: time.Hour, RetrainWindow: 100, RetrainSpan: time.Hour, Exclusion: time.Minute, RelearnAfter: -1, StableSpread: 1}
 	c = custom
 	c.SetDefaults()
-	if c != custom {
+	if !reflect.DeepEqual(c, custom) {
 		t.Errorf("SetDefaults changed set fields: %+v, want %+v", c, custom)
 	}
 	valid := c
@@ -686,5 +686,54 @@ func TestShortWarmUpScoresStayFinite(t *testing.T) {
 				t.Fatalf("warm-up %d, sample %d: score %v, want a finite score", warmUp, i, r.Score)
 			}
 		}
+	}
+}
+
+// TestDeclaredMetricKinds checks that a metric's declared kind overrides its name: an error
+// budget left, which its name makes lower-is-better (so a fall would be good news), declared
+// higher-is-better is anomalous when it falls and not when it rises; a declaration for one
+// service ("service/metric") wins over one for every service.
+func TestDeclaredMetricKinds(t *testing.T) {
+	t.Parallel()
+	const budget = "error_budget_remaining"
+	run := func(kinds map[string]detect.Kind, level float64) (anomalous int) {
+		rng := rand.New(rand.NewPCG(4, 4))
+		d := newDetector(t, detect.Config{Kinds: kinds})
+		mk := func(m int, b float64) sample.Sample {
+			return mustSample(t, start.Add(time.Duration(m)*time.Minute), map[string]float64{
+				budget: b + 0.01*rng.NormFloat64(), "queue_depth": 50 + 2*rng.NormFloat64(),
+			})
+		}
+		m := 0
+		for ; m < 600; m++ {
+			observe(t, d, mk(m, 0.8))
+		}
+		for range 30 {
+			if observe(t, d, mk(m, level)).Anomalous {
+				anomalous++
+			}
+			m++
+		}
+		return anomalous
+	}
+	higher := map[string]detect.Kind{budget: detect.KindHigherIsBetter}
+	if n := run(nil, 0.3); n != 0 {
+		t.Errorf("by its name (lower-is-better) a falling budget flagged %d of 30 samples; the name rule sees no fall", n)
+	}
+	if n := run(higher, 0.3); n < 20 {
+		t.Errorf("declared higher-is-better, a budget fallen to 0.3 flagged %d of 30 samples, want most", n)
+	}
+	if n := run(higher, 1.0); n != 0 {
+		t.Errorf("declared higher-is-better, a budget risen to 1.0 flagged %d of 30 samples, want none", n)
+	}
+	perService := map[string]detect.Kind{budget: detect.KindLowerIsBetter, "api/" + budget: detect.KindHigherIsBetter}
+	if n := run(perService, 0.3); n < 20 {
+		t.Errorf("declared higher-is-better for api only, over lower-is-better for all: %d of 30 flagged, want most", n)
+	}
+	if _, err := detect.ParseKind("sideways"); err == nil {
+		t.Errorf("ParseKind(sideways): no error")
+	}
+	if k, err := detect.ParseKind("higher_is_better"); err != nil || k != detect.KindHigherIsBetter {
+		t.Errorf("ParseKind(higher_is_better) = %v, %v", k, err)
 	}
 }

@@ -30,7 +30,7 @@ const maxShapeSpan = 64
 // only as far as the most extreme training value. Unclipped, one outlier would keep the
 // volatility of the following samples anomalous, enough to open an incident.
 //
-// Only plain metrics (neither counts nor lower-is-better) get these derived features. A count
+// Only plain metrics (neither counts nor one-sided, see Kind) get these derived features. A count
 // is judged against its own level and gets its sudden drop instead (see dropSpan). An error
 // rate or a latency is judged by its value alone, floored at its training median: a floored
 // value's spread falls to zero when the service does better than usual, which the forest would
@@ -87,26 +87,22 @@ func (s Shape) perMetric() int {
 	return n
 }
 
-// plain reports whether Shape derives features from a metric: neither a count nor
-// lower-is-better.
-func plain(name string) bool { return !isCount(name) && !lowerIsBetter(name) }
-
 // layout returns, per feature, the index of the metric it derives from: one feature per metric
 // (its value) in metric order, then in metric order each plain metric's derived features
 // (volatility before change) and each count's sudden drop.
-func (s Shape) layout(names []string) []int {
-	owner := make([]int, 0, len(names))
-	for i := range names {
+func (s Shape) layout(kinds []Kind) []int {
+	owner := make([]int, 0, len(kinds))
+	for i := range kinds {
 		owner = append(owner, i)
 	}
 	per := s.perMetric()
-	for i, name := range names {
-		switch {
-		case plain(name):
+	for i, k := range kinds {
+		switch k {
+		case KindPlain:
 			for range per {
 				owner = append(owner, i)
 			}
-		case isCount(name):
+		case KindCount:
 			owner = append(owner, i)
 		}
 	}

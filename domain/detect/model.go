@@ -22,7 +22,7 @@ type Model struct {
 	Features []string
 	// Threshold is the alarm level on the score's scale (see Result.Score).
 	Threshold float64
-	// Typical holds, per feature, the training median used for lower-is-better metrics.
+	// Typical holds, per feature, the training median used for one-sided metrics.
 	Typical []float64
 	// TrainedAt is the sample time at which the model was trained.
 	TrainedAt time.Time
@@ -70,7 +70,7 @@ func (d *Detector) Restore(m Model) error {
 	}
 	// The forest sees each metric's value and the features Shape derives from it; a model
 	// stored with another shape cannot score this detector's features.
-	if want := len(d.cfg.Shape.layout(m.Features)); f.Dims() != want {
+	if want := len(d.cfg.Shape.layout(d.kindsOf(m.Features))); f.Dims() != want {
 		return fmt.Errorf("restore model %s v%d: forest has %d features, the %d metrics make %d", m.Service, m.Version, f.Dims(), len(m.Features), want)
 	}
 	cal, err := unmarshalCalibration(m.Calibration, f.Dims(), len(m.Features))

@@ -296,12 +296,6 @@ func (i *Incident) startEpisodeBy(at time.Time) {
 	}
 }
 
-// Escalate raises the severity as of event time at, with the incident's latest score as the
-// evidence. It is EscalateFor for callers that judge the incident as it is now.
-func (i *Incident) Escalate(to Severity, rule string, at time.Time) error {
-	return i.EscalateFor(to, rule, Signal{At: at, Score: i.lastScore, Threshold: i.threshold}, i.occurrences)
-}
-
 // EscalateFor raises the severity of an incident, naming the policy rule that fired and the
 // change that made it fire: that change's anomaly (its time, score and threshold) and the
 // occurrence count at that time. The incident must have been open then: it may have resolved

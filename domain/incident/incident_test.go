@@ -42,7 +42,7 @@ func opened(t *testing.T) *incident.Incident {
 func resolved(t *testing.T) *incident.Incident {
 	t.Helper()
 	inc := opened(t)
-	if err := inc.Escalate(incident.SeverityHigh, "test", at(2)); err != nil {
+	if err := inc.EscalateFor(incident.SeverityHigh, "test", incident.Signal{At: at(2), Score: inc.LastScore(), Threshold: inc.Threshold()}, inc.Occurrences()); err != nil {
 		t.Fatalf("Escalate: %v", err)
 	}
 	if err := inc.Resolve(at(10), "healthy"); err != nil {
@@ -68,7 +68,7 @@ func escalated(to incident.Severity) func(*testing.T) *incident.Incident {
 	return func(t *testing.T) *incident.Incident {
 		t.Helper()
 		inc := opened(t)
-		if err := inc.Escalate(to, "test", at(2)); err != nil {
+		if err := inc.EscalateFor(to, "test", incident.Signal{At: at(2), Score: inc.LastScore(), Threshold: inc.Threshold()}, inc.Occurrences()); err != nil {
 			t.Fatalf("Escalate: %v", err)
 		}
 		inc.ClearChanges()
@@ -104,8 +104,8 @@ func reopenedAt(m int) func(*testing.T) *incident.Incident {
 	return func(t *testing.T) *incident.Incident {
 		t.Helper()
 		inc := resolved(t)
-		if err := inc.ReopenManually("bob", at(m)); err != nil {
-			t.Fatalf("ReopenManually: %v", err)
+		if err := inc.ReopenByOperator("bob", at(m)); err != nil {
+			t.Fatalf("ReopenByOperator: %v", err)
 		}
 		inc.ClearChanges()
 		return inc
@@ -272,7 +272,9 @@ func TestTransitions(t *testing.T) {
 		// Escalate.
 		{
 			name: "escalate low to medium", setup: opened,
-			act:         func(i *incident.Incident) error { return i.Escalate(incident.SeverityMedium, "sustained-10m", at(4)) },
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(incident.SeverityMedium, "sustained-10m", incident.Signal{At: at(4), Score: i.LastScore(), Threshold: i.Threshold()}, i.Occurrences())
+			},
 			wantKind:    incident.KindEscalated,
 			wantAt:      at(4),
 			wantDetails: incident.Details{From: "low", To: "medium", Rule: "sustained-10m", Score: 0.65, Threshold: thr, Occurrences: 3},
@@ -285,7 +287,7 @@ func TestTransitions(t *testing.T) {
 		{
 			name: "escalate low to critical", setup: opened,
 			act: func(i *incident.Incident) error {
-				return i.Escalate(incident.SeverityCritical, "extreme-sustained-15m", at(4))
+				return i.EscalateFor(incident.SeverityCritical, "extreme-sustained-15m", incident.Signal{At: at(4), Score: i.LastScore(), Threshold: i.Threshold()}, i.Occurrences())
 			},
 			wantKind:    incident.KindEscalated,
 			wantAt:      at(4),
@@ -298,7 +300,9 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "escalate high to critical", setup: escalated(incident.SeverityHigh),
-			act:         func(i *incident.Incident) error { return i.Escalate(incident.SeverityCritical, "sustained-60m", at(4)) },
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(incident.SeverityCritical, "sustained-60m", incident.Signal{At: at(4), Score: i.LastScore(), Threshold: i.Threshold()}, i.Occurrences())
+			},
 			wantKind:    incident.KindEscalated,
 			wantAt:      at(4),
 			wantDetails: incident.Details{From: "high", To: "critical", Rule: "sustained-60m", Score: 0.65, Threshold: thr, Occurrences: 3},
@@ -310,37 +314,49 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "escalate to same", setup: escalated(incident.SeverityMedium),
-			act:     func(i *incident.Incident) error { return i.Escalate(incident.SeverityMedium, "again", at(4)) },
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(incident.SeverityMedium, "again", incident.Signal{At: at(4), Score: i.LastScore(), Threshold: i.Threshold()}, i.Occurrences())
+			},
 			wantErr: incident.ErrNotHigher,
 			why:     "re-applying the same rule must not write a second escalation",
 		},
 		{
 			name: "escalate to lower", setup: escalated(incident.SeverityHigh),
-			act:     func(i *incident.Incident) error { return i.Escalate(incident.SeverityMedium, "late", at(4)) },
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(incident.SeverityMedium, "late", incident.Signal{At: at(4), Score: i.LastScore(), Threshold: i.Threshold()}, i.Occurrences())
+			},
 			wantErr: incident.ErrNotHigher,
 			why:     "severity never goes down while open",
 		},
 		{
 			name: "escalate to zero severity", setup: opened,
-			act:     func(i *incident.Incident) error { return i.Escalate(0, "bad", at(4)) },
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(0, "bad", incident.Signal{At: at(4), Score: i.LastScore(), Threshold: i.Threshold()}, i.Occurrences())
+			},
 			wantErr: incident.ErrNotHigher,
 			why:     "the zero Severity is invalid",
 		},
 		{
 			name: "escalate beyond critical", setup: opened,
-			act:     func(i *incident.Incident) error { return i.Escalate(incident.SeverityCritical+1, "bad", at(4)) },
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(incident.SeverityCritical+1, "bad", incident.Signal{At: at(4), Score: i.LastScore(), Threshold: i.Threshold()}, i.Occurrences())
+			},
 			wantErr: incident.ErrNotHigher,
 			why:     "numerically higher but not a severity",
 		},
 		{
 			name: "escalate resolved", setup: resolved,
-			act:     func(i *incident.Incident) error { return i.Escalate(incident.SeverityCritical, "late", at(11)) },
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(incident.SeverityCritical, "late", incident.Signal{At: at(11), Score: i.LastScore(), Threshold: i.Threshold()}, i.Occurrences())
+			},
 			wantErr: incident.ErrResolved,
 			why:     "an escalation dated after the resolution must not touch a closed incident",
 		},
 		{
 			name: "escalate resolved, dated before resolution", setup: resolved,
-			act:         func(i *incident.Incident) error { return i.Escalate(incident.SeverityCritical, "late", at(5)) },
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(incident.SeverityCritical, "late", incident.Signal{At: at(5), Score: i.LastScore(), Threshold: i.Threshold()}, i.Occurrences())
+			},
 			wantKind:    incident.KindEscalated,
 			wantAt:      at(5),
 			wantDetails: incident.Details{From: "high", To: "critical", Rule: "late", Score: 0.65, Threshold: thr, Occurrences: 3},
@@ -352,7 +368,9 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "escalate resolved, dated at resolution", setup: resolved,
-			act:         func(i *incident.Incident) error { return i.Escalate(incident.SeverityCritical, "late", at(10)) },
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(incident.SeverityCritical, "late", incident.Signal{At: at(10), Score: i.LastScore(), Threshold: i.Threshold()}, i.Occurrences())
+			},
 			wantKind:    incident.KindEscalated,
 			wantAt:      at(10),
 			wantDetails: incident.Details{From: "high", To: "critical", Rule: "late", Score: 0.65, Threshold: thr, Occurrences: 3},
@@ -560,7 +578,9 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "escalate acknowledged", setup: acknowledged,
-			act:         func(i *incident.Incident) error { return i.Escalate(incident.SeverityHigh, "sustained-30m", at(4)) },
+			act: func(i *incident.Incident) error {
+				return i.EscalateFor(incident.SeverityHigh, "sustained-30m", incident.Signal{At: at(4), Score: i.LastScore(), Threshold: i.Threshold()}, i.Occurrences())
+			},
 			wantKind:    incident.KindEscalated,
 			wantAt:      at(4),
 			wantDetails: incident.Details{From: "low", To: "high", Rule: "sustained-30m", Score: 0.65, Threshold: thr, Occurrences: 3},
@@ -583,10 +603,10 @@ func TestTransitions(t *testing.T) {
 			why: "further anomalies of the same episode keep the acknowledgement",
 		},
 
-		// ResolveManually.
+		// ResolveByOperator.
 		{
 			name: "resolve manually", setup: opened,
-			act:         func(i *incident.Incident) error { return i.ResolveManually("alice", "rolled back", at(20)) },
+			act:         func(i *incident.Incident) error { return i.ResolveByOperator("alice", "rolled back", at(20)) },
 			wantKind:    incident.KindResolved,
 			wantAt:      at(20),
 			wantDetails: incident.Details{By: "alice", Reason: "rolled back", Manual: true, Occurrences: 3},
@@ -598,7 +618,7 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "resolve manually dated before last_seen", setup: opened,
-			act:         func(i *incident.Incident) error { return i.ResolveManually("alice", "rolled back", at(1)) },
+			act:         func(i *incident.Incident) error { return i.ResolveByOperator("alice", "rolled back", at(1)) },
 			wantKind:    incident.KindResolved,
 			wantAt:      at(2),
 			wantDetails: incident.Details{By: "alice", Reason: "rolled back", Manual: true, Occurrences: 3},
@@ -610,7 +630,7 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "resolve manually keeps the acknowledgement", setup: acknowledged,
-			act:         func(i *incident.Incident) error { return i.ResolveManually("bob", "fixed", at(20)) },
+			act:         func(i *incident.Incident) error { return i.ResolveByOperator("bob", "fixed", at(20)) },
 			wantKind:    incident.KindResolved,
 			wantAt:      at(20),
 			wantDetails: incident.Details{By: "bob", Reason: "fixed", Manual: true, Occurrences: 3},
@@ -622,7 +642,7 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "resolve manually clears data stop", setup: stopped,
-			act:         func(i *incident.Incident) error { return i.ResolveManually("alice", "service retired", at(20)) },
+			act:         func(i *incident.Incident) error { return i.ResolveByOperator("alice", "service retired", at(20)) },
 			wantKind:    incident.KindResolved,
 			wantAt:      at(20),
 			wantDetails: incident.Details{By: "alice", Reason: "service retired", Manual: true, Occurrences: 3},
@@ -634,27 +654,27 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "resolve manually resolved", setup: resolved,
-			act:     func(i *incident.Incident) error { return i.ResolveManually("alice", "again", at(20)) },
+			act:     func(i *incident.Incident) error { return i.ResolveByOperator("alice", "again", at(20)) },
 			wantErr: incident.ErrResolved,
 			why:     "an incident resolves once per episode",
 		},
 		{
 			name: "resolve manually without a reason", setup: opened,
-			act:     func(i *incident.Incident) error { return i.ResolveManually("alice", " ", at(20)) },
+			act:     func(i *incident.Incident) error { return i.ResolveByOperator("alice", " ", at(20)) },
 			wantErr: incident.ErrNoReason,
 			why:     "a manual resolution must say why",
 		},
 		{
 			name: "resolve manually without a name", setup: opened,
-			act:     func(i *incident.Incident) error { return i.ResolveManually("", "fixed", at(20)) },
+			act:     func(i *incident.Incident) error { return i.ResolveByOperator("", "fixed", at(20)) },
 			wantErr: incident.ErrNoOperator,
 			why:     "the timeline must say who acted",
 		},
 
-		// ReopenManually.
+		// ReopenByOperator.
 		{
 			name: "reopen manually long after", setup: resolved,
-			act:         func(i *incident.Incident) error { return i.ReopenManually("bob", at(500)) },
+			act:         func(i *incident.Incident) error { return i.ReopenByOperator("bob", at(500)) },
 			wantKind:    incident.KindReopened,
 			wantAt:      at(500),
 			wantDetails: incident.Details{By: "bob", Manual: true, Occurrences: 3, Reason: "reopened by an operator"},
@@ -666,7 +686,7 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "reopen manually dated before resolution", setup: resolved,
-			act:         func(i *incident.Incident) error { return i.ReopenManually("bob", at(5)) },
+			act:         func(i *incident.Incident) error { return i.ReopenByOperator("bob", at(5)) },
 			wantKind:    incident.KindReopened,
 			wantAt:      at(10),
 			wantDetails: incident.Details{By: "bob", Manual: true, Occurrences: 3, Reason: "reopened by an operator"},
@@ -678,7 +698,7 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "reopen manually clears the acknowledgement", setup: ackedResolved,
-			act:         func(i *incident.Incident) error { return i.ReopenManually("bob", at(30)) },
+			act:         func(i *incident.Incident) error { return i.ReopenByOperator("bob", at(30)) },
 			wantKind:    incident.KindReopened,
 			wantAt:      at(30),
 			wantDetails: incident.Details{By: "bob", Manual: true, Occurrences: 3, Reason: "reopened by an operator"},
@@ -718,13 +738,13 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "reopen manually open", setup: opened,
-			act:     func(i *incident.Incident) error { return i.ReopenManually("bob", at(30)) },
+			act:     func(i *incident.Incident) error { return i.ReopenByOperator("bob", at(30)) },
 			wantErr: incident.ErrNotResolved,
 			why:     "an open incident cannot be reopened",
 		},
 		{
 			name: "reopen manually without a name", setup: resolved,
-			act:     func(i *incident.Incident) error { return i.ReopenManually("", at(30)) },
+			act:     func(i *incident.Incident) error { return i.ReopenByOperator("", at(30)) },
 			wantErr: incident.ErrNoOperator,
 			why:     "the timeline must say who acted",
 		},
@@ -868,7 +888,9 @@ func TestTimeline(t *testing.T) {
 		do   func() error
 	}{
 		{"record", func() error { return inc.RecordAnomaly(sig(3, 0.8)) }},
-		{"escalate", func() error { return inc.Escalate(incident.SeverityMedium, "sustained-10m", at(3)) }},
+		{"escalate", func() error {
+			return inc.EscalateFor(incident.SeverityMedium, "sustained-10m", incident.Signal{At: at(3), Score: inc.LastScore(), Threshold: inc.Threshold()}, inc.Occurrences())
+		}},
 		{"stop", func() error { return inc.MarkDataStopped(at(3), at(9)) }},
 		{"resume", func() error { return inc.MarkDataResumed(at(10)) }},
 		{"resolve", func() error { return inc.Resolve(at(25), "healthy") }},
@@ -992,7 +1014,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		why  string
 	}{
 		{"open", opened, func(i *incident.Incident) error { return i.RecordAnomaly(sig(5, 0.9)) }, "open incidents accept anomalies"},
-		{"escalated", escalated(incident.SeverityHigh), func(i *incident.Incident) error { return i.Escalate(incident.SeverityMedium, "x", at(5)) }, "the severity survives, so lower is still refused"},
+		{"escalated", escalated(incident.SeverityHigh), func(i *incident.Incident) error {
+			return i.EscalateFor(incident.SeverityMedium, "x", incident.Signal{At: at(5), Score: i.LastScore(), Threshold: i.Threshold()}, i.Occurrences())
+		}, "the severity survives, so lower is still refused"},
 		{"data stopped", stopped, func(i *incident.Incident) error { return i.MarkDataStopped(at(2), at(30)) }, "the stop flag survives, so it is not recorded twice"},
 		{"resolved", resolved, func(i *incident.Incident) error { return i.Reopen([]incident.Signal{sig(41, 0.7)}, 30*time.Minute) }, "resolved_at survives, so the reopen window is kept"},
 		{"acknowledged", acknowledged, func(i *incident.Incident) error { return i.Acknowledge("bob", at(9)) }, "the acknowledgement survives, so a second one is refused"},

@@ -18,7 +18,7 @@ var (
 	ErrAlreadyAcknowledged = errors.New("incident is already acknowledged")
 	// ErrNoOperator is returned by operator actions that do not say who made them.
 	ErrNoOperator = errors.New("an operator action needs the operator's name")
-	// ErrNoReason is returned by ResolveManually without a reason.
+	// ErrNoReason is returned by ResolveByOperator without a reason.
 	ErrNoReason = errors.New("a manual resolution needs a reason")
 	// ErrNotLatest is returned by ReopenByOperator for an incident that is no longer its
 	// service's latest: a newer incident took its place, and reopening the older one would
@@ -45,12 +45,12 @@ func (i *Incident) Acknowledge(by string, at time.Time) error {
 	return nil
 }
 
-// ResolveManually closes an open incident on operator by's word, for reason, at time at. The
+// ResolveByOperator closes an open incident on operator by's word, for reason, at time at. The
 // resolution is dated no earlier than the last anomaly (an operator's clock may run behind
 // the samples' timestamps, or the samples may be a replay), so an incident never ends before
 // its evidence. If the service stays anomalous, correlation reopens the incident as it would
 // after any resolution: to stop hearing about a known problem, silence the service.
-func (i *Incident) ResolveManually(by, reason string, at time.Time) error {
+func (i *Incident) ResolveByOperator(by, reason string, at time.Time) error {
 	by, reason = strings.TrimSpace(by), strings.TrimSpace(reason)
 	if by == "" {
 		return fmt.Errorf("resolve: %w", ErrNoOperator)
@@ -71,13 +71,13 @@ func (i *Incident) ResolveManually(by, reason string, at time.Time) error {
 	return nil
 }
 
-// ReopenManually brings a resolved incident back on operator by's word at time at, however
+// ReopenByOperator brings a resolved incident back on operator by's word at time at, however
 // long ago it resolved (the reopen window binds only the metrics). A new episode starts at the
 // reopening (or at its first anomaly, if the samples' clock runs behind the operator's): its
 // duration and peak count from there, and the acknowledgement is cleared. Severity
 // is kept, and the reopening does not count towards flapping (Reopens), which is the
 // service's behaviour, not an operator's correction.
-func (i *Incident) ReopenManually(by string, at time.Time) error {
+func (i *Incident) ReopenByOperator(by string, at time.Time) error {
 	by = strings.TrimSpace(by)
 	if by == "" {
 		return fmt.Errorf("reopen: %w", ErrNoOperator)
@@ -97,12 +97,12 @@ func (i *Incident) ReopenManually(by string, at time.Time) error {
 	return nil
 }
 
-// ResolveByOperator resolves the service's incident on an operator's word (ResolveManually)
+// ResolveByOperator resolves the service's incident on an operator's word (ResolveByOperator)
 // and, when it is the service's latest incident, forgets the samples the watch remembered for
 // the open-after rule and the recovery streak: only anomalies after the resolution can
 // reopen it or open another.
 func (c Correlator) ResolveByOperator(w *Watch, inc *Incident, by, reason string, at time.Time) error {
-	if err := inc.ResolveManually(by, reason, at); err != nil {
+	if err := inc.ResolveByOperator(by, reason, at); err != nil {
 		return err
 	}
 	if w.incidentID == inc.ID() {
@@ -113,14 +113,14 @@ func (c Correlator) ResolveByOperator(w *Watch, inc *Incident, by, reason string
 }
 
 // ReopenByOperator reopens the service's latest incident on an operator's word
-// (ReopenManually) and restarts the service's recovery streak, so the incident resolves again
+// (ReopenByOperator) and restarts the service's recovery streak, so the incident resolves again
 // only after a full recovery window of healthy samples. An older incident returns
 // ErrNotLatest.
 func (c Correlator) ReopenByOperator(w *Watch, inc *Incident, by string, at time.Time) error {
 	if w.incidentID != inc.ID() {
 		return fmt.Errorf("reopen %s (the service's latest is %s): %w", inc.ID(), w.incidentID, ErrNotLatest)
 	}
-	if err := inc.ReopenManually(by, at); err != nil {
+	if err := inc.ReopenByOperator(by, at); err != nil {
 		return err
 	}
 	w.healthySince, w.recoveredAt = time.Time{}, time.Time{}

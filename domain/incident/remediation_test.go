@@ -23,7 +23,10 @@ func TestRemediationIneffective(t *testing.T) {
 	}{
 		{"escalates", func(*incident.Incident) {}, incident.SeverityMedium, nil,
 			[]incident.Kind{incident.KindRemediationIneffective, incident.KindEscalated}, "a remediation that did not help raises the severity one level"},
-		{"critical-stays", func(i *incident.Incident) { _ = i.Escalate(incident.SeverityCritical, "x", t0); i.ClearChanges() }, incident.SeverityCritical, nil,
+		{"critical-stays", func(i *incident.Incident) {
+			_ = i.EscalateFor(incident.SeverityCritical, "x", incident.Signal{At: t0}, i.Occurrences())
+			i.ClearChanges()
+		}, incident.SeverityCritical, nil,
 			[]incident.Kind{incident.KindRemediationIneffective}, "critical is the top: the timeline still says it did not help"},
 		{"resolved-before-cause", func(i *incident.Incident) { _ = i.Resolve(t0.Add(10*time.Minute), "ok"); i.ClearChanges() }, incident.SeverityLow, incident.ErrResolved,
 			nil, "resolved before the anomaly that would prove it: the remediation helped"},

@@ -25,6 +25,12 @@ const (
 	RequestCount = "request_count"
 )
 
+// ServiceKey is the name a sample's service goes by outside the domain: its field in the
+// input JSON, the message metadata key that carries it between stages, and what becomes the
+// Kafka record key, so that all of one service's messages share a partition and stay in
+// order. It is the one definition of that name.
+const ServiceKey = "service"
+
 // Limits on what one sample may carry.
 const (
 	// MaxServiceLen is the longest accepted service name, in bytes.

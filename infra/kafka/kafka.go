@@ -16,6 +16,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/incident-engine/engine/domain/sample"
 )
 
 // ProtocolVersion is the Kafka protocol version the engine speaks. Tests run it against the
@@ -28,7 +30,7 @@ const Partitions = 6
 
 // KeyMetadata is the message metadata whose value becomes the Kafka record key, so all
 // messages of one service land on one partition, in order.
-const KeyMetadata = "service"
+const KeyMetadata = sample.ServiceKey
 
 // Config locates the brokers.
 type Config struct {

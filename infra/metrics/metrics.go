@@ -13,6 +13,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/incident-engine/engine/domain/sample"
 )
 
 const namespace = "incident_engine"
@@ -84,7 +86,7 @@ func (d deadLetterCounter) Publish(topic string, msgs ...*message.Message) error
 		return err
 	}
 	for _, m := range msgs {
-		d.e.deadLettered.WithLabelValues(m.Metadata.Get("service"), m.Metadata.Get(middleware.PoisonedHandlerKey)).Inc()
+		d.e.deadLettered.WithLabelValues(m.Metadata.Get(sample.ServiceKey), m.Metadata.Get(middleware.PoisonedHandlerKey)).Inc()
 	}
 	return nil
 }

@@ -254,7 +254,7 @@ func TestViewsIncidentPages(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%4 == 0 {
-			if err := inc.Escalate(incident.SeverityHigh, "test", sig(at, 0).At); err != nil {
+			if err := inc.EscalateFor(incident.SeverityHigh, "test", incident.Signal{At: sig(at, 0).At, Score: inc.LastScore(), Threshold: inc.Threshold()}, inc.Occurrences()); err != nil {
 				t.Fatal(err)
 			}
 		}

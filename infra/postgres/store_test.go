@@ -58,7 +58,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := inc.Escalate(incident.SeverityMedium, "test-rule", sig(2, 0).At); err != nil {
+	if err := inc.EscalateFor(incident.SeverityMedium, "test-rule", incident.Signal{At: sig(2, 0).At, Score: inc.LastScore(), Threshold: inc.Threshold()}, inc.Occurrences()); err != nil {
 		t.Fatal(err)
 	}
 	err = store.InTx(ctx, func(tx *postgres.Tx) error {
