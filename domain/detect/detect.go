@@ -293,7 +293,7 @@ type Detector struct {
 	cfg     Config
 
 	names   []string
-	kinds   []Kind    // per metric, resolved (never KindByName)
+	kinds   []Kind // per metric, resolved (never KindByName)
 	isCount []bool
 	better  []bool    // lower is better: error rates and latencies
 	higher  []bool    // higher is better
