@@ -51,7 +51,13 @@ type Config struct {
 	Correlation incident.CorrelationConfig
 	// Retention sets how long samples and other detail are kept (see postgres.Retention).
 	Retention postgres.Retention
-	Policy    incident.Policy
+	// CheckpointEvery is how many of a service's samples pass between two saves of its
+	// detector state (default 256, see handlers.Durability).
+	CheckpointEvery int
+	// OutboxPollInterval is how long an outbox-fed stage waits after finding nothing new
+	// (default 100ms).
+	OutboxPollInterval time.Duration
+	Policy             incident.Policy
 }
 
 // SetDefaults fills every zero field with its default, including the nested configs.

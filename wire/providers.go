@@ -92,8 +92,8 @@ func provideKafkaPublisher(c kafka.Config, l watermill.LoggerAdapter) (*wkafka.P
 	return pub, func() { _ = pub.Close() }, nil
 }
 
-func provideOutbox(pool *pgxpool.Pool, l watermill.LoggerAdapter) (*wsql.Subscriber, func(), error) {
-	sub, err := postgres.NewOutboxSubscriber(pool, postgres.OutboxConfig{}, l)
+func provideOutbox(pool *pgxpool.Pool, cfg Config, l watermill.LoggerAdapter) (*wsql.Subscriber, func(), error) {
+	sub, err := postgres.NewOutboxSubscriber(pool, postgres.OutboxConfig{PollInterval: cfg.OutboxPollInterval}, l)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -144,7 +144,7 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, kc kaf
 	// The score stage replays a restored service's samples from its own input topic.
 	replay := kafka.NewPartitionLog(kc, string(router.TopicDecoded))
 	if err := score.SetDurability(handlers.Durability{
-		States: detectorStates{postgres.NewDetectorStates(pool)}, Log: replay, Position: kafkaPosition,
+		States: detectorStates{postgres.NewDetectorStates(pool)}, Log: replay, Position: kafkaPosition, CheckpointEvery: cfg.CheckpointEvery,
 	}); err != nil {
 		return router.Stages{}, nil, err
 	}

@@ -64,7 +64,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 		cleanup()
 		return nil, nil, err
 	}
-	subscriber, cleanup6, err := provideOutbox(pool, loggerAdapter)
+	subscriber, cleanup6, err := provideOutbox(pool, cfg, loggerAdapter)
 	if err != nil {
 		cleanup5()
 		cleanup4()

@@ -7,7 +7,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/incident-engine/engine/cmd/internal/cli"
 	"github.com/incident-engine/engine/domain/detect"
+	"github.com/incident-engine/engine/domain/incident"
 	"github.com/incident-engine/engine/infra/notify"
 	"github.com/incident-engine/engine/infra/remediate"
 	"github.com/incident-engine/engine/wire"
@@ -91,6 +94,19 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 	fs.IntVar(&cfg.Detect.WarmUp, "warm-up", env.Int("WARM_UP", 256), "samples per service before its model is trained [WARM_UP]")
 	fs.Float64Var(&cfg.Detect.FalseAlarmsPerDay, "false-alarms-per-day", env.Float("FALSE_ALARMS_PER_DAY", 0.5), "noise budget: alarms a day a normally behaving service may raise; sets each service's alarm level from its sample spacing [FALSE_ALARMS_PER_DAY]")
 	fs.DurationVar(&cfg.Detect.RelearnAfter, "relearn-after", env.Duration("RELEARN_AFTER", 3*time.Hour), "how long a service must stay anomalous but steady before that is learned as its new normal (at least 24 samples; negative: never) [RELEARN_AFTER]")
+	fs.IntVar(&cfg.Detect.Context, "context", env.Int("CONTEXT", 10), "samples whose mean surprise is the evidence [CONTEXT]")
+	fs.DurationVar(&cfg.Detect.RetrainEvery, "retrain-every", env.Duration("RETRAIN_EVERY", 24*time.Hour), "sample time between two retrainings of a service's model [RETRAIN_EVERY]")
+	fs.IntVar(&cfg.Detect.RetrainWindow, "retrain-window", env.Int("RETRAIN_WINDOW", 1440), "samples a retraining draws from [RETRAIN_WINDOW]")
+	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", env.Int("CHECKPOINT_EVERY", 256), "samples of a service between two saves of its detector state (the most a restore replays) [CHECKPOINT_EVERY]")
+	fs.IntVar(&cfg.Correlation.OpenAfter, "open-after", env.Int("OPEN_AFTER", 2), "anomalies among the last --open-window samples that open an incident [OPEN_AFTER]")
+	fs.IntVar(&cfg.Correlation.Window, "open-window", env.Int("OPEN_WINDOW", 3), "samples the open rule looks at [OPEN_WINDOW]")
+	fs.Float64Var(&cfg.Correlation.ExtremeExcess, "extreme-excess", env.Float("EXTREME_EXCESS", 0.5), "excess over the threshold at which one anomaly opens an incident on its own [EXTREME_EXCESS]")
+	policyFile := fs.String("severity-policy", env.String("SEVERITY_POLICY", ""), "JSON file of severity rules replacing the built-in policy (see README) [SEVERITY_POLICY]")
+	fs.StringVar(&cfg.Router.ConsumerGroupPrefix, "consumer-group-prefix", env.String("CONSUMER_GROUP_PREFIX", "incident-engine"), "prefix of the Kafka consumer groups, one per stage: workers with the same prefix share the work [CONSUMER_GROUP_PREFIX]")
+	fs.IntVar(&cfg.Router.MaxRetries, "max-retries", env.Int("MAX_RETRIES", 3), "retries of a failing message before it is dead-lettered or handed back to the broker [MAX_RETRIES]")
+	fs.DurationVar(&cfg.Router.RetryInterval, "retry-interval", env.Duration("RETRY_INTERVAL", 100*time.Millisecond), "first wait between retries, doubling up to 2s [RETRY_INTERVAL]")
+	fs.DurationVar(&cfg.Router.HandlerTimeout, "handler-timeout", env.Duration("HANDLER_TIMEOUT", 30*time.Second), "bound of one attempt of a stage on one message [HANDLER_TIMEOUT]")
+	fs.DurationVar(&cfg.OutboxPollInterval, "outbox-poll-interval", env.Duration("OUTBOX_POLL_INTERVAL", 100*time.Millisecond), "how long an outbox stage waits after finding nothing new [OUTBOX_POLL_INTERVAL]")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", env.String("HTTP_ADDR", ":8080"), "address of the dashboard, the operator API (/api/v1), /metrics, /healthz and /readyz [HTTP_ADDR]")
 	// The tokens' environment variables are read after parsing, not as flag defaults, so that
 	// --help never prints a secret.
@@ -126,6 +142,13 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 		if b = strings.TrimSpace(b); b != "" {
 			cfg.KafkaBrokers = append(cfg.KafkaBrokers, b)
 		}
+	}
+	if *policyFile != "" {
+		p, err := loadPolicy(*policyFile)
+		if err != nil {
+			return cfg, 0, err
+		}
+		cfg.Policy = p
 	}
 	metricKinds, err := parseKinds(*kinds)
 	if err != nil {
@@ -171,4 +194,47 @@ func parseKinds(s string) (map[string]detect.Kind, error) {
 		out[name] = k
 	}
 	return out, nil
+}
+
+// policyRule is one rule of a --severity-policy file.
+type policyRule struct {
+	Name           string  `json:"name"`
+	Severity       string  `json:"severity"`
+	MinActive      string  `json:"min_active,omitempty"`
+	MinOccurrences int     `json:"min_occurrences,omitempty"`
+	MinReopens     int     `json:"min_reopens,omitempty"`
+	MinPeakExcess  float64 `json:"min_peak_excess,omitempty"`
+}
+
+// loadPolicy reads a severity policy: a JSON array of rules, unknown fields refused.
+func loadPolicy(path string) (incident.Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return incident.Policy{}, fmt.Errorf("read severity policy: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var rules []policyRule
+	if err := dec.Decode(&rules); err != nil {
+		return incident.Policy{}, fmt.Errorf("parse severity policy %s: %w", path, err)
+	}
+	var p incident.Policy
+	for _, r := range rules {
+		sev, err := incident.ParseSeverity(r.Severity)
+		if err != nil {
+			return incident.Policy{}, fmt.Errorf("severity policy %s, rule %q: %w", path, r.Name, err)
+		}
+		var active time.Duration
+		if r.MinActive != "" {
+			if active, err = time.ParseDuration(r.MinActive); err != nil {
+				return incident.Policy{}, fmt.Errorf("severity policy %s, rule %q: min_active: %w", path, r.Name, err)
+			}
+		}
+		p.Rules = append(p.Rules, incident.Rule{Name: r.Name, Severity: sev, MinActive: active,
+			MinOccurrences: r.MinOccurrences, MinReopens: r.MinReopens, MinPeakExcess: r.MinPeakExcess})
+	}
+	if err := p.Validate(); err != nil {
+		return incident.Policy{}, fmt.Errorf("severity policy %s: %w", path, err)
+	}
+	return p, nil
 }

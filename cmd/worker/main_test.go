@@ -3,13 +3,19 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/incident-engine/engine/domain/detect"
+	"github.com/incident-engine/engine/domain/incident"
 )
 
 // TestParseAPITokens checks that the API tokens come from the environment or the flags (the
@@ -73,6 +79,94 @@ func TestParseMetricKinds(t *testing.T) {
 	for _, bad := range []string{"queue_depth", "queue_depth=sideways", "=count"} {
 		if _, _, err := parse([]string{"--metric-kinds", bad}); err == nil || !strings.Contains(err.Error(), "metric-kinds") {
 			t.Errorf("--metric-kinds %q: %v, want an error", bad, err)
+		}
+	}
+}
+
+// TestConfigurationTable checks that the README's configuration table lists exactly the
+// worker's flags, each with the environment variable and the default --help prints.
+func TestConfigurationTable(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = w
+	_, _, err = parse([]string{"--help"})
+	os.Stderr = stderr
+	w.Close()
+	help, _ := io.ReadAll(r)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	flagLine := regexp.MustCompile(`^  -(\S+)`)
+	envDefault := regexp.MustCompile(`\[([A-Z_]+)\](?: \(default "?(.*?)"?\))?$`)
+	fromHelp := map[string]string{}
+	lines := strings.Split(string(help), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		m := flagLine.FindStringSubmatch(lines[i])
+		if m == nil {
+			continue
+		}
+		ed := envDefault.FindStringSubmatch(strings.TrimSpace(lines[i+1]))
+		if ed == nil {
+			t.Errorf("--%s: its usage names no environment variable: %q", m[1], lines[i+1])
+			continue
+		}
+		fromHelp[m[1]] = ed[1] + " " + ed[2]
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `--([a-z-]+)` \\| `([A-Z_]+)` \\| (?:`([^`]*)`|–) \\|")
+	fromREADME := map[string]string{}
+	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
+		fromREADME[m[1]] = m[2] + " " + m[3]
+	}
+	if len(fromHelp) < 30 {
+		t.Fatalf("found %d flags in --help; the parse of its output is broken", len(fromHelp))
+	}
+	for name, want := range fromHelp {
+		if got, ok := fromREADME[name]; !ok {
+			t.Errorf("--%s (%s) is not in the README's configuration table", name, want)
+		} else if got != want {
+			t.Errorf("--%s: the README says %q, --help %q", name, got, want)
+		}
+	}
+	for name := range fromREADME {
+		if _, ok := fromHelp[name]; !ok {
+			t.Errorf("the README's configuration table lists --%s, which the worker does not have", name)
+		}
+	}
+}
+
+// TestSeverityPolicyFile checks --severity-policy: a file of rules replaces the built-in
+// policy, and a misspelt field or an unknown severity is an error naming it.
+func TestSeverityPolicyFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, fmt.Sprintf("policy-%d.json", len(body)))
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write(`[{"name":"sustained-5m","severity":"high","min_active":"5m","min_occurrences":3}]`)
+	cfg, _, err := parse([]string{"--severity-policy", good})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := incident.Policy{Rules: []incident.Rule{{Name: "sustained-5m", Severity: incident.SeverityHigh, MinActive: 5 * time.Minute, MinOccurrences: 3}}}
+	if !reflect.DeepEqual(cfg.Policy, want) {
+		t.Errorf("policy %+v, want %+v", cfg.Policy, want)
+	}
+	for body, mention := range map[string]string{
+		`[{"name":"x","severity":"high","min_activ":"5m"}]`: `"min_activ"`,
+		`[{"name":"x","severity":"urgent"}]`:                "urgent",
+	} {
+		if _, _, err := parse([]string{"--severity-policy", write(body)}); err == nil || !strings.Contains(err.Error(), mention) {
+			t.Errorf("policy %s: %v, want an error naming %s", body, err, mention)
 		}
 	}
 }
