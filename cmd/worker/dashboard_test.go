@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"github.com/incident-engine/engine/infra/notify"
 	"github.com/incident-engine/engine/wire"
 )
 
@@ -133,6 +134,14 @@ func TestDashboardInABrowser(t *testing.T) {
 	var acked string
 	if err := e.pool.QueryRow(context.Background(), `SELECT coalesce(acked_by, '') FROM incidents WHERE id = $1`, got[0].ID).Scan(&acked); err != nil || acked != "alice" {
 		t.Errorf("incident acked_by = %q (%v), want alice in the database", acked, err)
+	}
+	// The link every notification carries opens the incident's page.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank"), chromedp.Navigate(notify.IncidentURL(base, got[0].ID)),
+		chromedp.WaitVisible(chromedp.CSS("#chart svg polyline"))); err != nil {
+		t.Fatalf("the notification link %s: %v", notify.IncidentURL(base, got[0].ID), err)
+	}
+	if title := text("h2"); !strings.Contains(title, "api") {
+		t.Errorf("the notification link shows %q, want the api incident", title)
 	}
 	// Silence db for the next hour through the API: the services page shows it silenced.
 	body := fmt.Sprintf(`{"service":"db","end":%q,"reason":"upgrade","author":"alice"}`, time.Now().Add(time.Hour).UTC().Format(time.RFC3339))

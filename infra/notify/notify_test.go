@@ -96,11 +96,11 @@ func TestPayloads(t *testing.T) {
 	}{
 		{
 			"slack-opened", Receiver{Name: "s", Kind: KindSlack}, event(incident.KindOpened, "low", "open"),
-			`{"text":"Incident opened: api is behaving abnormally (severity low) http://dash.local/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","blocks":[` +
+			`{"text":"Incident opened: api is behaving abnormally (severity low) http://dash.local/#/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","blocks":[` +
 				`{"type":"section","text":{"type":"mrkdwn","text":"*Incident opened: api is behaving abnormally (severity low)*"}},` +
 				`{"type":"section","fields":[{"type":"mrkdwn","text":"*Service*\napi"},{"type":"mrkdwn","text":"*Severity*\nlow"},{"type":"mrkdwn","text":"*Status*\nopen"},` +
 				`{"type":"mrkdwn","text":"*Anomalies*\n12 since 2026-11-26T05:02:00Z"},{"type":"mrkdwn","text":"*Driven by*\nlatency_p95 68%, error_rate 25%, request_count 7%"}]},` +
-				`{"type":"section","text":{"type":"mrkdwn","text":"\u003chttp://dash.local/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11|Open in the dashboard\u003e"}}]}`,
+				`{"type":"section","text":{"type":"mrkdwn","text":"\u003chttp://dash.local/#/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11|Open in the dashboard\u003e"}}]}`,
 			"a readable message: service, severity, the metrics that drove it, a link",
 		},
 		{
@@ -109,7 +109,7 @@ func TestPayloads(t *testing.T) {
 				`"summary":"Incident escalated: api is now high (rule sustained-10m)","source":"api","severity":"error","timestamp":"2026-11-26T05:10:00Z",` +
 				`"component":"api","group":"incident-engine","class":"escalated","custom_details":{"driven_by":"latency_p95 68%, error_rate 25%, request_count 7%",` +
 				`"engine_severity":"high","first_seen":"2026-11-26T05:02:00Z","incident_id":"0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","occurrence_count":12,"score":0.8,"threshold":0.7}},` +
-				`"links":[{"href":"http://dash.local/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","text":"Incident in the dashboard"}]}`,
+				`"links":[{"href":"http://dash.local/#/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","text":"Incident in the dashboard"}]}`,
 			"Events API v2 trigger, dedup_key = incident id, high maps to error",
 		},
 		{
@@ -129,7 +129,7 @@ func TestPayloads(t *testing.T) {
 				`"commonAnnotations":{"description":"12 anomalies since 2026-11-26T05:02:00Z; last change: resolved","driven_by":"latency_p95 68%, error_rate 25%, request_count 7%","summary":"Incident resolved: api has recovered"},` +
 				`"externalURL":"http://dash.local","alerts":[{"status":"resolved","labels":{"alertname":"IncidentEngineAnomaly","incident_id":"0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","service":"api","severity":"medium"},` +
 				`"annotations":{"description":"12 anomalies since 2026-11-26T05:02:00Z; last change: resolved","driven_by":"latency_p95 68%, error_rate 25%, request_count 7%","summary":"Incident resolved: api has recovered"},` +
-				`"startsAt":"2026-11-26T05:02:00Z","endsAt":"2026-11-26T06:15:00Z","generatorURL":"http://dash.local/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","fingerprint":"` + fingerprint("0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11") + `"}]}`,
+				`"startsAt":"2026-11-26T05:02:00Z","endsAt":"2026-11-26T06:15:00Z","generatorURL":"http://dash.local/#/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","fingerprint":"` + fingerprint("0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11") + `"}]}`,
 			"Alertmanager webhook version 4 with one alert per incident",
 		},
 	}

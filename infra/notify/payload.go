@@ -3,6 +3,7 @@ package notify
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -29,11 +30,13 @@ func Payload(r Receiver, ev incident.Event, dashboard string) ([]byte, error) {
 	return b, nil
 }
 
-func link(dashboard, incidentID string) string {
+// IncidentURL returns the dashboard's page of the incident: the dashboard routes by the URL's
+// fragment (#/incidents/<id>), the path always serves the page itself.
+func IncidentURL(dashboard, incidentID string) string {
 	if dashboard == "" {
 		return ""
 	}
-	return strings.TrimRight(dashboard, "/") + "/incidents/" + incidentID
+	return strings.TrimRight(dashboard, "/") + "/#/incidents/" + url.PathEscape(incidentID)
 }
 
 // drivers renders an explanation as "latency_p95 68%, error_rate 25%".
@@ -96,7 +99,7 @@ func slackMessage(ev incident.Event, dashboard string) slackPayload {
 		{Type: "section", Fields: fields},
 	}
 	text := title
-	if l := link(dashboard, ev.IncidentID); l != "" {
+	if l := IncidentURL(dashboard, ev.IncidentID); l != "" {
 		blocks = append(blocks, slackBlock{Type: "section", Text: &slackText{Type: "mrkdwn", Text: fmt.Sprintf("<%s|Open in the dashboard>", l)}})
 		text += " " + l
 	}
@@ -160,7 +163,7 @@ func pagerDutyEvent(r Receiver, ev incident.Event, dashboard string) pdEvent {
 			"driven_by": drivers(ev),
 		},
 	}
-	if l := link(dashboard, ev.IncidentID); l != "" {
+	if l := IncidentURL(dashboard, ev.IncidentID); l != "" {
 		e.Links = []pdLink{{Href: l, Text: "Incident in the dashboard"}}
 	}
 	return e
@@ -211,7 +214,7 @@ func alertmanagerMessage(r Receiver, ev incident.Event, dashboard string) amMess
 	if d := drivers(ev); d != "" {
 		annotations["driven_by"] = d
 	}
-	l := link(dashboard, ev.IncidentID)
+	l := IncidentURL(dashboard, ev.IncidentID)
 	return amMessage{
 		Version: "4", GroupKey: fmt.Sprintf("{}:{service=%q}", ev.Service), Status: status, Receiver: r.Name,
 		GroupLabels:       map[string]string{"service": ev.Service},
