@@ -9,8 +9,10 @@ FUZZTIME ?= 1m
 
 .PHONY: run test fuzz bench eval lint generate build producer clean
 
-run: ## run the worker (in-process Kafka on :9092, private PostgreSQL under .data/ unless configured)
-	$(GO) run ./cmd/worker
+run: ## run the worker with --dev (in-process Kafka on :9092, private PostgreSQL under .data/ unless configured)
+	@echo "building the worker (the first build downloads and compiles the modules: several minutes; go build -v lists each package)" >&2
+	@$(GO) build -v -o bin/worker ./cmd/worker
+	bin/worker --dev $(ARGS)
 
 build:
 	$(GO) build -o bin/ ./cmd/...

@@ -20,14 +20,19 @@ import (
 
 // Config is the whole worker configuration. cmd/worker maps flags and environment onto it.
 type Config struct {
-	// KafkaBrokers lists the brokers; empty starts an in-process broker on EmbeddedKafkaPort.
+	// Dev lets the worker start what is not configured on this machine: an in-process broker
+	// when KafkaBrokers is empty, a private PostgreSQL cluster when DatabaseURL is. Without it
+	// both must be given, so a deployment that forgets one does not run on a fake.
+	Dev bool
+	// KafkaBrokers lists the brokers; empty (with Dev) starts an in-process broker on
+	// EmbeddedKafkaPort.
 	KafkaBrokers []string
 	// EmbeddedKafkaPort is the in-process broker's port (default 9092; 0 picks a free one
 	// when EmbeddedKafkaAnyPort is set).
 	EmbeddedKafkaPort int
 	// EmbeddedKafkaAnyPort lets the in-process broker take any free port (tests).
 	EmbeddedKafkaAnyPort bool
-	// DatabaseURL locates PostgreSQL; empty starts a private cluster in DataDir.
+	// DatabaseURL locates PostgreSQL; empty (with Dev) starts a private cluster in DataDir.
 	DatabaseURL string
 	// DataDir holds the private cluster and the embedded broker's log (default ".data").
 	DataDir string
@@ -91,6 +96,9 @@ func (c *Config) SetDefaults() {
 // Validate reports every problem of the configuration at once.
 func (c Config) Validate() error {
 	var errs []error
+	if !c.Dev && (len(c.KafkaBrokers) == 0 || c.DatabaseURL == "") {
+		errs = append(errs, errors.New("set KAFKA_BROKERS and DATABASE_URL, or pass --dev (as `make run` does) to start an in-process broker and a private PostgreSQL cluster for what is not set"))
+	}
 	if c.TickInterval < 0 {
 		errs = append(errs, errors.New("tick interval must not be negative"))
 	}

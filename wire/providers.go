@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"time"
@@ -59,10 +60,20 @@ func provideDatabase(ctx context.Context, cfg Config, logger *slog.Logger) (Data
 	if cfg.DatabaseURL != "" {
 		return DatabaseURL(cfg.DatabaseURL), func() {}, nil
 	}
+	if len(cfg.KafkaBrokers) == 0 && !cfg.EmbeddedKafkaAnyPort {
+		// The in-process broker's port is the sign of a running `make run`: refuse before
+		// touching its cluster (StartCluster stops a server a crashed run left behind).
+		if err := portFree(cfg.EmbeddedKafkaPort); err != nil {
+			return "", nil, fmt.Errorf("port %d of the in-process broker is taken, most likely by another `make run` in this checkout (stop it with Ctrl-C), or run a second one with its own --dev-kafka-port, --dev-postgres-port and --data-dir: %w", cfg.EmbeddedKafkaPort, err)
+		}
+	}
 	cc := postgres.ClusterConfig{Dir: filepath.Join(cfg.DataDir, "postgres"), Port: cfg.EmbeddedPostgresPort, Durable: true}
 	cl, err := postgres.StartCluster(ctx, cc)
 	if err != nil {
 		return "", nil, fmt.Errorf("no DATABASE_URL given and the private PostgreSQL cluster failed: %w", err)
+	}
+	if from := cl.RelocatedFrom(); from != "" {
+		logger.Warn("the postgres user cannot reach the data directory, so the cluster lives elsewhere", "asked", from, "dir", cl.Dir())
 	}
 	logger.Info("private PostgreSQL cluster started", "url", cl.URL(), "dir", cl.Dir())
 	return DatabaseURL(cl.URL()), func() {
@@ -70,6 +81,15 @@ func provideDatabase(ctx context.Context, cfg Config, logger *slog.Logger) (Data
 			logger.Error("stop private PostgreSQL cluster", "err", err)
 		}
 	}, nil
+}
+
+// portFree reports whether a TCP port on localhost can be listened on.
+func portFree(port int) error {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return err
+	}
+	return l.Close()
 }
 
 func providePool(ctx context.Context, url DatabaseURL) (*pgxpool.Pool, func(), error) {

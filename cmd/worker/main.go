@@ -86,8 +86,11 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 	var cfg wire.Config
 	var env cli.Env
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	brokers := fs.String("kafka-brokers", env.String("KAFKA_BROKERS", ""), "comma-separated Kafka brokers; empty starts an in-process broker on localhost:9092 [KAFKA_BROKERS]")
-	fs.StringVar(&cfg.DatabaseURL, "database-url", env.String("DATABASE_URL", ""), "PostgreSQL URL; empty starts a private cluster under --data-dir [DATABASE_URL]")
+	fs.BoolVar(&cfg.Dev, "dev", env.Bool("DEV", false), "start an in-process Kafka broker and a private PostgreSQL cluster (under --data-dir) for whichever of KAFKA_BROKERS and DATABASE_URL is not set (make run passes it) [DEV]")
+	fs.IntVar(&cfg.EmbeddedKafkaPort, "dev-kafka-port", env.Int("DEV_KAFKA_PORT", 9092), "port of the in-process broker (--dev) [DEV_KAFKA_PORT]")
+	fs.IntVar(&cfg.EmbeddedPostgresPort, "dev-postgres-port", env.Int("DEV_POSTGRES_PORT", 55432), "port of the private PostgreSQL cluster (--dev) [DEV_POSTGRES_PORT]")
+	brokers := fs.String("kafka-brokers", env.String("KAFKA_BROKERS", ""), "comma-separated Kafka brokers; required unless --dev [KAFKA_BROKERS]")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", env.String("DATABASE_URL", ""), "PostgreSQL URL; required unless --dev [DATABASE_URL]")
 	fs.StringVar(&cfg.DataDir, "data-dir", env.String("DATA_DIR", ".data"), "directory of the private PostgreSQL cluster and the in-process broker's log [DATA_DIR]")
 	fs.StringVar(&cfg.Router.Topics.Metrics, "metrics-topic", env.String("METRICS_TOPIC", "metrics"), "Kafka topic services publish samples to [METRICS_TOPIC]")
 	fs.StringVar(&cfg.Router.Topics.DeadLetter, "dead-letter-topic", env.String("DEAD_LETTER_TOPIC", "metrics.deadletter"), "Kafka topic for poisoned messages [DEAD_LETTER_TOPIC]")
