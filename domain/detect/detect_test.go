@@ -2,6 +2,7 @@ package detect_test
 
 import (
 	"errors"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -594,8 +595,9 @@ func TestRelearnsASteadyNewLevel(t *testing.T) {
 			noise := map[string]float64{"queue_depth": 2, sample.ErrorRate: 0.002}
 			mk := func(m int, shifted bool) sample.Sample {
 				vals := map[string]float64{}
-				for n, v := range normal {
-					vals[n] = max(0, v+noise[n]*rng.NormFloat64())
+				// In a fixed order: the draws must not follow the map's random order.
+				for _, n := range slices.Sorted(maps.Keys(normal)) {
+					vals[n] = max(0, normal[n]+noise[n]*rng.NormFloat64())
 				}
 				if shifted {
 					vals[tc.metric] = tc.shifted(rng)
