@@ -36,7 +36,7 @@ func TestHealthEndpoints(t *testing.T) {
 		{"/metrics", `incident_engine_samples_decoded_total{service="health-api"} 40`, "samples decoded, by service"},
 		{"/metrics", `incident_engine_samples_scored_total{service="health-api"} 8`, "samples judged once the 32-sample warm-up is over"},
 		{"/metrics", `incident_engine_anomaly_score_count{service="health-api"} 8`, "anomaly scores, by service"},
-		{"/metrics", `incident_engine_messages_dead_lettered_total{handler="decode",service="health-api"} 1`, "dead letters, by service and stage"},
+		{"/metrics", `incident_engine_messages_dead_lettered_total{handler="decode"} 1`, "dead letters, by stage (never labelled from invalid input)"},
 		{"/metrics", `incident_engine_incidents_open{severity="critical"} 0`, "incidents open by severity, read from the database"},
 		{"/metrics", `incident_engine_model_version{service="health-api"} 1`, "each service's model"},
 		{"/metrics", `incident_engine_outbox_pending_messages{topic="incidents.outbox"}`, "the outbox backlog"},

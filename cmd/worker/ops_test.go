@@ -422,3 +422,35 @@ func TestStalenessIsLagAware(t *testing.T) {
 		return false, "none yet"
 	})
 }
+
+// TestKeyThatIsNotUTF8IsNoPoisonPill publishes, ahead of healthy samples on the same
+// partition, a message whose Kafka key is not UTF-8 and whose payload is not JSON (it once
+// panicked the dead-letter counter outside the recoverer and was redelivered for ever): it is
+// dead-lettered once, and the samples behind it are processed.
+func TestKeyThatIsNotUTF8IsNoPoisonPill(t *testing.T) {
+	e := startEngine(t, func(c *wire.Config) { c.Detect.WarmUp = 32 })
+	sc := sarama.NewConfig()
+	sc.Version = kafka.ProtocolVersion
+	sc.Producer.Return.Successes = true
+	sc.Producer.Partitioner = sarama.NewManualPartitioner
+	p, err := sarama.NewSyncProducer(e.brokers, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	msgs := []*sarama.ProducerMessage{{Topic: "metrics", Partition: 0, Key: sarama.ByteEncoder([]byte{0xff, 0xfe}), Value: sarama.StringEncoder("not json")}}
+	for _, s := range samplesJSON("pill-api", simStart, 5, normalLatency) {
+		msgs = append(msgs, &sarama.ProducerMessage{Topic: "metrics", Partition: 0, Key: sarama.StringEncoder("pill-api"), Value: sarama.StringEncoder(s)})
+	}
+	if err := p.SendMessages(msgs); err != nil {
+		t.Fatal(err)
+	}
+	e.waitProcessed(t, simStart.Add(4*time.Minute), "pill-api")
+	recs, err := kafka.ReadAll(kafka.Config{Brokers: e.brokers}, "metrics.deadletter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || string(recs[0].Message.Payload) != "not json" {
+		t.Errorf("%d dead letters, want the one bad message once", len(recs))
+	}
+}

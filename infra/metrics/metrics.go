@@ -13,8 +13,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/incident-engine/engine/domain/sample"
 )
 
 const namespace = "incident_engine"
@@ -31,10 +29,12 @@ type Engine struct {
 // and outbox state from pool at each scrape.
 func New(reg prometheus.Registerer, pool *pgxpool.Pool, outboxTopics []string) (*Engine, error) {
 	e := &Engine{
-		decoded:      prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "samples_decoded_total", Help: "Samples that passed decode, by service."}, []string{"service"}),
-		scored:       prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "samples_scored_total", Help: "Samples judged by a trained model, by service."}, []string{"service"}),
-		anomalies:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "anomalies_total", Help: "Samples judged anomalous, by service."}, []string{"service"}),
-		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "messages_dead_lettered_total", Help: "Messages sent to the dead-letter topic, by service (empty when unknown) and stage."}, []string{"service", "handler"}),
+		decoded:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "samples_decoded_total", Help: "Samples that passed decode, by service."}, []string{"service"}),
+		scored:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "samples_scored_total", Help: "Samples judged by a trained model, by service."}, []string{"service"}),
+		anomalies: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "anomalies_total", Help: "Samples judged anomalous, by service."}, []string{"service"}),
+		// By stage only: a dead letter's service is whatever its sender wrote, often invalid
+		// (a key that is not UTF-8 would make the label panic, and anyone could mint series).
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "messages_dead_lettered_total", Help: "Messages sent to the dead-letter topic, by stage."}, []string{"handler"}),
 		scores:       prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "anomaly_score", Help: "Anomaly scores of judged samples, by service.", Buckets: prometheus.LinearBuckets(0.3, 0.05, 14)}, []string{"service"}),
 		deliveries:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "notification_deliveries_total", Help: "Notification outcomes, by receiver and outcome (delivered, failed)."}, []string{"receiver", "outcome"}),
 	}
@@ -86,7 +86,7 @@ func (d deadLetterCounter) Publish(topic string, msgs ...*message.Message) error
 		return err
 	}
 	for _, m := range msgs {
-		d.e.deadLettered.WithLabelValues(m.Metadata.Get(sample.ServiceKey), m.Metadata.Get(middleware.PoisonedHandlerKey)).Inc()
+		d.e.deadLettered.WithLabelValues(m.Metadata.Get(middleware.PoisonedHandlerKey)).Inc()
 	}
 	return nil
 }
