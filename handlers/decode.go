@@ -31,7 +31,22 @@ const MaxPayload = 64 << 10
 // Permanent error naming every problem found.
 type DecodeHandler struct {
 	receivedAt func(*message.Message) (time.Time, bool)
+	maxAhead   time.Duration
 	metrics    Metrics
+}
+
+// DefaultMaxAhead is how far a sample's timestamp may lie ahead of the broker's receipt of it
+// (clock skew) unless SetMaxAhead says otherwise.
+const DefaultMaxAhead = 10 * time.Minute
+
+// SetMaxAhead bounds how far ahead of the broker's receipt a sample's timestamp may lie
+// (positive; DefaultMaxAhead otherwise). A sample beyond it is rejected: accepted, it would
+// move its service's watermark into the future and every real sample after it would be
+// dropped as late.
+func (h *DecodeHandler) SetMaxAhead(d time.Duration) {
+	if d > 0 {
+		h.maxAhead = d
+	}
 }
 
 // SetMetrics makes the stage count decoded samples; nil counts nothing.
@@ -40,7 +55,7 @@ func (h *DecodeHandler) SetMetrics(m Metrics) { h.metrics = m }
 // NewDecodeHandler returns the decode stage. receivedAt tells when the broker received a
 // message; it may be nil, and then the sample's own timestamp stands in for it.
 func NewDecodeHandler(receivedAt func(*message.Message) (time.Time, bool)) *DecodeHandler {
-	return &DecodeHandler{receivedAt: receivedAt}
+	return &DecodeHandler{receivedAt: receivedAt, maxAhead: DefaultMaxAhead}
 }
 
 type wireSample struct {
@@ -65,6 +80,10 @@ func (h *DecodeHandler) Handle(msg *message.Message) ([]*message.Message, error)
 	if h.receivedAt != nil {
 		if at, ok := h.receivedAt(msg); ok && !at.IsZero() {
 			out.ReceivedAt = at.UTC()
+			if ahead := s.At.Sub(at); ahead > h.maxAhead {
+				return nil, Permanent(fmt.Errorf("%w: timestamp %s is %s ahead of the broker's receipt (%s), beyond the %s allowed",
+					sample.ErrInvalid, s.At.Format(time.RFC3339), ahead.Round(time.Second), at.UTC().Format(time.RFC3339), h.maxAhead))
+			}
 		}
 	}
 	payload, err := json.Marshal(out)

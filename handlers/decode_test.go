@@ -236,3 +236,31 @@ func equalMetrics(a, b map[string]float64) bool {
 	}
 	return true
 }
+
+// TestDecodeRejectsSamplesFromTheFuture checks the plausibility bound against the broker's
+// clock: a timestamp minutes ahead (clock skew) passes, one an hour or centuries ahead is a
+// permanent error naming the bound, since accepted it would blind its service for good.
+func TestDecodeRejectsSamplesFromTheFuture(t *testing.T) {
+	t.Parallel()
+	received := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	h := handlers.NewDecodeHandler(func(*message.Message) (time.Time, bool) { return received, true })
+	for _, tc := range []struct {
+		at  string
+		ok  bool
+		why string
+	}{
+		{"2026-12-02T12:05:00Z", true, "five minutes of clock skew"},
+		{"2026-12-02T11:00:00Z", true, "an hour late: the watermark judges lateness"},
+		{"2026-12-02T13:00:00Z", false, "an hour ahead"},
+		{"9999-01-01T00:00:00Z", false, "the year 9999"},
+	} {
+		payload := fmt.Sprintf(`{"service":"api","timestamp":%q,"error_rate":0.01,"latency_p95":100,"request_count":10}`, tc.at)
+		_, err := h.Handle(message.NewMessage("m", []byte(payload)))
+		if tc.ok && err != nil {
+			t.Errorf("%s (%s): %v, want it accepted", tc.at, tc.why, err)
+		}
+		if !tc.ok && (!errors.Is(err, handlers.ErrPermanent) || !strings.Contains(err.Error(), "ahead of the broker")) {
+			t.Errorf("%s (%s): %v, want a permanent error saying it is ahead of the broker", tc.at, tc.why, err)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/incident-engine/engine/domain/detect"
 	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/domain/sample"
 )
 
 // ModelRegistry stores trained models, so that a restarted worker, or one that takes over a
@@ -338,8 +339,14 @@ func (h *ScoreHandler) Handle(msg *message.Message) ([]*message.Message, error) 
 		sd.unsaved++
 	}
 	if errors.Is(err, detect.ErrOutOfOrder) {
-		// A redelivery of a sample already passed on (after a rebalance, say) or a sample that
-		// came too late to judge in order: correlation would ignore it either way.
+		if hasAt {
+			// Not a redelivery (those are passed over by their offset): a sample that came
+			// after a newer one of its service. It cannot be judged in order; it goes to the
+			// dead letters with the reason rather than vanishing.
+			return nil, Permanent(fmt.Errorf("%w: %w", sample.ErrInvalid, err))
+		}
+		// Without positions a redelivery (after a rebalance, say) looks the same: correlation
+		// would ignore it either way.
 		h.logger.Warn("sample older than the service's last one ignored", "stage", "score", "service", s.Service, "timestamp", s.At)
 		return nil, nil
 	}

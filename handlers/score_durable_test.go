@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -231,6 +233,50 @@ func compareOutputs(t *testing.T, got, want map[string]string) {
 	for id := range got {
 		if _, ok := want[id]; !ok {
 			t.Errorf("output %s published, the uninterrupted worker has none such", id)
+		}
+	}
+}
+
+// TestScoreDeadLettersALateSample checks that, with positions known, a sample older than its
+// service's last one at a new offset (not a redelivery) is a permanent error, bound for the
+// dead letters with its reason, and changes nothing; a redelivery of an earlier offset is
+// passed over silently.
+func TestScoreDeadLettersALateSample(t *testing.T) {
+	t.Parallel()
+	log := durableStream(t)
+	w := newDurableWorker(t, newMemRegistry(), &memStates{}, log)
+	outs := map[string]string{}
+	w.run(t, log, 0, 30, outs)
+	// Redelivered: offset 24, api's sample before its latest (27), passed over; its latest
+	// again gets the same output again (it may not have been published).
+	again := message.NewMessage(log.msgs[24].UUID, log.msgs[24].Payload)
+	again.Metadata = maps.Clone(log.msgs[24].Metadata)
+	if out, err := w.h.Handle(again); err != nil || len(out) != 0 {
+		t.Errorf("a redelivered earlier offset: %d outputs, %v; want it passed over", len(out), err)
+	}
+	latest := message.NewMessage(log.msgs[27].UUID, log.msgs[27].Payload)
+	latest.Metadata = maps.Clone(log.msgs[27].Metadata)
+	if out, err := w.h.Handle(latest); err != nil || len(out) != 1 || string(out[0].Payload) != outs[out[0].UUID] {
+		t.Errorf("the latest offset redelivered: %d outputs, %v; want its output again", len(out), err)
+	}
+	// A late sample at a new offset: api's sample of the first minute again.
+	late := message.NewMessage("late", log.msgs[0].Payload)
+	late.Metadata = maps.Clone(log.msgs[0].Metadata)
+	late.Metadata.Set(offsetKey, "30")
+	if _, err := w.h.Handle(late); !errors.Is(err, handlers.ErrPermanent) || !strings.Contains(err.Error(), "older") {
+		t.Errorf("a late sample at a new offset: %v, want a permanent error saying it is older", err)
+	}
+	// The stream goes on as if the late sample had never come.
+	want := map[string]string{}
+	newDurableWorker(t, newMemRegistry(), &memStates{}, log).run(t, log, 0, 60, want)
+	rest := &memLog{msgs: log.msgs[:60]}
+	for i := 30; i < 60; i++ {
+		m := message.NewMessage(rest.msgs[i].UUID, rest.msgs[i].Payload)
+		m.Metadata = maps.Clone(rest.msgs[i].Metadata)
+		m.Metadata.Set(offsetKey, strconv.Itoa(i+1)) // one further along: the late one took 30
+		out, err := w.h.Handle(m)
+		if err != nil || len(out) != 1 || string(out[0].Payload) != want[out[0].UUID] {
+			t.Fatalf("offset %d after the late sample: %v, output differs from a run without it", i+1, err)
 		}
 	}
 }

@@ -62,7 +62,10 @@ type Config struct {
 	// OutboxPollInterval is how long an outbox-fed stage waits after finding nothing new
 	// (default 100ms).
 	OutboxPollInterval time.Duration
-	Policy             incident.Policy
+	// MaxAhead is how far a sample's timestamp may lie ahead of the broker's receipt of it
+	// (default handlers.DefaultMaxAhead, 10m); a sample beyond it is dead-lettered.
+	MaxAhead time.Duration
+	Policy   incident.Policy
 }
 
 // SetDefaults fills every zero field with its default, including the nested configs.

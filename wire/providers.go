@@ -183,6 +183,7 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, kc kaf
 	resolve := handlers.NewResolveHandler[*postgres.Tx](store, c, logger)
 	resolve.SetPartitionOf(kafka.PartitionOf)
 	decode := handlers.NewDecodeHandler(kafka.ReceivedAt)
+	decode.SetMaxAhead(cfg.MaxAhead)
 	decode.SetMetrics(m)
 	notifyStage := handlers.NewNotifyHandler(notifier, postgres.NewDeliveries(pool), nil, logger)
 	notifyStage.SetMetrics(m)
