@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -73,6 +75,11 @@ func (h *DecodeHandler) Handle(msg *message.Message) ([]*message.Message, error)
 	if err != nil {
 		return nil, err
 	}
+	if key := msg.Metadata.Get(MetadataService); key != "" && key != s.Service {
+		// The key decides the partition, so the service's order: a sample keyed as another
+		// service would be ordered among that one's.
+		return nil, Permanent(fmt.Errorf("%w: the message is keyed %q but its service is %q; key each sample by its service", sample.ErrInvalid, strings.ToValidUTF8(key, "\ufffd"), s.Service))
+	}
 	out := DecodedSample{Service: s.Service, Timestamp: s.At, Metrics: make(map[string]float64, len(s.Metrics)), ReceivedAt: s.At}
 	for _, m := range s.Metrics {
 		out.Metrics[m.Name] = m.Value
@@ -117,6 +124,9 @@ func Decode(payload []byte) (sample.Sample, error) {
 	var service string
 	if w.Service != nil {
 		service = *w.Service
+		if err := validServiceName(strings.TrimSpace(service)); err != nil && strings.TrimSpace(service) != "" {
+			errs = append(errs, err)
+		}
 	}
 	at, err := parseTimestamp(w.Timestamp)
 	if err != nil {
@@ -173,6 +183,9 @@ func duplicateKey(payload []byte) error {
 		if n := len(stack); n > 0 && stack[n-1] != nil && stack[n-1].wantKey {
 			if k, ok := tok.(string); ok {
 				obj := stack[n-1]
+				if n == 1 && !sampleFields[k] {
+					return fmt.Errorf("%w: %q is not a field of a sample (fields are case-sensitive)", sample.ErrInvalid, k)
+				}
 				if obj.keys[k] {
 					where := "at top level"
 					if n > 1 {
@@ -201,6 +214,26 @@ func duplicateKey(payload []byte) error {
 	}
 }
 
+// rfc3339 is the exact shape of an RFC 3339 timestamp: time.Parse alone also takes a one-digit
+// hour.
+var rfc3339 = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$`)
+
+// serviceName is the character set of service names: they appear in URLs, file names, metric
+// labels and terminals, so no spaces, markup, separators or control and invisible characters.
+var serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
+
+// validServiceName checks a service name against serviceName.
+func validServiceName(s string) error {
+	if !serviceName.MatchString(s) {
+		return fmt.Errorf("%w: service name %q: use letters, digits and . _ : - (starting with a letter or digit)", sample.ErrInvalid, strings.ToValidUTF8(s, "\ufffd"))
+	}
+	return nil
+}
+
+// sampleFields are the top-level fields of a sample, spelt exactly (encoding/json alone
+// would match "Service" or "ERROR_RATE" too).
+var sampleFields = map[string]bool{"service": true, "timestamp": true, sample.ErrorRate: true, sample.LatencyP95: true, sample.RequestCount: true, "metrics": true}
+
 func parseTimestamp(raw json.RawMessage) (time.Time, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return time.Time{}, nil // sample.New reports the missing timestamp
@@ -211,7 +244,7 @@ func parseTimestamp(raw json.RawMessage) (time.Time, error) {
 			return time.Time{}, fmt.Errorf("%w: timestamp: %w", sample.ErrInvalid, err)
 		}
 		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
+		if err != nil || !rfc3339.MatchString(s) {
 			return time.Time{}, fmt.Errorf("%w: timestamp %q is not RFC 3339", sample.ErrInvalid, s)
 		}
 		return t, nil

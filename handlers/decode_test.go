@@ -63,6 +63,15 @@ func TestDecodeRejectsPoisonMessages(t *testing.T) {
 		{"oversized payload", "the size limit holds before any parsing", string(oversized), []string{"exceeds 65536"}},
 		{"empty metrics", "a sample without values says nothing", `{"service":"api","timestamp":"2026-11-26T17:00:00Z","metrics":{}}`, []string{"no metrics"}},
 		{"no metrics at all", "service and time alone say nothing", `{"service":"api","timestamp":"2026-11-26T17:00:00Z"}`, []string{"no metrics"}},
+		{"case-variant service", "encoding/json alone would take Service for service, the last one winning", `{"service":"api","Service":"db","timestamp":"2026-11-26T17:00:00Z","error_rate":0.01}`, []string{`"Service" is not a field`}},
+		{"case-variant metric", "ERROR_RATE beside error_rate would overwrite it", `{"service":"api","timestamp":"2026-11-26T17:00:00Z","error_rate":0.01,"ERROR_RATE":0.5}`, []string{`"ERROR_RATE" is not a field`}},
+		{"one-digit hour", "time.Parse takes it, RFC 3339 does not", `{"service":"api","timestamp":"2026-11-26T7:00:00Z","error_rate":0.01}`, []string{"not RFC 3339"}},
+		{"service with a C1 control", "NEL breaks terminals and logs", "{\"service\":\"ap\u0085i\",\"timestamp\":\"2026-11-26T17:00:00Z\",\"error_rate\":0.01}", []string{"service name"}},
+		{"service with a bidi override", "it reverses what an operator reads", "{\"service\":\"api\u202egnp\",\"timestamp\":\"2026-11-26T17:00:00Z\",\"error_rate\":0.01}", []string{"service name"}},
+		{"service with a zero-width space", "two names that look alike", "{\"service\":\"a\u200bpi\",\"timestamp\":\"2026-11-26T17:00:00Z\",\"error_rate\":0.01}", []string{"service name"}},
+		{"service with markup", "names reach the dashboard and Slack", `{"service":"<b>api</b>","timestamp":"2026-11-26T17:00:00Z","error_rate":0.01}`, []string{"service name"}},
+		{"service with a path separator", "names reach URLs and file names", `{"service":"../api","timestamp":"2026-11-26T17:00:00Z","error_rate":0.01}`, []string{"service name"}},
+		{"service not UTF-8", "invalid bytes would be rewritten to U+FFFD, silently", "{\"service\":\"ap\xffi\",\"timestamp\":\"2026-11-26T17:00:00Z\",\"error_rate\":0.01}", []string{"service name"}},
 		{"every problem reported", "a producer fixes all its mistakes at once", `{"service":"","timestamp":"soon","error_rate":2}`, []string{"service is missing", `timestamp "soon"`, "error_rate 2 is outside"}},
 	}
 	h := handlers.NewDecodeHandler(nil)
@@ -90,7 +99,7 @@ func TestDecodeRejectsPoisonMessages(t *testing.T) {
 
 func TestDecodeAcceptsValidSamples(t *testing.T) {
 	t.Parallel()
-	broker := time.Date(2026, 11, 26, 17, 0, 2, 500_000_000, time.FixedZone("CET", 3600))
+	broker := time.Date(2026, 11, 26, 18, 0, 2, 500_000_000, time.FixedZone("CET", 3600))
 	fromBroker := func(*message.Message) (time.Time, bool) { return broker, true }
 	brokerUnknown := func(*message.Message) (time.Time, bool) { return time.Time{}, false }
 	seedMetrics := map[string]float64{"error_rate": 0.012, "latency_p95": 182.5, "request_count": 1043}
@@ -261,6 +270,24 @@ func TestDecodeRejectsSamplesFromTheFuture(t *testing.T) {
 		}
 		if !tc.ok && (!errors.Is(err, handlers.ErrPermanent) || !strings.Contains(err.Error(), "ahead of the broker")) {
 			t.Errorf("%s (%s): %v, want a permanent error saying it is ahead of the broker", tc.at, tc.why, err)
+		}
+	}
+}
+
+// TestDecodeRejectsAKeyOfAnotherService checks that a sample keyed as another service is
+// rejected: the key decides the partition, so the sample would be ordered among that
+// service's; a sample keyed by its own service, or not keyed, passes.
+func TestDecodeRejectsAKeyOfAnotherService(t *testing.T) {
+	t.Parallel()
+	h := handlers.NewDecodeHandler(nil)
+	for key, ok := range map[string]bool{"": true, "api": true, "db": false} {
+		m := message.NewMessage("in", []byte(seedSample))
+		if key != "" {
+			m.Metadata.Set(handlers.MetadataService, key)
+		}
+		_, err := h.Handle(m)
+		if ok != (err == nil) || (!ok && !strings.Contains(err.Error(), "keyed")) {
+			t.Errorf("key %q: %v, want accepted %v", key, err, ok)
 		}
 	}
 }
