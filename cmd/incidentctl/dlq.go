@@ -7,9 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -50,13 +53,35 @@ func dlqList(_ context.Context, args []string, stdout io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tTOPIC\tHANDLER\tSERVICE\tREASON\tPAYLOAD")
 	for _, e := range entries {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.Time.Format(time.RFC3339), e.Topic, e.Handler, e.Service, e.Reason, truncate(e.Payload, 80))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.Time.Format(time.RFC3339), printable(e.Topic), printable(e.Handler),
+			printable(e.Service), printable(e.Reason), truncate(printable(e.Payload), 80))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%d dead-lettered messages\n", len(entries))
 	return nil
+}
+
+// printable escapes what a producer wrote so the operator's terminal shows it, never obeys
+// it: control characters (escape sequences, newlines, tabs that would break the table),
+// invalid UTF-8 and invisible or direction-changing characters come out as Go escapes.
+func printable(s string) string {
+	var b strings.Builder
+	for len(s) > 0 {
+		r, size := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+		s = s[size:]
+	}
+	return b.String()
 }
 
 func truncate(s string, n int) string {

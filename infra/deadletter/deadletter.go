@@ -80,7 +80,8 @@ func firstLine(s string) string {
 
 // Selection says which dead-lettered messages to replay. Its conditions combine: a message is
 // chosen when it is among IDs (or IDs is empty), its reason contains Reason and it was
-// poisoned on Topic (each when given). All alone chooses everything.
+// poisoned on Topic (each when given). All alone chooses everything. Without IDs, an entry
+// that was replayed and came back as a newer entry is left to that newer one.
 type Selection struct {
 	All    bool     `json:"all,omitempty"`
 	IDs    []string `json:"ids,omitempty"`
@@ -101,10 +102,19 @@ func Select(entries []Entry, s Selection) ([]Entry, error) {
 		return nil, ErrNoSelection
 	}
 	byID := len(want) > 0
+	// A message replayed before that failed again came back as a new entry naming it: the
+	// new one stands for it, so replaying both would put the message back twice (and the
+	// topic would double with every replay of everything).
+	replayed := map[string]bool{}
+	for _, e := range entries {
+		if e.Replayed != "" {
+			replayed[e.Replayed] = true
+		}
+	}
 	var chosen []Entry
 	found := map[string]bool{}
 	for _, e := range entries {
-		if (s.All || !byID || want[e.ID]) &&
+		if (byID && want[e.ID] || !byID && !replayed[e.ID]) &&
 			(s.Reason == "" || strings.Contains(e.Reason, s.Reason)) &&
 			(s.Topic == "" || e.Topic == s.Topic) {
 			chosen = append(chosen, e)

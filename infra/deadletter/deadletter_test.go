@@ -73,3 +73,31 @@ func TestReplayNeedsWhatListRead(t *testing.T) {
 		t.Errorf("replaying an entry without topic: %v, want a refusal", err)
 	}
 }
+
+// TestSelectLeavesAReplayedEntryToItsNewerCopy checks that replaying everything twice does
+// not double the dead letters: an entry that was replayed and failed again is chosen through
+// its newer copy only, unless the operator names it.
+func TestSelectLeavesAReplayedEntryToItsNewerCopy(t *testing.T) {
+	t.Parallel()
+	entries := []deadletter.Entry{
+		{ID: "0-0", Topic: "metrics", Reason: "not a JSON sample"},
+		{ID: "0-1", Topic: "metrics", Reason: "error_rate 1.5"},
+		{ID: "0-2", Topic: "metrics", Reason: "not a JSON sample", Replayed: "0-0"},
+	}
+	ids := func(es []deadletter.Entry) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.ID)
+		}
+		return out
+	}
+	if got, err := deadletter.Select(entries, deadletter.Selection{All: true}); err != nil || !slices.Equal(ids(got), []string{"0-1", "0-2"}) {
+		t.Errorf("all: %v, %v; want 0-1 and the newer copy 0-2, not 0-0 again", ids(got), err)
+	}
+	if got, err := deadletter.Select(entries, deadletter.Selection{Reason: "JSON"}); err != nil || !slices.Equal(ids(got), []string{"0-2"}) {
+		t.Errorf("by reason: %v, %v; want the newer copy only", ids(got), err)
+	}
+	if got, err := deadletter.Select(entries, deadletter.Selection{IDs: []string{"0-0"}}); err != nil || !slices.Equal(ids(got), []string{"0-0"}) {
+		t.Errorf("by id: %v, %v; want the entry named", ids(got), err)
+	}
+}
