@@ -131,6 +131,26 @@ func TestDashboardInABrowser(t *testing.T) {
 	if status := text("h2"); !strings.Contains(status, "acknowledged by alice") {
 		t.Errorf("after acknowledging, the page says %q", status)
 	}
+	// The token stays with the tab unless the operator asks to remember it.
+	stored, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(localStorage.getItem("apiToken") === null ? "none" : "local") + "/" + (sessionStorage.getItem("apiToken") ? "session" : "none")`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored != "none/session" {
+		t.Errorf("token kept in %s (localStorage/sessionStorage), want the session only", stored)
+	}
+	// Every response carries the security headers; the page above ran under them.
+	for _, path := range []string{"/", "/app.js", "/api/v1/incidents", "/api/v1/nothing"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") ||
+			resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: CSP %q, nosniff %q; want both", path, csp, resp.Header.Get("X-Content-Type-Options"))
+		}
+	}
 	var acked string
 	if err := e.pool.QueryRow(context.Background(), `SELECT coalesce(acked_by, '') FROM incidents WHERE id = $1`, got[0].ID).Scan(&acked); err != nil || acked != "alice" {
 		t.Errorf("incident acked_by = %q (%v), want alice in the database", acked, err)

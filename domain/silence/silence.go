@@ -36,6 +36,10 @@ type Silence struct {
 	author  string
 }
 
+// MaxLength bounds a silence: a maintenance window, not a way to switch a service off for
+// good (a silence up to the year 9999 would hide it for ever).
+const MaxLength = 31 * 24 * time.Hour
+
 // New returns a silence of service from start until end, with the reason given by author.
 // The window must not be empty: end comes after start.
 func New(id, service string, start, end time.Time, reason, author string) (Silence, error) {
@@ -50,6 +54,9 @@ func New(id, service string, start, end time.Time, reason, author string) (Silen
 	}
 	if start.IsZero() || !end.After(start) {
 		errs = append(errs, errors.New("end must come after start"))
+	}
+	if end.Sub(start) > MaxLength {
+		errs = append(errs, fmt.Errorf("a silence lasts at most %s (%d days); set a new one when it ends", MaxLength, MaxLength/(24*time.Hour)))
 	}
 	if len(errs) > 0 {
 		return Silence{}, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))

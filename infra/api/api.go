@@ -10,20 +10,24 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5/pgconn"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -137,7 +141,25 @@ func (a *API) Handler(mounts ...func(*http.ServeMux)) http.Handler {
 	for _, m := range mounts {
 		m(mux)
 	}
-	return a.guard(mux)
+	return securityHeaders(a.guard(mux))
+}
+
+// contentSecurityPolicy lets the dashboard load only its own script, styles and data: markup
+// that slipped into a page (a hostile service name, say) can neither run nor load anything,
+// and no other site can frame it.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
+	"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// securityHeaders sets the headers every response carries.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		next.ServeHTTP(w, r)
+	})
 }
 
 // noRoute answers requests no operation matches: 405 with the allowed methods when the path
@@ -306,6 +328,10 @@ func decodeCursor(s string) (postgres.IncidentKey, error) {
 }
 
 func (a *API) getIncident(w http.ResponseWriter, r *http.Request) {
+	if !validID(r.PathValue("id")) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("incident %q not found: ids are UUIDs", r.PathValue("id")))
+		return
+	}
 	snap, timeline, err := a.views.Incident(r.Context(), r.PathValue("id"))
 	if err != nil {
 		a.fail(w, r, err)
@@ -350,11 +376,15 @@ func (a *API) reopen(w http.ResponseWriter, r *http.Request) {
 func (a *API) act(w http.ResponseWriter, r *http.Request, withReason bool, do func(context.Context, string, actionRequest, time.Time) (incident.Snapshot, error)) {
 	var req actionRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		badBody(w, err)
 		return
 	}
 	if !withReason && req.Reason != "" {
 		writeError(w, http.StatusBadRequest, `this action takes only "by"`)
+		return
+	}
+	if !validID(r.PathValue("id")) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("incident %q not found: ids are UUIDs", r.PathValue("id")))
 		return
 	}
 	snap, err := do(r.Context(), r.PathValue("id"), req, a.now().UTC())
@@ -436,7 +466,7 @@ type silenceRequest struct {
 func (a *API) createSilence(w http.ResponseWriter, r *http.Request) {
 	var req silenceRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		badBody(w, err)
 		return
 	}
 	now := a.now().UTC()
@@ -461,6 +491,10 @@ func (a *API) createSilence(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) endSilence(w http.ResponseWriter, r *http.Request) {
 	now := a.now().UTC()
+	if !validID(r.PathValue("id")) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("silence %q not found: ids are UUIDs", r.PathValue("id")))
+		return
+	}
 	s, err := a.op.EndSilence(r.Context(), r.PathValue("id"), now)
 	if err != nil {
 		a.fail(w, r, err)
@@ -497,7 +531,7 @@ type replayRequest struct {
 func (a *API) replayDeadLetters(w http.ResponseWriter, r *http.Request) {
 	var req replayRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		badBody(w, err)
 		return
 	}
 	done, err := a.deadLetters.Replay(r.Context(), req.Selection, req.DryRun)
@@ -549,6 +583,11 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusConflict
 	case r.Context().Err() != nil:
 		return // the client went away
+	case isDataError(err):
+		status = http.StatusBadRequest
+	case isUnavailable(err):
+		a.unavailable(w, "the database", err)
+		return
 	}
 	if status == http.StatusInternalServerError {
 		a.logger.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
@@ -558,14 +597,54 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, status, err.Error())
 }
 
+// isDataError reports a value PostgreSQL refused as data (class 22: invalid text, a number
+// out of range...): the client sent it.
+func isDataError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22")
+}
+
+// isUnavailable reports that the database could not be reached or went away.
+func isUnavailable(err error) bool {
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	var pgErr *pgconn.PgError
+	return errors.As(err, &connErr) || errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded) ||
+		pgconn.SafeToRetry(err) || pgconn.Timeout(err) ||
+		(errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")))
+}
+
 func (a *API) unavailable(w http.ResponseWriter, what string, err error) {
 	a.logger.Error(what+" unavailable", "err", err)
 	writeError(w, http.StatusServiceUnavailable, what+" unavailable; the worker log has the details")
 }
 
-// decodeBody reads one JSON object into v, refusing unknown fields and trailing data.
+// errTooLarge is returned by decodeBody for a body beyond maxBody.
+var errTooLarge = fmt.Errorf("the request body exceeds %d bytes", maxBody)
+
+// badBody answers a body decodeBody refused: 413 when it was too large, 400 otherwise.
+func badBody(w http.ResponseWriter, err error) {
+	if errors.Is(err, errTooLarge) {
+		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	}
+	writeError(w, http.StatusBadRequest, err.Error())
+}
+
+// decodeBody reads one JSON object into v, refusing unknown fields, trailing data, bodies
+// beyond maxBody and text that PostgreSQL cannot store (NUL, invalid UTF-8).
 func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
+	raw, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return fmt.Errorf("read the request body: %w", err)
+	}
+	if len(raw) > maxBody {
+		return errTooLarge
+	}
+	if !utf8.Valid(raw) {
+		return errors.New("invalid JSON body: not UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -579,12 +658,37 @@ func decodeBody(r *http.Request, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("invalid JSON body: unexpected data after the object")
 	}
+	if bytes.Contains(raw, []byte(`\u0000`)) {
+		return errors.New("invalid JSON body: text may not contain NUL")
+	}
 	return nil
+}
+
+// cleanText reports a query value PostgreSQL could not take as text (NUL, invalid UTF-8).
+func cleanText(q url.Values) error {
+	for k, vs := range q {
+		for _, v := range vs {
+			if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+				return fmt.Errorf("query parameter %s: not valid text (NUL or invalid UTF-8)", k)
+			}
+		}
+	}
+	return nil
+}
+
+// validID reports whether id is an incident or silence id as the engine writes them: a UUID
+// in its canonical 36-character form (the parser alone also takes urn:uuid:... and braces).
+func validID(id string) bool {
+	_, err := uuid.Parse(id)
+	return err == nil && len(id) == 36
 }
 
 // onlyParams refuses query parameters other than known, so a misspelt filter is an error
 // rather than silently ignored.
 func onlyParams(q url.Values, known ...string) error {
+	if err := cleanText(q); err != nil {
+		return err
+	}
 	var unknown []string
 	for k := range q {
 		if !slices.Contains(known, k) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -712,5 +713,81 @@ func TestConfig(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestClientMistakesAreNever5xx sends what a careless or hostile client might: ids the UUID
+// parser takes but the engine never writes, NUL and invalid UTF-8 in bodies and filters, an
+// oversized body, a silence for a century. Each gets a 4xx that says why, never a 500.
+func TestClientMistakesAreNever5xx(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, api.Config{Token: writeToken})
+	e.seed("0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11", "api", 0, false)
+	big := `{"by":"` + strings.Repeat("a", 10<<20) + `"}`
+	probes := []struct {
+		method, path, body string
+		want               int
+	}{
+		{"GET", "/api/v1/incidents/urn:uuid:0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11", "", 404},
+		{"GET", "/api/v1/incidents/%7B0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11%7D", "", 404},
+		{"POST", "/api/v1/incidents/urn:uuid:0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11/acknowledge", `{"by":"alice"}`, 404},
+		{"POST", "/api/v1/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11/acknowledge", `{"by":"al\u0000ice"}`, 400},
+		{"POST", "/api/v1/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11/acknowledge", "{\"by\":\"al\xffice\"}", 400},
+		{"POST", "/api/v1/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11/acknowledge", big, 413},
+		{"GET", "/api/v1/incidents?service=a%00pi", "", 400},
+		{"GET", "/api/v1/incidents?service=a%FFpi", "", 400},
+		{"GET", "/api/v1/silences?service=a%00pi", "", 400},
+		{"POST", "/api/v1/silences", `{"service":"api","end":"2126-01-01T00:00:00Z","reason":"upgrade","author":"alice"}`, 400},
+		{"POST", "/api/v1/silences", `{"service":"api","end":"9999-01-01T00:00:00Z","reason":"upgrade","author":"alice"}`, 400},
+		{"DELETE", "/api/v1/silences/urn:uuid:0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11", "", 404},
+	}
+	for _, p := range probes {
+		status, body := e.do(p.method, p.path, p.body, writeToken)
+		if status != p.want || body["error"] == nil {
+			t.Errorf("%s %s: %d %v, want %d with an error message", p.method, p.path, status, body, p.want)
+		}
+	}
+}
+
+// TestDatabaseAwayIs503 checks that the API answers 503, as documented, when PostgreSQL does
+// not answer, not 500.
+func TestDatabaseAwayIs503(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	pool, err := pgxpool.New(context.Background(), "postgres://postgres@"+addr+"/postgres?sslmode=disable&connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	logger := slog.New(slog.DiscardHandler)
+	c, _ := incident.NewCorrelator(incident.CorrelationConfig{})
+	a, err := api.New(api.Config{Token: writeToken}, handlers.NewOperateHandler[*postgres.Tx](postgres.NewStore(pool, watermill.NopLogger{}), c, router.OperatorTopic, logger),
+		postgres.NewViews(pool), &fakeDeadLetters{}, time.Now, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(srv.Close)
+	for _, req := range []struct{ method, path, body string }{
+		{"GET", "/api/v1/incidents", ""},
+		{"GET", "/api/v1/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11", ""},
+		{"POST", "/api/v1/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11/acknowledge", `{"by":"alice"}`},
+		{"GET", "/api/v1/silences", ""},
+	} {
+		r, _ := http.NewRequest(req.method, srv.URL+req.path, strings.NewReader(req.body))
+		r.Header.Set("Authorization", "Bearer "+writeToken)
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("%s %s with the database away: %d, want 503", req.method, req.path, resp.StatusCode)
+		}
 	}
 }

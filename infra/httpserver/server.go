@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,16 +44,20 @@ func New(addr string, gatherer prometheus.Gatherer, checks map[string]Check, log
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		var failed []error
+		var failed []string
 		for name, check := range checks {
 			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 			if err := check(ctx); err != nil {
-				failed = append(failed, fmt.Errorf("%s: %w", name, err))
+				// The error names hosts, ports and users: it goes to the log, not to whoever
+				// asks.
+				logger.Warn("not ready", "dependency", name, "err", err)
+				failed = append(failed, name)
 			}
 			cancel()
 		}
-		if err := errors.Join(failed...); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		if len(failed) > 0 {
+			slices.Sort(failed)
+			http.Error(w, "not ready: "+strings.Join(failed, ", ")+" not answering", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")

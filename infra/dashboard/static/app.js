@@ -7,8 +7,16 @@ const fmt = (t) => (t ? new Date(t).toISOString().replace("T", " ").replace(/\.\
 const sevRank = { critical: 4, high: 3, medium: 2, low: 1 };
 
 const tokenInput = $("#token");
-tokenInput.value = localStorage.getItem("apiToken") || "";
-tokenInput.addEventListener("change", () => localStorage.setItem("apiToken", tokenInput.value));
+// The token lives for this tab's session only, unless the operator asks to remember it.
+const rememberBox = $("#remember");
+rememberBox.checked = localStorage.getItem("apiToken") !== null;
+tokenInput.value = sessionStorage.getItem("apiToken") || localStorage.getItem("apiToken") || "";
+const keepToken = () => {
+  sessionStorage.setItem("apiToken", tokenInput.value);
+  if (rememberBox.checked) localStorage.setItem("apiToken", tokenInput.value); else localStorage.removeItem("apiToken");
+};
+tokenInput.addEventListener("change", keepToken);
+rememberBox.addEventListener("change", keepToken);
 
 function headers() {
   const h = { "Content-Type": "application/json" };
