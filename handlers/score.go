@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -78,6 +79,16 @@ type Durability struct {
 	// CheckpointEvery is how many of a service's samples pass between two saves of its
 	// state (default 256): the most a restore replays per service.
 	CheckpointEvery int
+	// IdleAfter is how long (wall clock) a service may send nothing before its detector is
+	// saved and dropped from memory (default 30m); its next sample restores it exactly. Memory
+	// follows the services that are sending, not every service ever seen.
+	IdleAfter time.Duration
+	// MaxServices caps the detectors held in memory (default 10,000): past it, the one used
+	// longest ago is saved and dropped to make room.
+	MaxServices int
+	// Now reads the wall clock for IdleAfter (default time.Now): eviction manages memory and
+	// decides nothing, so it may.
+	Now func() time.Time
 }
 
 // ExplainTop is the number of metrics an anomaly's explanation names at most; it names those
@@ -104,7 +115,12 @@ type ScoreHandler struct {
 	// reached is, per input partition, the latest offset this handler judged: a message
 	// beyond the next one means another worker judged the ones between.
 	reached map[int32]int64
+	// handled counts messages, for the sweep of idle detectors every idleSweepEvery.
+	handled int
 }
+
+// idleSweepEvery is how many messages pass between two sweeps of idle detectors.
+const idleSweepEvery = 256
 
 type serviceDetector struct {
 	mu      sync.Mutex
@@ -115,6 +131,9 @@ type serviceDetector struct {
 	at      Position
 	placed  bool
 	unsaved int
+	// used is when (wall clock) the detector was last asked for, for eviction; guarded by
+	// the handler's mu.
+	used time.Time
 }
 
 // NewScoreHandler returns the score stage, or an error when cfg is invalid. registry may be
@@ -132,8 +151,17 @@ func (h *ScoreHandler) SetDurability(d Durability) error {
 	if d.CheckpointEvery == 0 {
 		d.CheckpointEvery = 256
 	}
-	if d.States == nil || d.Log == nil || d.Position == nil || d.CheckpointEvery < 1 || h.registry == nil {
-		return errors.New("score: durability needs states, a sample log, positions, a model registry and a positive checkpoint interval")
+	if d.IdleAfter == 0 {
+		d.IdleAfter = 30 * time.Minute
+	}
+	if d.MaxServices == 0 {
+		d.MaxServices = 10_000
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.States == nil || d.Log == nil || d.Position == nil || d.CheckpointEvery < 1 || d.IdleAfter < 0 || d.MaxServices < 1 || h.registry == nil {
+		return errors.New("score: durability needs states, a sample log, positions, a model registry, a positive checkpoint interval and service cap")
 	}
 	h.durable = d
 	return nil
@@ -145,6 +173,13 @@ func (h *ScoreHandler) SetDurability(d Durability) error {
 func (h *ScoreHandler) detector(ctx context.Context, service string, at Position, hasAt bool) (*serviceDetector, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.durable.States != nil {
+		if h.handled++; h.handled%idleSweepEvery == 0 {
+			if err := h.evictIdle(ctx); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if hasAt {
 		if last, ok := h.reached[at.Partition]; ok && at.Offset > last+1 {
 			// Another worker judged this partition's samples between: what is held of its
@@ -158,13 +193,19 @@ func (h *ScoreHandler) detector(ctx context.Context, service string, at Position
 		h.reached[at.Partition] = max(at.Offset, h.reached[at.Partition])
 	}
 	if sd, ok := h.detectors[service]; ok {
+		sd.used = h.now()
 		return sd, nil
+	}
+	if h.durable.States != nil && len(h.detectors) >= h.durable.MaxServices {
+		if err := h.evictOldest(ctx); err != nil {
+			return nil, err
+		}
 	}
 	d, err := detect.New(service, h.cfg)
 	if err != nil {
 		return nil, err
 	}
-	sd := &serviceDetector{service: service, d: d}
+	sd := &serviceDetector{service: service, d: d, used: h.now()}
 	restored := false
 	if h.durable.States != nil && hasAt {
 		if restored, err = h.restore(ctx, sd, at); err != nil {
@@ -178,6 +219,63 @@ func (h *ScoreHandler) detector(ctx context.Context, service string, at Position
 	}
 	h.detectors[service] = sd
 	return sd, nil
+}
+
+// evictOldest saves and drops the detector used longest ago. The caller holds h.mu.
+func (h *ScoreHandler) evictOldest(ctx context.Context) error {
+	var oldest *serviceDetector
+	for _, sd := range h.detectors {
+		if oldest == nil || sd.used.Before(oldest.used) {
+			oldest = sd
+		}
+	}
+	if oldest == nil {
+		return nil
+	}
+	return h.evict(ctx, oldest)
+}
+
+// evictIdle saves and drops the detectors idle for IdleAfter. The caller holds h.mu.
+func (h *ScoreHandler) evictIdle(ctx context.Context) error {
+	cutoff := h.durable.Now().Add(-h.durable.IdleAfter)
+	for _, sd := range h.detectors {
+		if sd.used.Before(cutoff) {
+			if err := h.evict(ctx, sd); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// evict saves sd's state, when it holds samples not saved yet, and drops it; its service's
+// next sample restores it. The state covers only published samples: the detector's last
+// sample was handled, and acknowledged, before whatever made it the one to go.
+func (h *ScoreHandler) evict(ctx context.Context, sd *serviceDetector) error {
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	if sd.placed && sd.unsaved > 0 {
+		if err := h.save(ctx, sd.service, sd); err != nil {
+			return err
+		}
+	}
+	delete(h.detectors, sd.service)
+	return nil
+}
+
+// now reads the eviction clock (see Durability.Now); zero without durability.
+func (h *ScoreHandler) now() time.Time {
+	if h.durable.Now == nil {
+		return time.Time{}
+	}
+	return h.durable.Now()
+}
+
+// Active returns how many services' detectors the stage holds in memory.
+func (h *ScoreHandler) Active() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.detectors)
 }
 
 // latestModel installs the registry's latest model of the service, if it has a usable one.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,4 +280,71 @@ func TestScoreDeadLettersALateSample(t *testing.T) {
 			t.Fatalf("offset %d after the late sample: %v, output differs from a run without it", i+1, err)
 		}
 	}
+}
+
+// TestScoreEvictsAndRestoresExactly checks that memory follows the services sending: with
+// room for two detectors among three services, or with detectors dropped once idle, every
+// service is saved, dropped and restored again and again, and the outputs are exactly those
+// of a worker that kept them all.
+func TestScoreEvictsAndRestoresExactly(t *testing.T) {
+	t.Parallel()
+	log := durableStream(t)
+	n := len(log.msgs)
+	want := map[string]string{}
+	newDurableWorker(t, newMemRegistry(), &memStates{}, log).run(t, log, 0, n, want)
+
+	t.Run("capped at two", func(t *testing.T) {
+		t.Parallel()
+		h, err := handlers.NewScoreHandler(detect.Config{WarmUp: testWarmUp}, newMemRegistry(), slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.SetDurability(handlers.Durability{States: &memStates{}, Log: log, Position: testPosition, CheckpointEvery: 16, MaxServices: 2}); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		durableWorker{h: h}.run(t, log, 0, n, got)
+		compareOutputs(t, got, want)
+		if a := h.Active(); a > 2 {
+			t.Errorf("%d detectors held, want at most 2", a)
+		}
+	})
+	t.Run("idle ones dropped", func(t *testing.T) {
+		t.Parallel()
+		// A clock that moves an hour with every message: each detector is idle by the next sweep.
+		var ticks atomic.Int64
+		clock := func() time.Time { return time.Unix(ticks.Add(1)*3600, 0) }
+		var logs syncBuf
+		h, err := handlers.NewScoreHandler(detect.Config{WarmUp: testWarmUp}, newMemRegistry(), slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.SetDurability(handlers.Durability{States: &memStates{}, Log: log, Position: testPosition, CheckpointEvery: 16, IdleAfter: time.Minute, Now: clock}); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		durableWorker{h: h}.run(t, log, 0, n, got)
+		compareOutputs(t, got, want)
+		if restores := strings.Count(logs.String(), "detector state restored"); restores < 3 {
+			t.Errorf("%d restores after %d messages with an idle limit of a minute, want every detector dropped and restored at each sweep", restores, n)
+		}
+	})
+}
+
+// syncBuf is a log buffer safe for concurrent writes.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

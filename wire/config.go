@@ -62,6 +62,11 @@ type Config struct {
 	// OutboxPollInterval is how long an outbox-fed stage waits after finding nothing new
 	// (default 100ms).
 	OutboxPollInterval time.Duration
+	// IdleAfter is how long a service may send nothing before its detector leaves memory
+	// (default 30m; its state is saved and restored on its next sample); MaxServices caps the
+	// detectors held (default 10,000).
+	IdleAfter   time.Duration
+	MaxServices int
 	// MaxAhead is how far a sample's timestamp may lie ahead of the broker's receipt of it
 	// (default handlers.DefaultMaxAhead, 10m); a sample beyond it is dead-lettered.
 	MaxAhead time.Duration

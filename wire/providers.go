@@ -165,6 +165,7 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, kc kaf
 	replay := kafka.NewPartitionLog(kc, string(router.TopicDecoded))
 	if err := score.SetDurability(handlers.Durability{
 		States: detectorStates{postgres.NewDetectorStates(pool)}, Log: replay, Position: kafkaPosition, CheckpointEvery: cfg.CheckpointEvery,
+		IdleAfter: cfg.IdleAfter, MaxServices: cfg.MaxServices,
 	}); err != nil {
 		return router.Stages{}, nil, err
 	}
