@@ -36,7 +36,7 @@ func listen(ctx context.Context, addr string, stdout io.Writer) error {
 		}
 		for _, a := range msg.Alerts {
 			fmt.Fprintf(stdout, "%s  %-8s %-10s %-8s %s  %s\n", time.Now().UTC().Format(time.RFC3339), strings.ToUpper(a.Status),
-				a.Labels["service"], a.Labels["severity"], a.Annotations["summary"], a.Annotations["driven_by"])
+				a.Labels["service"], a.Annotations["severity"], a.Annotations["summary"], a.Annotations["driven_by"])
 		}
 		w.WriteHeader(http.StatusOK)
 	})}

@@ -38,7 +38,7 @@ func TestListenPrintsAlerts(t *testing.T) {
 	if addr == "" {
 		t.Fatal("listener did not start")
 	}
-	body := `{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"service":"api","severity":"high"},"annotations":{"summary":"Incident opened","driven_by":"latency_p95 68%"}}]}`
+	body := `{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"service":"api"},"annotations":{"severity":"high","summary":"Incident opened","driven_by":"latency_p95 68%"}}]}`
 	resp, err := http.Post(addr, "application/json", strings.NewReader(body))
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("post: %v %v", resp, err)
@@ -51,7 +51,7 @@ func TestListenPrintsAlerts(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if s := out.String(); !strings.Contains(s, "FIRING") || !strings.Contains(s, "api") || !strings.Contains(s, "latency_p95 68%") {
+	if s := out.String(); !strings.Contains(s, "FIRING") || !strings.Contains(s, "api") || !strings.Contains(s, "high") || !strings.Contains(s, "latency_p95 68%") {
 		t.Errorf("printed %q", s)
 	}
 }

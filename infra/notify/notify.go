@@ -17,10 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/incident-engine/engine/domain/incident"
@@ -254,10 +257,19 @@ func (n *Notifier) deliver(ctx context.Context, receiver string, ev incident.Eve
 			return attempt, last
 		}
 		if attempt < n.cfg.MaxAttempts {
-			if err := n.sleep(ctx, wait); err != nil {
+			// The receiver's Retry-After, when it sent one, and never less than the backoff;
+			// each capped, and spread by a fifth either way so that receivers coming back
+			// are not hit by every worker at once.
+			pause := wait
+			var ra *retryAfterError
+			if errors.As(last, &ra) {
+				pause = max(pause, min(ra.after, maxRetryWait))
+			}
+			pause = time.Duration(float64(pause) * (0.8 + 0.4*rand.Float64()))
+			if err := n.sleep(ctx, pause); err != nil {
 				return attempt, err
 			}
-			wait *= 2
+			wait = min(2*wait, maxRetryWait)
 		}
 	}
 	return n.cfg.MaxAttempts, last
@@ -275,6 +287,7 @@ func PostJSON(ctx context.Context, client *http.Client, target string, body []by
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", UserAgent)
 	resp, err := client.Do(req)
 	if err != nil {
 		// The URL may hold a secret (a Slack webhook's path): report the host only, never the
@@ -291,10 +304,45 @@ func PostJSON(ctx context.Context, client *http.Client, target string, body []by
 	case resp.StatusCode < 300:
 		return nil
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return fmt.Errorf("receiver answered %s: %s", resp.Status, bytes.TrimSpace(msg))
+		err := fmt.Errorf("receiver answered %s: %s", resp.Status, bytes.TrimSpace(msg))
+		if after, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			return &retryAfterError{err: err, after: after}
+		}
+		return err
 	default:
 		return fmt.Errorf("%w: %s: %s", ErrRejected, resp.Status, bytes.TrimSpace(msg))
 	}
+}
+
+// UserAgent names the engine to receivers and hooks.
+const UserAgent = "incident-engine/1 (+https://github.com/incident-engine/engine)"
+
+// maxRetryWait caps one wait between attempts, whatever the backoff or a Retry-After says;
+// the delivery budget bounds them all.
+const maxRetryWait = 30 * time.Second
+
+// retryAfterError is a retryable answer that said when to come back.
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
+// parseRetryAfter reads a Retry-After header: seconds, or an HTTP date (read against now, the
+// wall clock: when to call a receiver again is a matter of its clock, not of samples).
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, t.Sub(now)), true
+	}
+	return 0, false
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

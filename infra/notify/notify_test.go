@@ -125,10 +125,10 @@ func TestPayloads(t *testing.T) {
 		{
 			"alertmanager-resolved", Receiver{Name: "am", Kind: KindWebhook}, event(incident.KindResolved, "medium", "resolved"),
 			`{"version":"4","groupKey":"{}:{service=\"api\"}","truncatedAlerts":0,"status":"resolved","receiver":"am","groupLabels":{"service":"api"},` +
-				`"commonLabels":{"alertname":"IncidentEngineAnomaly","incident_id":"0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","service":"api","severity":"medium"},` +
-				`"commonAnnotations":{"description":"12 anomalies since 2026-11-26T05:02:00Z; last change: resolved","driven_by":"latency_p95 68%, error_rate 25%, request_count 7%","summary":"Incident resolved: api has recovered"},` +
-				`"externalURL":"http://dash.local","alerts":[{"status":"resolved","labels":{"alertname":"IncidentEngineAnomaly","incident_id":"0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","service":"api","severity":"medium"},` +
-				`"annotations":{"description":"12 anomalies since 2026-11-26T05:02:00Z; last change: resolved","driven_by":"latency_p95 68%, error_rate 25%, request_count 7%","summary":"Incident resolved: api has recovered"},` +
+				`"commonLabels":{"alertname":"IncidentEngineAnomaly","incident_id":"0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","service":"api"},` +
+				`"commonAnnotations":{"description":"12 anomalies since 2026-11-26T05:02:00Z; last change: resolved","driven_by":"latency_p95 68%, error_rate 25%, request_count 7%","notification_reason":"resolved","severity":"medium","summary":"Incident resolved: api has recovered"},` +
+				`"externalURL":"http://dash.local","alerts":[{"status":"resolved","labels":{"alertname":"IncidentEngineAnomaly","incident_id":"0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","service":"api"},` +
+				`"annotations":{"description":"12 anomalies since 2026-11-26T05:02:00Z; last change: resolved","driven_by":"latency_p95 68%, error_rate 25%, request_count 7%","notification_reason":"resolved","severity":"medium","summary":"Incident resolved: api has recovered"},` +
 				`"startsAt":"2026-11-26T05:02:00Z","endsAt":"2026-11-26T06:15:00Z","generatorURL":"http://dash.local/#/incidents/0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11","fingerprint":"` + fingerprint("0b5c2f0e-7d51-4b55-9c84-5f3c2b0f8a11") + `"}]}`,
 			"Alertmanager webhook version 4 with one alert per incident",
 		},
@@ -283,5 +283,98 @@ func TestDeliverWithinItsBudget(t *testing.T) {
 	cancel()
 	if _, err := n.Deliver(ctx, "hang", event(incident.KindOpened, "low", "open")); errors.Is(err, ErrBudgetSpent) || err == nil {
 		t.Errorf("Deliver with the caller's context cancelled: %v, want the cancellation, not a spent budget", err)
+	}
+}
+
+// TestPayloadsOfHostileNames checks that what a sender or an operator wrote stays text in
+// every format: a service or acknowledger named like Slack markup cannot ping a channel or
+// forge a link, a huge one is cut to Slack's limits, and an incident's Alertmanager labels
+// stay the same as its severity changes (labels are the alert's identity).
+func TestPayloadsOfHostileNames(t *testing.T) {
+	t.Parallel()
+	ev := event(incident.KindAcknowledged, "high", "open")
+	ev.Service = "<!here> & <http://evil|click>"
+	ev.Details.By = strings.Repeat("<!channel>", 5000)
+	body, err := Payload(Receiver{Name: "s", Kind: KindSlack}, ev, "http://dash.local/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg slackPayload
+	if err := json.Unmarshal(body, &msg); err != nil {
+		t.Fatal(err)
+	}
+	texts := []string{msg.Text}
+	for _, b := range msg.Blocks {
+		if b.Text != nil {
+			texts = append(texts, b.Text.Text)
+			if len(b.Text.Text) > slackSectionMax {
+				t.Errorf("a section of %d characters, Slack takes %d", len(b.Text.Text), slackSectionMax)
+			}
+		}
+		for _, f := range b.Fields {
+			texts = append(texts, f.Text)
+			if len(f.Text) > slackFieldMax {
+				t.Errorf("a field of %d characters, Slack takes %d", len(f.Text), slackFieldMax)
+			}
+		}
+	}
+	for _, tx := range texts {
+		for _, bad := range []string{"<!here>", "<!channel>", "<http://evil|"} {
+			if strings.Contains(tx, bad) {
+				t.Errorf("Slack text %q carries markup %q from a name", clip(tx, 120), bad)
+			}
+		}
+	}
+	if len(msg.Text) > slackTextMax {
+		t.Errorf("fallback text of %d characters, want at most %d", len(msg.Text), slackTextMax)
+	}
+	labels := func(sev string) map[string]string {
+		return alertmanagerMessage(Receiver{Name: "am"}, event(incident.KindEscalated, sev, "open"), "").Alerts[0].Labels
+	}
+	if low, high := labels("low"), labels("high"); !reflect.DeepEqual(low, high) {
+		t.Errorf("labels change with severity: %v then %v", low, high)
+	}
+}
+
+// TestDeliverHonoursRetryAfter checks the waits between attempts: a receiver's Retry-After
+// (seconds) is honoured rather than the shorter backoff, within a cap and spread by a fifth
+// either way; every request names the engine in its User-Agent.
+func TestDeliverHonoursRetryAfter(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	calls, agents := 0, []string{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		agents = append(agents, r.Header.Get("User-Agent"))
+		switch calls {
+		case 1:
+			w.Header().Set("Retry-After", "7")
+			w.WriteHeader(http.StatusTooManyRequests)
+		case 2:
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	n, err := New(Config{Receivers: []Receiver{{Name: "am", Kind: KindWebhook, URL: srv.URL}}, Backoff: Duration(time.Second), Budget: Duration(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waits []time.Duration
+	n.sleep = func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }
+	attempts, err := n.Deliver(context.Background(), "am", event(incident.KindOpened, "low", "open"))
+	if err != nil || attempts != 3 {
+		t.Fatalf("Deliver = %d attempts, %v; want success on the third", attempts, err)
+	}
+	if len(waits) != 2 || waits[0] < 5600*time.Millisecond || waits[0] > 8400*time.Millisecond ||
+		waits[1] < 24*time.Second || waits[1] > 36*time.Second {
+		t.Errorf("waits %v, want about 7s (Retry-After over a 1s backoff) then about 30s (an hour's Retry-After capped)", waits)
+	}
+	for _, ua := range agents {
+		if !strings.HasPrefix(ua, "incident-engine/") {
+			t.Errorf("User-Agent %q, want the engine's", ua)
+		}
 	}
 }

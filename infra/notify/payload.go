@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/incident-engine/engine/domain/incident"
 )
@@ -83,22 +84,50 @@ type slackPayload struct {
 	Blocks []slackBlock `json:"blocks"`
 }
 
+// Slack's limits (Block Kit): a section's text, a field's text, the message's fallback text.
+const (
+	slackSectionMax = 3000
+	slackFieldMax   = 2000
+	slackTextMax    = 4000
+)
+
+// slackEscape makes s plain text in Slack's markup: &, < and > are its control characters
+// (a service named "<!here>" would otherwise ping the whole channel).
+func slackEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// clip shortens s to at most n bytes, on a character boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
 func slackMessage(ev incident.Event, dashboard string) slackPayload {
-	title := headline(ev)
+	title := clip(slackEscape(headline(ev)), slackSectionMax-2)
+	field := func(name, value string) slackText {
+		return slackText{Type: "mrkdwn", Text: clip("*"+name+"*\n"+slackEscape(value), slackFieldMax)}
+	}
 	fields := []slackText{
-		{Type: "mrkdwn", Text: "*Service*\n" + ev.Service},
-		{Type: "mrkdwn", Text: "*Severity*\n" + ev.Severity},
-		{Type: "mrkdwn", Text: "*Status*\n" + ev.Status},
-		{Type: "mrkdwn", Text: fmt.Sprintf("*Anomalies*\n%d since %s", ev.OccurrenceCount, ev.FirstSeen.UTC().Format(time.RFC3339))},
+		field("Service", ev.Service),
+		field("Severity", ev.Severity),
+		field("Status", ev.Status),
+		field("Anomalies", fmt.Sprintf("%d since %s", ev.OccurrenceCount, ev.FirstSeen.UTC().Format(time.RFC3339))),
 	}
 	if d := drivers(ev); d != "" {
-		fields = append(fields, slackText{Type: "mrkdwn", Text: "*Driven by*\n" + d})
+		fields = append(fields, field("Driven by", d))
 	}
 	blocks := []slackBlock{
 		{Type: "section", Text: &slackText{Type: "mrkdwn", Text: "*" + title + "*"}},
 		{Type: "section", Fields: fields},
 	}
-	text := title
+	text := clip(title, slackTextMax-300)
 	if l := IncidentURL(dashboard, ev.IncidentID); l != "" {
 		blocks = append(blocks, slackBlock{Type: "section", Text: &slackText{Type: "mrkdwn", Text: fmt.Sprintf("<%s|Open in the dashboard>", l)}})
 		text += " " + l
@@ -204,12 +233,17 @@ func alertmanagerMessage(r Receiver, ev incident.Event, dashboard string) amMess
 			ends = ev.ResolvedAt.UTC()
 		}
 	}
+	// Labels are an alert's identity in Alertmanager: they stay the same for the incident's
+	// whole life, so a receiver keyed on them sees one alert that changes, never a "low"
+	// alert left firing once it became "high". What changes goes in the annotations.
 	labels := map[string]string{
-		"alertname": "IncidentEngineAnomaly", "service": ev.Service, "severity": ev.Severity, "incident_id": ev.IncidentID,
+		"alertname": "IncidentEngineAnomaly", "service": ev.Service, "incident_id": ev.IncidentID,
 	}
 	annotations := map[string]string{
-		"summary":     headline(ev),
-		"description": fmt.Sprintf("%d anomalies since %s; last change: %s", ev.OccurrenceCount, ev.FirstSeen.UTC().Format(time.RFC3339), ev.Event),
+		"summary":             headline(ev),
+		"description":         fmt.Sprintf("%d anomalies since %s; last change: %s", ev.OccurrenceCount, ev.FirstSeen.UTC().Format(time.RFC3339), ev.Event),
+		"severity":            ev.Severity,
+		"notification_reason": string(ev.Event),
 	}
 	if d := drivers(ev); d != "" {
 		annotations["driven_by"] = d
