@@ -419,6 +419,15 @@ func (h *ScoreHandler) Handle(msg *message.Message) ([]*message.Message, error) 
 			// Redelivered after a restart: the state includes it and its output was published.
 			return nil, nil
 		}
+		if last, ok := sd.d.Last(); ok && at.Offset > sd.at.Offset && !s.At.After(last) {
+			// Not a redelivery (those are at an offset the state holds): a sample not after
+			// its service's latest, a second run of a producer under the same names, say. It
+			// cannot be judged in order, and it must not rewrite what was recorded at that
+			// time: it goes to the dead letters with the reason rather than vanishing.
+			sd.at = at
+			return nil, Permanent(fmt.Errorf("%w: %s at %s is not after the service's last sample (%s): %w", sample.ErrInvalid,
+				s.Service, s.At.Format(time.RFC3339), last.Format(time.RFC3339), detect.ErrOutOfOrder))
+		}
 		// The previous sample's output is published (it was acknowledged before this one
 		// came), so a state that includes it is safe to save.
 		if at.Offset > sd.at.Offset && sd.unsaved >= h.durable.CheckpointEvery {

@@ -474,3 +474,53 @@ func TestFarFutureSampleBlindsNothing(t *testing.T) {
 		t.Errorf("%d dead letters, want the far-future sample once, with the reason", len(recs))
 	}
 }
+
+// TestSecondRunUnderTheSameNamesRewritesNothing sends a service's samples, then the same
+// timestamps again with other values (a producer run twice under the same names): every one
+// of the second run is dead-lettered as older than the service's last sample, and the
+// recorded samples behind the charts are exactly what they were.
+func TestSecondRunUnderTheSameNamesRewritesNothing(t *testing.T) {
+	e := startEngine(t, func(c *wire.Config) { c.Detect.WarmUp = 32 })
+	e.publishRaw(t, "rerun-api", samplesJSON("rerun-api", simStart, 40, normalLatency)...)
+	e.waitProcessed(t, simStart.Add(39*time.Minute), "rerun-api")
+	recorded := func() string {
+		var b strings.Builder
+		rows, err := e.pool.Query(context.Background(), `SELECT at, metrics::text, coalesce(score, -1) FROM samples WHERE service = 'rerun-api' ORDER BY at`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var at time.Time
+			var m string
+			var score float64
+			if err := rows.Scan(&at, &m, &score); err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "%s %s %v\n", at.Format(time.RFC3339), m, score)
+		}
+		return b.String()
+	}
+	waitFor(t, 30*time.Second, "all 40 samples recorded", func() (bool, string) {
+		n := strings.Count(recorded(), "\n")
+		return n == 40, fmt.Sprint(n)
+	})
+	before := recorded()
+	e.publishRaw(t, "rerun-api", samplesJSON("rerun-api", simStart, 40, func(i int) float64 { return 900 + float64(i) })...)
+	waitFor(t, time.Minute, "the second run dead-lettered", func() (bool, string) {
+		recs, err := kafka.ReadAll(kafka.Config{Brokers: e.brokers}, "metrics.deadletter")
+		if err != nil {
+			return false, err.Error()
+		}
+		older := 0
+		for _, r := range recs {
+			if strings.Contains(r.Message.Metadata.Get("reason_poisoned"), "not after the service's last sample") {
+				older++
+			}
+		}
+		return older == 40, fmt.Sprintf("%d of %d dead letters say so", older, len(recs))
+	})
+	if after := recorded(); after != before {
+		t.Errorf("the second run rewrote the recorded samples")
+	}
+}

@@ -346,6 +346,9 @@ func New(service string, cfg Config) (*Detector, error) {
 // features Shape derives from them.
 func (d *Detector) Features() []string { return slices.Clone(d.names) }
 
+// Last returns the time of the latest sample the detector judged, false before the first.
+func (d *Detector) Last() (time.Time, bool) { return d.lastAt, d.hasFirst }
+
 // Observe judges s. A sample at the same time as the previous one is a redelivery and gets
 // the same result again; an older one returns ErrOutOfOrder. A sample whose metric names
 // differ from the model's starts a new warm-up under the new names. Once a model is trained,

@@ -69,7 +69,8 @@ type Reader interface {
 
 // DeadLetters lists and replays dead-lettered messages; deadletter.Queue is the real one.
 type DeadLetters interface {
-	List(ctx context.Context) ([]deadletter.Entry, error)
+	// Latest returns the n latest dead letters, oldest first, their payloads cut short.
+	Latest(ctx context.Context, n int) ([]deadletter.Entry, error)
 	Replay(ctx context.Context, s deadletter.Selection, dryRun bool) ([]deadletter.Entry, error)
 }
 
@@ -508,7 +509,21 @@ func (a *API) endSilence(w http.ResponseWriter, r *http.Request) {
 // ---- dead letters -------------------------------------------------------------------------
 
 func (a *API) listDeadLetters(w http.ResponseWriter, r *http.Request) {
-	entries, err := a.deadLetters.List(r.Context())
+	q := r.URL.Query()
+	if err := onlyParams(q, "limit"); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "limit must be an integer from 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	entries, err := a.deadLetters.Latest(r.Context(), limit)
 	if err != nil {
 		a.unavailable(w, "dead-letter topic", err)
 		return

@@ -199,10 +199,10 @@ type fakeDeadLetters struct {
 	fail     error
 }
 
-func (f *fakeDeadLetters) List(context.Context) ([]deadletter.Entry, error) {
+func (f *fakeDeadLetters) Latest(_ context.Context, n int) ([]deadletter.Entry, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return slices.Clone(f.entries), f.fail
+	return slices.Clone(f.entries[max(0, len(f.entries)-n):]), f.fail
 }
 
 func (f *fakeDeadLetters) Replay(_ context.Context, s deadletter.Selection, dryRun bool) ([]deadletter.Entry, error) {
@@ -788,6 +788,23 @@ func TestDatabaseAwayIs503(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusServiceUnavailable {
 			t.Errorf("%s %s with the database away: %d, want 503", req.method, req.path, resp.StatusCode)
+		}
+	}
+}
+
+// TestDeadLetterListingIsBounded checks that GET /deadletters lists the latest ones, as many
+// as asked up to 1,000, and refuses a bad limit.
+func TestDeadLetterListingIsBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, api.Config{})
+	status, body := e.do("GET", "/api/v1/deadletters?limit=1", "", "")
+	letters, _ := body["deadletters"].([]any)
+	if status != 200 || len(letters) != 1 || letters[0].(map[string]any)["id"] != "0-1" {
+		t.Errorf("limit=1: %d %v, want the latest one, 0-1", status, body)
+	}
+	for _, bad := range []string{"0", "1001", "many"} {
+		if status, _ := e.do("GET", "/api/v1/deadletters?limit="+bad, "", ""); status != 400 {
+			t.Errorf("limit=%s: %d, want 400", bad, status)
 		}
 	}
 }

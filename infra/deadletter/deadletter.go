@@ -47,6 +47,8 @@ type Entry struct {
 	Payload string    `json:"payload"`
 	// Replayed names the entry this message was replayed from, if it was.
 	Replayed string `json:"replayed_from,omitempty"`
+	// Truncated says Payload is cut (a listing shows at most ListPayload bytes of each).
+	Truncated bool `json:"payload_truncated,omitempty"`
 
 	msg *message.Message
 }
@@ -57,6 +59,31 @@ func List(c kafka.Config, topic string) ([]Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read dead-letter topic %s: %w", topic, err)
 	}
+	return entriesOf(recs), nil
+}
+
+// ListPayload is how much of each payload Latest shows.
+const ListPayload = 1024
+
+// Latest returns the n latest dead-lettered messages, oldest first, each payload cut to
+// ListPayload bytes: it reads at most n records of each partition, however long the topic.
+func Latest(c kafka.Config, topic string, n int) ([]Entry, error) {
+	recs, err := kafka.ReadLatest(c, topic, n)
+	if err != nil {
+		return nil, fmt.Errorf("read dead-letter topic %s: %w", topic, err)
+	}
+	entries := entriesOf(recs)
+	slices.SortStableFunc(entries, func(a, b Entry) int { return a.Time.Compare(b.Time) })
+	entries = entries[max(0, len(entries)-n):]
+	for i := range entries {
+		if p := entries[i].Payload; len(p) > ListPayload {
+			entries[i].Payload, entries[i].Truncated = strings.ToValidUTF8(p[:ListPayload], ""), true
+		}
+	}
+	return entries, nil
+}
+
+func entriesOf(recs []kafka.Record) []Entry {
 	out := make([]Entry, 0, len(recs))
 	for _, r := range recs {
 		md := r.Message.Metadata
@@ -67,7 +94,7 @@ func List(c kafka.Config, topic string) ([]Entry, error) {
 			Replayed: md.Get(MetadataReplayedFrom), msg: r.Message,
 		})
 	}
-	return out, nil
+	return out
 }
 
 // firstLine drops the stack trace that a recovered panic appends to its reason.
@@ -186,6 +213,9 @@ func NewQueue(c kafka.Config, topic string, pubFor PublisherFor) *Queue {
 
 // List returns every dead-lettered message.
 func (q *Queue) List(context.Context) ([]Entry, error) { return List(q.kafka, q.topic) }
+
+// Latest returns the n latest dead-lettered messages (see Latest).
+func (q *Queue) Latest(_ context.Context, n int) ([]Entry, error) { return Latest(q.kafka, q.topic, n) }
 
 // Replay replays the messages s selects, or with dryRun only returns them.
 func (q *Queue) Replay(ctx context.Context, s Selection, dryRun bool) ([]Entry, error) {

@@ -27,7 +27,17 @@ func (r Record) ID() string { return fmt.Sprintf("%d-%d", r.Partition, r.Offset)
 // ReadAll returns every record of topic from the oldest to the newest present when it is
 // called, ordered by partition and offset. It joins no consumer group and commits nothing, so
 // it can be repeated (the dead-letter list uses it). A topic that does not exist has none.
-func ReadAll(c Config, topic string) ([]Record, error) {
+func ReadAll(c Config, topic string) ([]Record, error) { return readTopic(c, topic, 0) }
+
+// ReadLatest is ReadAll bounded to the latest perPartition records of each partition, so that
+// a listing costs the same however long the topic has grown.
+func ReadLatest(c Config, topic string, perPartition int) ([]Record, error) {
+	return readTopic(c, topic, max(1, perPartition))
+}
+
+// readTopic reads every partition of topic, its latest perPartition records when that is
+// positive.
+func readTopic(c Config, topic string, perPartition int) ([]Record, error) {
 	c.setDefaults()
 	client, err := sarama.NewClient(c.Brokers, saramaConfig(c))
 	if err != nil {
@@ -55,6 +65,9 @@ func ReadAll(c Config, topic string) ([]Record, error) {
 		newest, err := client.GetOffset(topic, p, sarama.OffsetNewest)
 		if err != nil {
 			return nil, fmt.Errorf("newest offset of %s/%d: %w", topic, p, err)
+		}
+		if perPartition > 0 {
+			oldest = max(oldest, newest-int64(perPartition))
 		}
 		if newest <= oldest {
 			continue
