@@ -78,12 +78,7 @@ func newProcessEngineOn(t *testing.T, dbURL string, bc kafka.BrokerConfig) *proc
 	if dbURL == "" {
 		dbURL = pgtest.Database(t)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	p := &process{brokers: broker.Addrs(), broker: broker, dbURL: dbURL, httpAddr: addr, receiver: &alertReceiver{}}
 	// A webhook receiver in Alertmanager format that outlives the worker.
 	srv := httptest.NewServer(p.receiver)
@@ -106,12 +101,7 @@ func newProcessEngineOn(t *testing.T, dbURL string, bc kafka.BrokerConfig) *proc
 // HTTP address.
 func (p *process) sibling(t *testing.T) *process {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	s := &process{brokers: p.brokers, broker: p.broker, dbURL: p.dbURL, pool: p.pool, httpAddr: addr, receiver: p.receiver, notifyConfig: p.notifyConfig}
 	t.Cleanup(func() { s.kill(t) })
 	return s
@@ -344,20 +334,19 @@ func TestFaultsDecideAlike(t *testing.T) {
 		compareOutcomes(t, clean, p.outcome(t))
 	})
 
-	t.Run("postgres away", func(t *testing.T) {
-		cluster := privateCluster(t)
-		p := newProcessEngine(t, cluster.URL())
+	// outage takes a dependency away mid-stream with stop and brings it back with start: the
+	// worker stays up and not ready meanwhile, becomes ready again, and decides as the clean
+	// run did.
+	outage := func(t *testing.T, p *process, stop, start func()) {
 		backlog(p)
 		p.start(t)
 		recorded(p, 3000, "before the outage")
-		if err := cluster.Stop(); err != nil {
-			t.Fatal(err)
-		}
+		stop()
 		waitFor(t, time.Minute, "/readyz to say 503", func() (bool, string) {
 			code := p.ready()
 			return code == http.StatusServiceUnavailable, fmt.Sprint(code)
 		})
-		// The outage itself: the stages keep failing on the database all this time.
+		// The outage itself: the stages keep failing on the dependency all this time.
 		time.Sleep(15 * time.Second)
 		if !p.alive() {
 			t.Fatalf("the worker exited during the outage:\n%s", p.logs.String())
@@ -365,60 +354,46 @@ func TestFaultsDecideAlike(t *testing.T) {
 		if code := p.ready(); code != http.StatusServiceUnavailable {
 			t.Errorf("/readyz answered %d during the outage, want 503", code)
 		}
-		restarted, err := postgres.StartCluster(context.Background(), cluster.cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = restarted.Stop() })
-		waitFor(t, time.Minute, "/readyz to say 200 again", func() (bool, string) {
-			code := p.ready()
-			return code == http.StatusOK, fmt.Sprint(code)
-		})
-		// The same worker goes on: finish only waits for it.
-		p.waitDone(t, last, services...)
-		if !p.alive() {
-			t.Fatalf("the worker exited:\n%s", p.logs.String())
-		}
-		p.kill(t)
-		compareOutcomes(t, clean, p.outcome(t))
-	})
-
-	t.Run("kafka away", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		bc := kafka.BrokerConfig{Port: l.Addr().(*net.TCPAddr).Port, DataDir: t.TempDir()}
-		l.Close()
-		p := newProcessEngineOn(t, "", bc)
-		backlog(p)
-		p.start(t)
-		recorded(p, 3000, "before the outage")
-		p.broker.Close()
-		waitFor(t, time.Minute, "/readyz to say 503", func() (bool, string) {
-			code := p.ready()
-			return code == http.StatusServiceUnavailable, fmt.Sprint(code)
-		})
-		// The outage itself: the stages keep failing on the broker all this time.
-		time.Sleep(15 * time.Second)
-		if !p.alive() {
-			t.Fatalf("the worker exited during the outage:\n%s", p.logs.String())
-		}
-		broker, err := kafka.StartBroker(bc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(broker.Close)
+		start()
 		waitFor(t, 2*time.Minute, "/readyz to say 200 again", func() (bool, string) {
 			code := p.ready()
 			return code == http.StatusOK, fmt.Sprint(code)
 		})
+		// The same worker goes on: this only waits for it.
 		p.waitDone(t, last, services...)
 		if !p.alive() {
 			t.Fatalf("the worker exited:\n%s", p.logs.String())
 		}
 		p.kill(t)
 		compareOutcomes(t, clean, p.outcome(t))
+	}
+
+	t.Run("postgres away", func(t *testing.T) {
+		cluster := privateCluster(t)
+		p := newProcessEngine(t, cluster.URL())
+		outage(t, p, func() {
+			if err := cluster.Stop(); err != nil {
+				t.Fatal(err)
+			}
+		}, func() {
+			restarted, err := postgres.StartCluster(context.Background(), cluster.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = restarted.Stop() })
+		})
+	})
+
+	t.Run("kafka away", func(t *testing.T) {
+		bc := kafka.BrokerConfig{Port: freePort(t), DataDir: t.TempDir()}
+		p := newProcessEngineOn(t, "", bc)
+		outage(t, p, p.broker.Close, func() {
+			broker, err := kafka.StartBroker(bc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(broker.Close)
+		})
 	})
 }
 
@@ -479,13 +454,7 @@ func privateCluster(t *testing.T) testCluster {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cfg := postgres.ClusterConfig{Dir: filepath.Join(dir, "data"), Port: port}
+	cfg := postgres.ClusterConfig{Dir: filepath.Join(dir, "data"), Port: freePort(t)}
 	c, err := postgres.StartCluster(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -500,4 +469,15 @@ func buildWorker(dir string) error {
 		return fmt.Errorf("build worker: %v\n%s", err, out)
 	}
 	return nil
+}
+
+// freePort returns a TCP port on localhost that nothing listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

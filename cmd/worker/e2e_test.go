@@ -512,6 +512,34 @@ func (a *alertReceiver) received() []map[string]any {
 	return append([]map[string]any(nil), a.bodies...)
 }
 
+// errorsIncident runs eight simulated hours with an errors failure of api through an engine
+// tuned by tune, and returns the engine and api's one incident, resolved.
+func errorsIncident(t *testing.T, tune func(*wire.Config)) (*engine, []incidentRow) {
+	t.Helper()
+	e := startEngine(t, tune)
+	e.produce(t, "--failure-mode", "errors", "--start", simStart.Format(time.RFC3339), "--duration", "8h",
+		"--failure-after", failAfter.String(), "--failure-for", failFor.String())
+	e.waitProcessed(t, simStart.Add(8*time.Hour-time.Minute), "api", "db", "auth")
+	got := e.incidents(t, "api")
+	if len(got) != 1 || got[0].Status != "resolved" {
+		t.Fatalf("incidents %+v, want one resolved", got)
+	}
+	return e, got
+}
+
+// notifiable counts the changes of an incident a receiver hears of (in these tests: opened,
+// escalated, resolved).
+func (e *engine) notifiable(t testing.TB, incidentID string) int {
+	t.Helper()
+	n := 0
+	for _, r := range e.timeline(t, incidentID) {
+		if r.Event == "opened" || r.Event == "escalated" || r.Event == "resolved" {
+			n++
+		}
+	}
+	return n
+}
+
 // TestNotificationsEndToEnd sends a failure through the pipeline to a local receiver in
 // Prometheus Alertmanager format: it gets firing alerts while the incident is open (after
 // retrying past the receiver's first failures) and a resolved one at the end, every delivery
@@ -524,20 +552,8 @@ func TestNotificationsEndToEnd(t *testing.T) {
 		c.Notify = notify.Config{DashboardURL: "http://dashboard.local", Backoff: notify.Duration(10 * time.Millisecond),
 			Receivers: []notify.Receiver{{Name: "alertmanager", Kind: notify.KindWebhook, URL: srv.URL}}}
 	}
-	e := startEngine(t, tune)
-	e.produce(t, "--failure-mode", "errors", "--start", simStart.Format(time.RFC3339), "--duration", "8h",
-		"--failure-after", failAfter.String(), "--failure-for", failFor.String())
-	e.waitProcessed(t, simStart.Add(8*time.Hour-time.Minute), "api", "db", "auth")
-	got := e.incidents(t, "api")
-	if len(got) != 1 || got[0].Status != "resolved" {
-		t.Fatalf("incidents %+v, want one resolved", got)
-	}
-	var notifiable int
-	for _, r := range e.timeline(t, got[0].ID) {
-		if r.Event == "opened" || r.Event == "escalated" || r.Event == "resolved" {
-			notifiable++
-		}
-	}
+	e, got := errorsIncident(t, tune)
+	notifiable := e.notifiable(t, got[0].ID)
 	waitFor(t, time.Minute, "every notifiable change delivered", func() (bool, string) {
 		n := 0
 		for _, r := range e.timeline(t, got[0].ID) {
@@ -622,20 +638,8 @@ func TestSlowReceiversHoldNoOne(t *testing.T) {
 				{Name: "healthy", Kind: notify.KindWebhook, URL: okSrv.URL},
 			}}
 	}
-	e := startEngine(t, tune)
-	e.produce(t, "--failure-mode", "errors", "--start", simStart.Format(time.RFC3339), "--duration", "8h",
-		"--failure-after", failAfter.String(), "--failure-for", failFor.String())
-	e.waitProcessed(t, simStart.Add(8*time.Hour-time.Minute), "api", "db", "auth")
-	got := e.incidents(t, "api")
-	if len(got) != 1 || got[0].Status != "resolved" {
-		t.Fatalf("incidents %+v, want one resolved", got)
-	}
-	notifiable := 0
-	for _, r := range e.timeline(t, got[0].ID) {
-		if r.Event == "opened" || r.Event == "escalated" || r.Event == "resolved" {
-			notifiable++
-		}
-	}
+	e, got := errorsIncident(t, tune)
+	notifiable := e.notifiable(t, got[0].ID)
 	waitFor(t, 2*time.Minute, "every change delivered or failed at every receiver", func() (bool, string) {
 		outcomes := map[string]int{}
 		for _, r := range e.timeline(t, got[0].ID) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,13 +78,7 @@ func TestDevOnlyWhenAskedAndOnce(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cfg := wire.Config{Dev: true, DataDir: filepath.Join(dir, "data"), EmbeddedKafkaPort: port, EmbeddedPostgresAnyPort: true, HTTPAddr: "127.0.0.1:0"}
+	cfg := wire.Config{Dev: true, DataDir: filepath.Join(dir, "data"), EmbeddedKafkaPort: freePort(t), EmbeddedPostgresAnyPort: true, HTTPAddr: "127.0.0.1:0"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	first, cleanup, err := wire.New(ctx, cfg, slog.New(slog.DiscardHandler))

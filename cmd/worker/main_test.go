@@ -33,16 +33,7 @@ func TestParseAPITokens(t *testing.T) {
 		t.Errorf("with --api-token: %v, %v; want the flag's token", cfg.API, err)
 	}
 
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := os.Stderr
-	os.Stderr = w
-	_, _, err = parse([]string{"--help"})
-	os.Stderr = stderr
-	w.Close()
-	help, _ := io.ReadAll(r)
+	help, err := helpOutput(t)
 	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(string(help), "API_TOKEN") {
 		t.Fatalf("--help: %v, output lacks API_TOKEN:\n%s", err, help)
 	}
@@ -86,16 +77,7 @@ func TestParseMetricKinds(t *testing.T) {
 // TestConfigurationTable checks that the README's configuration table lists exactly the
 // worker's flags, each with the environment variable and the default --help prints.
 func TestConfigurationTable(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := os.Stderr
-	os.Stderr = w
-	_, _, err = parse([]string{"--help"})
-	os.Stderr = stderr
-	w.Close()
-	help, _ := io.ReadAll(r)
+	help, err := helpOutput(t)
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help: %v", err)
 	}
@@ -169,4 +151,20 @@ func TestSeverityPolicyFile(t *testing.T) {
 			t.Errorf("policy %s: %v, want an error naming %s", body, err, mention)
 		}
 	}
+}
+
+// helpOutput returns what parse prints for --help, and its error.
+func helpOutput(t *testing.T) ([]byte, error) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = w
+	_, _, err = parse([]string{"--help"})
+	os.Stderr = stderr
+	w.Close()
+	help, _ := io.ReadAll(r)
+	return help, err
 }

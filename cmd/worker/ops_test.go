@@ -20,19 +20,26 @@ import (
 // publishRaw sends payloads to the metrics topic as a service would: raw JSON, keyed.
 func (e *engine) publishRaw(t testing.TB, key string, payloads ...string) {
 	t.Helper()
+	msgs := make([]*sarama.ProducerMessage, len(payloads))
+	for i, pl := range payloads {
+		msgs[i] = &sarama.ProducerMessage{Topic: "metrics", Key: sarama.StringEncoder(key), Value: sarama.StringEncoder(pl)}
+	}
+	e.send(t, sarama.NewHashPartitioner, msgs...)
+}
+
+// send publishes records with the partitioner given (sarama.NewManualPartitioner: each to its
+// own Partition).
+func (e *engine) send(t testing.TB, partitioner sarama.PartitionerConstructor, msgs ...*sarama.ProducerMessage) {
+	t.Helper()
 	sc := sarama.NewConfig()
 	sc.Version = kafka.ProtocolVersion
 	sc.Producer.Return.Successes = true
-	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	sc.Producer.Partitioner = partitioner
 	p, err := sarama.NewSyncProducer(e.brokers, sc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	msgs := make([]*sarama.ProducerMessage, len(payloads))
-	for i, pl := range payloads {
-		msgs[i] = &sarama.ProducerMessage{Topic: "metrics", Key: sarama.StringEncoder(key), Value: sarama.StringEncoder(pl)}
-	}
 	if err := p.SendMessages(msgs); err != nil {
 		t.Fatal(err)
 	}
@@ -429,22 +436,11 @@ func TestStalenessIsLagAware(t *testing.T) {
 // dead-lettered once, and the samples behind it are processed.
 func TestKeyThatIsNotUTF8IsNoPoisonPill(t *testing.T) {
 	e := startEngine(t, func(c *wire.Config) { c.Detect.WarmUp = 32 })
-	sc := sarama.NewConfig()
-	sc.Version = kafka.ProtocolVersion
-	sc.Producer.Return.Successes = true
-	sc.Producer.Partitioner = sarama.NewManualPartitioner
-	p, err := sarama.NewSyncProducer(e.brokers, sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
 	msgs := []*sarama.ProducerMessage{{Topic: "metrics", Partition: 0, Key: sarama.ByteEncoder([]byte{0xff, 0xfe}), Value: sarama.StringEncoder("not json")}}
 	for _, s := range samplesJSON("pill-api", simStart, 5, normalLatency) {
 		msgs = append(msgs, &sarama.ProducerMessage{Topic: "metrics", Partition: 0, Key: sarama.StringEncoder("pill-api"), Value: sarama.StringEncoder(s)})
 	}
-	if err := p.SendMessages(msgs); err != nil {
-		t.Fatal(err)
-	}
+	e.send(t, sarama.NewManualPartitioner, msgs...)
 	e.waitProcessed(t, simStart.Add(4*time.Minute), "pill-api")
 	recs, err := kafka.ReadAll(kafka.Config{Brokers: e.brokers}, "metrics.deadletter")
 	if err != nil {
