@@ -50,6 +50,10 @@ func dlqList(_ context.Context, args []string, stdout io.Writer) error {
 		}
 		return nil
 	}
+	if len(entries) == 0 {
+		fmt.Fprintln(stdout, "no dead-lettered messages")
+		return nil
+	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tTOPIC\tHANDLER\tSERVICE\tREASON\tPAYLOAD")
 	for _, e := range entries {

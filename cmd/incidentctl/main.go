@@ -28,7 +28,10 @@ import (
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
-const usage = `usage:
+const usage = `incidentctl operates the incident engine: its dead letters, its database schema,
+and offline evaluation of its detector.
+
+usage:
   incidentctl dlq list   [--json]
   incidentctl dlq replay (--all | --id P-O[,P-O...] | --reason TEXT | --topic TOPIC) [--dry-run]
   incidentctl migrate
@@ -62,13 +65,19 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: no command", errUsage)
 	}
+	isHelp := func(a string) bool { return a == "-h" || a == "--help" || a == "help" || a == "-help" }
 	switch {
-	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
+	case isHelp(args[0]), len(args) > 1 && isHelp(args[1]) && (args[0] == "dlq" || args[0] == "listen" || args[0] == "migrate"):
+		return flag.ErrHelp
+	case args[0] == "dlq" && (len(args) == 1 || len(args) > 2 && isHelp(args[2])):
 		return flag.ErrHelp
 	case args[0] == "listen":
 		addr := ":9099"
 		if len(args) > 1 {
 			addr = args[1]
+		}
+		if strings.HasPrefix(addr, "-") {
+			return fmt.Errorf("%w: listen takes an address, not %q", errUsage, addr)
 		}
 		return listen(ctx, addr, stdout)
 	case args[0] == "migrate":

@@ -68,6 +68,14 @@ func parse(args []string) (options, error) {
 	var o options
 	var env cli.Env
 	fs := flag.NewFlagSet("producer", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `producer runs the test services (api, db, auth) and sends their metrics to Kafka, healthy or
+with a failure injected, in real time or simulated.
+
+Usage: producer [flags]
+`)
+		fs.PrintDefaults()
+	}
 	brokers := fs.String("brokers", env.String("KAFKA_BROKERS", "localhost:9092"), "comma-separated Kafka brokers [KAFKA_BROKERS]")
 	fs.StringVar(&o.topic, "topic", env.String("METRICS_TOPIC", "metrics"), "topic to publish to [METRICS_TOPIC]")
 	services := fs.String("services", env.String("SERVICES", "api,db,auth"), "comma-separated services to run [SERVICES]")
@@ -78,8 +86,9 @@ func parse(args []string) (options, error) {
 	fs.DurationVar(&o.duration, "duration", env.Duration("DURATION", 0), "span of samples to emit; 0 with --count 0 means 24h when simulating, forever otherwise [DURATION]")
 	fs.BoolVar(&o.simulate, "simulate", env.Bool("SIMULATE", false), "simulated time: timestamps --interval apart, sent as fast as possible [SIMULATE]")
 	start := fs.String("start", env.String("START", ""), "first timestamp (RFC 3339) when simulating; default: now minus the duration [START]")
-	fs.DurationVar(&o.failureAfter, "failure-after", env.Duration("FAILURE_AFTER", -1), "when the failure starts, from the first sample; negative means 300 intervals (after the engine's warm-up) [FAILURE_AFTER]")
-	fs.DurationVar(&o.failureFor, "failure-for", env.Duration("FAILURE_FOR", -1), "how long the failure lasts; negative means 60 intervals [FAILURE_FOR]")
+	o.failureAfter, o.failureFor = env.Duration("FAILURE_AFTER", -1), env.Duration("FAILURE_FOR", -1)
+	fs.Var(intervalsOr{&o.failureAfter, 300}, "failure-after", "when the failure starts, a `duration` from the first sample (after the engine's warm-up by default) [FAILURE_AFTER]")
+	fs.Var(intervalsOr{&o.failureFor, 60}, "failure-for", "how long the failure lasts, a `duration` [FAILURE_FOR]")
 	seed := fs.Uint64("seed", env.Uint64("SEED", 1), "random seed, for reproducible runs [SEED]")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only the summary")
 	fs.StringVar(&o.prefix, "service-prefix", env.String("SERVICE_PREFIX", ""), "prefix for the emitted service names (e.g. \"staging-\"); behaviour follows the unprefixed name [SERVICE_PREFIX]")
@@ -233,4 +242,30 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// intervalsOr is a duration flag whose default is a number of --interval: a negative
+// duration stands for it.
+type intervalsOr struct {
+	d         *time.Duration
+	intervals int
+}
+
+func (v intervalsOr) String() string {
+	if v.d == nil || *v.d >= 0 {
+		if v.d == nil {
+			return ""
+		}
+		return v.d.String()
+	}
+	return fmt.Sprintf("%d intervals", v.intervals)
+}
+
+func (v intervalsOr) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*v.d = d
+	return nil
 }

@@ -86,6 +86,16 @@ func parse(args []string) (wire.Config, slog.Level, error) {
 	var cfg wire.Config
 	var env cli.Env
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `worker runs the incident engine: it reads services' metrics from Kafka, judges them, opens,
+escalates and resolves incidents in PostgreSQL, notifies, and serves the dashboard, the operator
+API, /metrics, /healthz and /readyz. Every flag can be set by the environment variable in
+brackets; the README's configuration table lists them all.
+
+Usage: worker [flags]
+`)
+		fs.PrintDefaults()
+	}
 	fs.BoolVar(&cfg.Dev, "dev", env.Bool("DEV", false), "start an in-process Kafka broker and a private PostgreSQL cluster (under --data-dir) for whichever of KAFKA_BROKERS and DATABASE_URL is not set (make run passes it) [DEV]")
 	fs.IntVar(&cfg.EmbeddedKafkaPort, "dev-kafka-port", env.Int("DEV_KAFKA_PORT", 9092), "port of the in-process broker (--dev) [DEV_KAFKA_PORT]")
 	fs.IntVar(&cfg.EmbeddedPostgresPort, "dev-postgres-port", env.Int("DEV_POSTGRES_PORT", 55432), "port of the private PostgreSQL cluster (--dev) [DEV_POSTGRES_PORT]")
