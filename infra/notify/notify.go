@@ -53,6 +53,59 @@ type Receiver struct {
 	Services []string `json:"services,omitempty"`
 	// MinSeverity is the lowest severity the receiver hears about (default low).
 	MinSeverity string `json:"min_severity,omitempty"`
+	// HTTP is how to authenticate to the receiver and what headers to send.
+	HTTP HTTPConfig `json:"http_config,omitempty"`
+}
+
+// HTTPConfig authenticates requests to a receiver or a hook, as Alertmanager's http_config
+// does: a bearer token or basic authentication, and headers of its own. Its secrets never
+// appear in errors or logs.
+type HTTPConfig struct {
+	BearerToken string            `json:"bearer_token,omitempty"`
+	BasicAuth   *BasicAuth        `json:"basic_auth,omitempty"`
+	Headers     map[string]string `json:"headers,omitempty"`
+}
+
+// BasicAuth is HTTP basic authentication.
+type BasicAuth struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// Validate reports a configuration that cannot be sent.
+func (h HTTPConfig) Validate() error {
+	var errs []error
+	if h.BearerToken != "" && h.BasicAuth != nil {
+		errs = append(errs, errors.New("http_config: a bearer token or basic authentication, not both"))
+	}
+	for name := range h.Headers {
+		canonical := http.CanonicalHeaderKey(name)
+		if name == "" || strings.ContainsAny(name, " :\r\n") {
+			errs = append(errs, fmt.Errorf("http_config: header name %q is not a header name", name))
+		}
+		if canonical == "Authorization" || canonical == "Content-Type" || canonical == "User-Agent" {
+			errs = append(errs, fmt.Errorf("http_config: header %s is set by the engine (use bearer_token or basic_auth)", canonical))
+		}
+	}
+	for name, v := range h.Headers {
+		if strings.ContainsAny(v, "\r\n") {
+			errs = append(errs, fmt.Errorf("http_config: header %s: a value cannot hold a line break", name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// apply sets the authentication and headers on req.
+func (h HTTPConfig) apply(req *http.Request) {
+	for name, v := range h.Headers {
+		req.Header.Set(name, v)
+	}
+	switch {
+	case h.BearerToken != "":
+		req.Header.Set("Authorization", "Bearer "+h.BearerToken)
+	case h.BasicAuth != nil:
+		req.SetBasicAuth(h.BasicAuth.Username, h.BasicAuth.Password)
+	}
 }
 
 // Config lists the receivers and how deliveries are attempted.
@@ -158,6 +211,9 @@ func (c Config) Validate() error {
 		if _, err := incident.ParseSeverity(r.MinSeverity); err != nil {
 			errs = append(errs, fmt.Errorf("receiver %s: min_severity: %w", r.Name, err))
 		}
+		if err := r.HTTP.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("receiver %s: %w", r.Name, err))
+		}
 	}
 	if c.MaxAttempts < 1 || c.Backoff < 0 || c.Timeout <= 0 || c.Budget <= 0 {
 		errs = append(errs, errors.New("max_attempts must be at least 1, backoff not negative, timeout and budget positive"))
@@ -252,7 +308,7 @@ func (n *Notifier) deliver(ctx context.Context, receiver string, ev incident.Eve
 	wait := time.Duration(n.cfg.Backoff)
 	var last error
 	for attempt := 1; attempt <= n.cfg.MaxAttempts; attempt++ {
-		last = n.post(ctx, r.URL, body)
+		last = PostJSON(ctx, n.client, r.URL, body, r.HTTP)
 		if last == nil || errors.Is(last, ErrRejected) {
 			return attempt, last
 		}
@@ -275,17 +331,14 @@ func (n *Notifier) deliver(ctx context.Context, receiver string, ev incident.Eve
 	return n.cfg.MaxAttempts, last
 }
 
-func (n *Notifier) post(ctx context.Context, url string, body []byte) error {
-	return PostJSON(ctx, n.client, url, body)
-}
-
 // PostJSON posts body to target. A 429 or 5xx answer and network errors are returned as plain
 // errors, worth retrying; any other 4xx wraps ErrRejected.
-func PostJSON(ctx context.Context, client *http.Client, target string, body []byte) error {
+func PostJSON(ctx context.Context, client *http.Client, target string, body []byte, hc HTTPConfig) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
+	hc.apply(req)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", UserAgent)
 	resp, err := client.Do(req)

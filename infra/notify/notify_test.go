@@ -378,3 +378,54 @@ func TestDeliverHonoursRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestReceiversAuthenticate checks http_config: a bearer token, basic authentication and
+// headers of the receiver's own reach it; a configuration that cannot be sent is refused;
+// a failure's error names neither the token nor the password.
+func TestReceiversAuthenticate(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var got []http.Header
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Header.Clone())
+		mu.Unlock()
+		if r.Header.Get("X-Fail") != "" {
+			http.Error(w, "no", http.StatusForbidden)
+		}
+	}))
+	defer srv.Close()
+	const token, password = "s3cret-token-0123456789", "s3cret-password-0123456789"
+	n, err := New(Config{Receivers: []Receiver{
+		{Name: "bearer", Kind: KindWebhook, URL: srv.URL, HTTP: HTTPConfig{BearerToken: token, Headers: map[string]string{"X-Team": "sre"}}},
+		{Name: "basic", Kind: KindWebhook, URL: srv.URL, HTTP: HTTPConfig{BasicAuth: &BasicAuth{Username: "engine", Password: password}, Headers: map[string]string{"X-Fail": "1"}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Deliver(context.Background(), "bearer", event(incident.KindOpened, "low", "open")); err != nil {
+		t.Fatal(err)
+	}
+	_, failErr := n.Deliver(context.Background(), "basic", event(incident.KindOpened, "low", "open"))
+	if failErr == nil || strings.Contains(failErr.Error(), password) || strings.Contains(failErr.Error(), token) {
+		t.Errorf("a refused delivery: %v, want an error without secrets", failErr)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d requests, want 2", len(got))
+	}
+	if got[0].Get("Authorization") != "Bearer "+token || got[0].Get("X-Team") != "sre" {
+		t.Errorf("bearer receiver got Authorization %q, X-Team %q", got[0].Get("Authorization"), got[0].Get("X-Team"))
+	}
+	if u, p, ok := (&http.Request{Header: got[1]}).BasicAuth(); !ok || u != "engine" || p != password {
+		t.Errorf("basic receiver got %q/%q (%v)", u, p, ok)
+	}
+	for _, bad := range []HTTPConfig{
+		{BearerToken: "x", BasicAuth: &BasicAuth{Username: "u"}},
+		{Headers: map[string]string{"Authorization": "Bearer x"}},
+		{Headers: map[string]string{"X-Evil": "a\r\nInjected: 1"}},
+	} {
+		if _, err := New(Config{Receivers: []Receiver{{Name: "r", Kind: KindWebhook, URL: srv.URL, HTTP: bad}}}); err == nil {
+			t.Errorf("http_config %+v accepted", bad)
+		}
+	}
+}

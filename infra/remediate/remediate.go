@@ -32,6 +32,8 @@ type Hook struct {
 	MinSeverity string `json:"min_severity,omitempty"`
 	// DryRun records what would run without calling the hook.
 	DryRun bool `json:"dry_run,omitempty"`
+	// HTTP is how to authenticate to the hook and what headers to send.
+	HTTP notify.HTTPConfig `json:"http_config,omitempty"`
 }
 
 // Config lists the hooks and their limits.
@@ -103,6 +105,9 @@ func (c Config) Validate() error {
 		if _, err := incident.ParseSeverity(h.MinSeverity); err != nil {
 			errs = append(errs, fmt.Errorf("hook %s: min_severity: %w", h.Name, err))
 		}
+		if err := h.HTTP.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("hook %s: %w", h.Name, err))
+		}
 	}
 	if c.MaxRuns < 1 || c.Per <= 0 || c.VerifyAfter <= 0 || c.Timeout <= 0 {
 		errs = append(errs, errors.New("max_runs, per, verify_after and timeout must be positive"))
@@ -173,5 +178,5 @@ func (r *Runner) Call(ctx context.Context, hook string, ev incident.Event) error
 	if err != nil {
 		return fmt.Errorf("encode hook body: %w", err)
 	}
-	return notify.PostJSON(ctx, r.client, r.cfg.Hooks[i].URL, body)
+	return notify.PostJSON(ctx, r.client, r.cfg.Hooks[i].URL, body, r.cfg.Hooks[i].HTTP)
 }
