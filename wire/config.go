@@ -67,6 +67,10 @@ type Config struct {
 	// detectors held (default 10,000).
 	IdleAfter   time.Duration
 	MaxServices int
+	// PerServiceMetrics adds series by service to /metrics (samples decoded, scored and
+	// anomalous, the score histogram, each model): off by default, since a large fleet would
+	// make millions of series.
+	PerServiceMetrics bool
 	// MaxAhead is how far a sample's timestamp may lie ahead of the broker's receipt of it
 	// (default handlers.DefaultMaxAhead, 10m); a sample beyond it is dead-lettered.
 	MaxAhead time.Duration

@@ -223,8 +223,8 @@ func provideTransport(kc kafka.Config, pub *wkafka.Publisher, outbox *wsql.Subsc
 	return router.Transport{Kafka: kc, KafkaPublisher: pub, DeadLetter: m.CountDeadLetters(pub), Outbox: outbox, Registry: reg}
 }
 
-func provideMetrics(reg *prometheus.Registry, pool *pgxpool.Pool) (*metrics.Engine, error) {
-	return metrics.New(reg, pool, router.OutboxTopics)
+func provideMetrics(reg *prometheus.Registry, pool *pgxpool.Pool, cfg Config) (*metrics.Engine, error) {
+	return metrics.New(reg, pool, router.OutboxTopics, cfg.PerServiceMetrics)
 }
 
 func provideRouter(cfg Config, s router.Stages, t router.Transport, kc kafka.Config, logger *slog.Logger) (*message.Router, error) {

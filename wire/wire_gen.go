@@ -42,7 +42,7 @@ func InitializeWorker(ctx context.Context, cfg Config, logger *slog.Logger) (*Wo
 		return nil, nil, err
 	}
 	registry := provideRegistry()
-	engine, err := provideMetrics(registry, pool)
+	engine, err := provideMetrics(registry, pool, cfg)
 	if err != nil {
 		cleanup3()
 		cleanup2()

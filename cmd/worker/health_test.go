@@ -16,7 +16,7 @@ import (
 // database and broker, and Prometheus metrics that include the router's per-handler series
 // once samples flowed.
 func TestHealthEndpoints(t *testing.T) {
-	e := startEngine(t, func(c *wire.Config) { c.Detect.WarmUp = 32 })
+	e := startEngine(t, func(c *wire.Config) { c.Detect.WarmUp = 32; c.PerServiceMetrics = true })
 	e.publishRaw(t, "health-api", samplesJSON("health-api", simStart, 40, normalLatency)...)
 	e.publishRaw(t, "health-api", `{"service":"health-api","timestamp":"2026-11-26T23:00:00Z","error_rate":7}`)
 	e.waitProcessed(t, simStart.Add(39*time.Minute), "health-api")
@@ -33,6 +33,7 @@ func TestHealthEndpoints(t *testing.T) {
 		{"/readyz", "ready", "PostgreSQL and Kafka both answer"},
 		{"/metrics", `handler_name="decode"`, "the router's metrics carry one series per stage"},
 		{"/metrics", "go_goroutines", "the Go runtime collector is registered"},
+		{"/metrics", `incident_engine_build_info{goversion="go`, "the build running"},
 		{"/metrics", `incident_engine_samples_decoded_total{service="health-api"} 40`, "samples decoded, by service"},
 		{"/metrics", `incident_engine_samples_scored_total{service="health-api"} 8`, "samples judged once the 32-sample warm-up is over"},
 		{"/metrics", `incident_engine_anomaly_score_count{service="health-api"} 8`, "anomaly scores, by service"},
@@ -65,5 +66,26 @@ func TestHealthEndpoints(t *testing.T) {
 	})
 	if resp, err := http.Get(base + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
 		t.Errorf("/healthz without a broker: %v %v, want 200 (alive)", resp, err)
+	}
+}
+
+// TestMetricsStayBoundedByDefault checks that, unless asked, /metrics has no series by
+// service: counts are the engine's, so a fleet of 50,000 services scrapes like one.
+func TestMetricsStayBoundedByDefault(t *testing.T) {
+	e := startEngine(t, func(c *wire.Config) { c.Detect.WarmUp = 32 })
+	e.publishRaw(t, "quiet-a", samplesJSON("quiet-a", simStart, 5, normalLatency)...)
+	e.publishRaw(t, "quiet-b", samplesJSON("quiet-b", simStart, 5, normalLatency)...)
+	e.waitProcessed(t, simStart.Add(4*time.Minute), "quiet-a", "quiet-b")
+	resp, err := http.Get("http://" + e.worker.HTTP.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "incident_engine_samples_decoded_total 10") {
+		t.Errorf("/metrics lacks the engine-wide count of 10 decoded samples")
+	}
+	if strings.Contains(string(body), `service="quiet-`) {
+		t.Errorf("/metrics has series by service though they were not asked for")
 	}
 }

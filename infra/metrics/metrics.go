@@ -7,6 +7,8 @@ package metrics
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -19,6 +21,7 @@ const namespace = "incident_engine"
 
 // Engine holds the engine's counters. Its methods are safe for concurrent use.
 type Engine struct {
+	perService                 bool
 	decoded, scored, anomalies *prometheus.CounterVec
 	deadLettered               *prometheus.CounterVec
 	scores                     *prometheus.HistogramVec
@@ -27,18 +30,30 @@ type Engine struct {
 
 // New registers the engine's metrics with reg, and a collector that reads the incident, model
 // and outbox state from pool at each scrape.
-func New(reg prometheus.Registerer, pool *pgxpool.Pool, outboxTopics []string) (*Engine, error) {
+//
+// Series by service are opt-in (perService): with 50,000 services they would make millions of
+// series; without them the same counts are kept for the whole engine.
+func New(reg prometheus.Registerer, pool *pgxpool.Pool, outboxTopics []string, perService bool) (*Engine, error) {
+	var by []string
+	byWhat := ""
+	if perService {
+		by, byWhat = []string{"service"}, ", by service"
+	}
 	e := &Engine{
-		decoded:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "samples_decoded_total", Help: "Samples that passed decode, by service."}, []string{"service"}),
-		scored:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "samples_scored_total", Help: "Samples judged by a trained model, by service."}, []string{"service"}),
-		anomalies: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "anomalies_total", Help: "Samples judged anomalous, by service."}, []string{"service"}),
+		perService: perService,
+		decoded:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "samples_decoded_total", Help: "Samples that passed decode" + byWhat + "."}, by),
+		scored:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "samples_scored_total", Help: "Samples judged by a trained model" + byWhat + "."}, by),
+		anomalies:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "anomalies_total", Help: "Samples judged anomalous" + byWhat + "."}, by),
 		// By stage only: a dead letter's service is whatever its sender wrote, often invalid
 		// (a key that is not UTF-8 would make the label panic, and anyone could mint series).
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "messages_dead_lettered_total", Help: "Messages sent to the dead-letter topic, by stage."}, []string{"handler"}),
-		scores:       prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "anomaly_score", Help: "Anomaly scores of judged samples, by service.", Buckets: prometheus.LinearBuckets(0.3, 0.05, 14)}, []string{"service"}),
+		scores:       prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "anomaly_score", Help: "Anomaly scores of judged samples" + byWhat + ".", Buckets: prometheus.LinearBuckets(0.3, 0.05, 14)}, by),
 		deliveries:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "notification_deliveries_total", Help: "Notification outcomes, by receiver and outcome (delivered, failed)."}, []string{"receiver", "outcome"}),
 	}
-	for _, c := range []prometheus.Collector{e.decoded, e.scored, e.anomalies, e.deadLettered, e.scores, e.deliveries, &state{pool: pool, outbox: outboxTopics}} {
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "build_info", Help: "The build running: its version and Go's.",
+		ConstLabels: prometheus.Labels{"version": buildVersion(), "goversion": runtime.Version()}})
+	info.Set(1)
+	for _, c := range []prometheus.Collector{e.decoded, e.scored, e.anomalies, e.deadLettered, e.scores, e.deliveries, info, &state{pool: pool, outbox: outboxTopics, perService: perService}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -46,18 +61,34 @@ func New(reg prometheus.Registerer, pool *pgxpool.Pool, outboxTopics []string) (
 	return e, nil
 }
 
+// buildVersion is the main module's version as Go recorded it ("(devel)" from a checkout).
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "unknown"
+}
+
+// of returns the label values of service's series: none unless series by service are on.
+func (e *Engine) of(service string) []string {
+	if e.perService {
+		return []string{service}
+	}
+	return nil
+}
+
 // Decoded counts a sample that passed decode.
-func (e *Engine) Decoded(service string) { e.decoded.WithLabelValues(service).Inc() }
+func (e *Engine) Decoded(service string) { e.decoded.WithLabelValues(e.of(service)...).Inc() }
 
 // Scored counts a scored sample and observes its score when a model judged it.
 func (e *Engine) Scored(service string, score float64, judged, anomalous bool) {
 	if !judged {
 		return
 	}
-	e.scored.WithLabelValues(service).Inc()
-	e.scores.WithLabelValues(service).Observe(score)
+	e.scored.WithLabelValues(e.of(service)...).Inc()
+	e.scores.WithLabelValues(e.of(service)...).Observe(score)
 	if anomalous {
-		e.anomalies.WithLabelValues(service).Inc()
+		e.anomalies.WithLabelValues(e.of(service)...).Inc()
 	}
 }
 
@@ -93,8 +124,9 @@ func (d deadLetterCounter) Publish(topic string, msgs ...*message.Message) error
 
 // state reads gauges from PostgreSQL at scrape time.
 type state struct {
-	pool   *pgxpool.Pool
-	outbox []string
+	pool       *pgxpool.Pool
+	outbox     []string
+	perService bool // each service's model version and training time too
 }
 
 var (
@@ -141,6 +173,9 @@ func (s *state) collect(ctx context.Context, ch chan<- prometheus.Metric) error 
 	for sev, n := range open {
 		ch <- prometheus.MustNewConstMetric(openDesc, prometheus.GaugeValue, n, sev)
 	}
+	if !s.perService {
+		return s.collectOutbox(ctx, ch)
+	}
 	rows, err = s.pool.Query(ctx, `
 		SELECT w.service, coalesce(m.version, 0), m.trained_at FROM service_watch w
 		LEFT JOIN LATERAL (SELECT version, trained_at FROM models WHERE service = w.service ORDER BY version DESC LIMIT 1) m ON true`)
@@ -161,6 +196,11 @@ func (s *state) collect(ctx context.Context, ch chan<- prometheus.Metric) error 
 		}
 	}
 	rows.Close()
+	return s.collectOutbox(ctx, ch)
+}
+
+// collectOutbox reports the outbox's backlog.
+func (s *state) collectOutbox(ctx context.Context, ch chan<- prometheus.Metric) error {
 	for _, topic := range s.outbox {
 		var n float64
 		var oldest *time.Time
