@@ -21,10 +21,11 @@ test: ## every test: unit, handler, PostgreSQL and Kafka integration, end to end
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
-fuzz: ## each fuzz target (the decoder, a stored model, a saved detector state) for FUZZTIME (default 1m)
+fuzz: ## each fuzz target (the decoder, a stored model, a saved detector state, the API's request bodies) for FUZZTIME (default 1m)
 	$(GO) test ./handlers -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./domain/detect -run '^$$' -fuzz '^FuzzRestoreModel$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./domain/detect -run '^$$' -fuzz '^FuzzRestoreState$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./infra/api -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(FUZZTIME)
 
 bench: ## scoring and pipeline benchmarks, and scikit-learn's reference figures when python3-sklearn is installed
 	$(GO) test -run '^$$' -bench . -benchmem ./domain/...

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/incident-engine/engine/domain/incident"
 	"github.com/incident-engine/engine/domain/sample"
@@ -266,8 +267,12 @@ func provideAPI(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c inciden
 
 func provideHTTP(cfg Config, reg *prometheus.Registry, pool *pgxpool.Pool, kc kafka.Config, ops *api.API, logger *slog.Logger) (*httpserver.Server, error) {
 	views := dashboardReader{pool: pool, samples: postgres.NewSamples(pool), staleAfter: cfg.Correlation.StaleAfter}
-	handler := ops.Handler(func(mux *http.ServeMux) { dashboard.Register(mux, views, logger) })
-	return httpserver.New(cfg.HTTPAddr, reg, map[string]httpserver.Check{
+	handler := ops.Handler(func(mux *http.ServeMux) {
+		dashboard.Register(mux, views, logger)
+		// /metrics behind the read token, when one is set.
+		mux.Handle("GET /metrics", ops.ReadGuard(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	})
+	return httpserver.New(cfg.HTTPAddr, nil, map[string]httpserver.Check{
 		"postgres": pool.Ping,
 		"kafka":    func(ctx context.Context) error { return kafka.Ping(ctx, kc) },
 	}, logger, func(mux *http.ServeMux) { mux.Handle("/", handler) })

@@ -89,3 +89,31 @@ func TestMetricsStayBoundedByDefault(t *testing.T) {
 		t.Errorf("/metrics has series by service though they were not asked for")
 	}
 }
+
+// TestMetricsBehindTheReadToken checks that /metrics, like every read, needs a token once
+// API_READ_TOKEN is set, while /healthz and /readyz stay open for probes.
+func TestMetricsBehindTheReadToken(t *testing.T) {
+	const read = "read-token-0123456789"
+	e := startEngine(t, func(c *wire.Config) { c.API.ReadToken = read })
+	base := "http://" + e.worker.HTTP.Addr()
+	get := func(path, token string) int {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		path, token string
+		want        int
+	}{{"/metrics", "", 401}, {"/metrics", "wrong-token-0123456789", 401}, {"/metrics", read, 200}, {"/healthz", "", 200}} {
+		if got := get(c.path, c.token); got != c.want {
+			t.Errorf("GET %s with token %q: %d, want %d", c.path, c.token, got, c.want)
+		}
+	}
+}

@@ -111,6 +111,25 @@ func (a *API) guard(next http.Handler) http.Handler {
 	})
 }
 
+// ReadGuard lets a request through to next only with a token that may read, when reads are
+// protected (API_READ_TOKEN set); otherwise everyone may. /metrics goes through it: what the
+// engine counts is as private as what it stores.
+func (a *API) ReadGuard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.read.set {
+			next.ServeHTTP(w, r)
+			return
+		}
+		guess, ok := bearer(r)
+		if ok && (a.read.matches(guess) || a.write.matches(guess)) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="incident-engine"`)
+		writeError(w, http.StatusUnauthorized, "reads are protected: send Authorization: Bearer <token>")
+	})
+}
+
 // bearer returns the token of an "Authorization: Bearer <token>" header.
 func bearer(r *http.Request) (string, bool) {
 	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")

@@ -31,15 +31,17 @@ type Server struct {
 // Mount adds routes to the server's mux (the dashboard, the operator API).
 type Mount func(mux *http.ServeMux)
 
-// New listens on addr (":0" picks a free port) and routes the health endpoints and whatever
-// mounts add. checks are run, each with a 2-second limit, on every /readyz request.
+// New listens on addr (":0" picks a free port) and routes the health endpoints, /metrics from
+// gatherer unless it is nil (a mount may serve it, behind a guard), and whatever mounts add. checks are run, each with a 2-second limit, on every /readyz request.
 func New(addr string, gatherer prometheus.Gatherer, checks map[string]Check, logger *slog.Logger, mounts ...Mount) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	if gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
