@@ -119,6 +119,19 @@ func TestDashboardInABrowser(t *testing.T) {
 	if count(`document.querySelectorAll('#chart line.threshold').length`) != 1 {
 		t.Error("the score panel has no threshold line")
 	}
+	if n := count(`document.querySelectorAll('#chart svg.time-axis text').length`); n != 5 {
+		t.Errorf("the chart's time axis has %d labels, want 5", n)
+	}
+	if n := count(`[...document.querySelectorAll('#chart text')].filter(e => /e[+-]/.test(e.textContent)).length`); n != 0 {
+		t.Errorf("%d chart labels in scientific notation", n)
+	}
+	// Runs of anomalies are folded into one row each, so the changes stand out.
+	if runs, rows := count(`document.querySelectorAll('.timeline tr.anomaly-run').length`), count(`document.querySelectorAll('.timeline > tbody > tr').length`); runs == 0 || rows > 12 {
+		t.Errorf("timeline: %d folded runs among %d rows, want the anomalies folded", runs, rows)
+	}
+	if summary := text(".timeline tr.anomaly-run summary"); !strings.Contains(summary, "anomalies") || !strings.Contains(summary, "score") {
+		t.Errorf("a folded run says %q, want its count and score range", summary)
+	}
 	incidentShot := shot()
 	if err := chromedp.Do(ctx,
 		chromedp.SetValue(chromedp.CSS("#token"), token),

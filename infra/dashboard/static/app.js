@@ -79,7 +79,8 @@ async function incidentPage(id) {
   const first = new Date(inc.first_seen), end = inc.resolved_at ? new Date(inc.resolved_at) : new Date(inc.last_seen);
   const pad = Math.max(60 * 60 * 1000, (end - first) * 0.5);
   const from = new Date(first - pad), to = new Date(+end + pad);
-  const samples = await api(`/api/v1/services/${encodeURIComponent(inc.service)}/samples?from=${from.toISOString().replace(/\.\d+Z$/, "Z")}&to=${to.toISOString().replace(/\.\d+Z$/, "Z")}`)
+  const maxSamples = 10000;
+  const samples = await api(`/api/v1/services/${encodeURIComponent(inc.service)}/samples?limit=${maxSamples}&from=${from.toISOString().replace(/\.\d+Z$/, "Z")}&to=${to.toISOString().replace(/\.\d+Z$/, "Z")}`)
     .then((d) => d.samples || []).catch(() => []);
   const open = inc.status === "open";
   $("#main").innerHTML = `
@@ -97,9 +98,9 @@ async function incidentPage(id) {
         <button id="silence">Silence ${esc(inc.service)} for 1 h…</button>
       </p>
     </div>
-    <div class="card chart" id="chart">${chart(samples, inc)}</div>
+    <div class="card chart" id="chart">${chart(samples, inc)}${samples.length >= maxSamples ? `<p class="muted" id="chart-cut">The first ${maxSamples} samples of this time are shown.</p>` : ""}</div>
     <div class="card"><h3>Timeline</h3><table class="timeline"><tbody>
-      ${timeline.map((e) => `<tr><td>${fmt(e.occurred_at)}</td><td><b>${esc(e.event)}</b></td><td>${describe(e)}</td></tr>`).join("")}
+      ${foldTimeline(timeline).map(timelineRow).join("")}
     </tbody></table></div>`;
   const who = () => prompt("Your name", localStorage.getItem("operator") || "") || "";
   const act = async (path, body, done) => {
@@ -117,6 +118,36 @@ async function incidentPage(id) {
     if (by && reason) act("/api/v1/silences", { service: inc.service, start: new Date().toISOString(), end: new Date(Date.now() + 3600e3).toISOString(), reason, author: by }, "Silenced for an hour");
   });
 }
+
+// foldTimeline folds each run of anomaly_recorded entries into one group, so that the
+// changes (opened, escalated, resolved...) are not buried under every anomaly.
+function foldTimeline(entries) {
+  const out = [];
+  for (const e of entries) {
+    const last = out[out.length - 1];
+    if (e.event === "anomaly_recorded" && last && last.run) last.run.push(e);
+    else if (e.event === "anomaly_recorded") out.push({ run: [e] });
+    else out.push(e);
+  }
+  return out;
+}
+
+// timelineRow renders one entry, or a run of anomalies as a summary that opens to show them.
+function timelineRow(item) {
+  if (!item.run) return `<tr><td>${fmt(item.occurred_at)}</td><td><b>${esc(item.event)}</b></td><td>${describe(item)}</td></tr>`;
+  const run = item.run, first = run[0], last = run[run.length - 1];
+  const scores = run.map((e) => +(e.details || {}).score).filter((v) => v > 0);
+  const top = {};
+  for (const e of run) for (const c of (e.details || {}).explanation || []) top[c.metric] = (top[c.metric] || 0) + c.share;
+  const drivers = Object.entries(top).sort((a, b) => b[1] - a[1]).slice(0, 3).map(([m]) => esc(m)).join(", ");
+  const summary = `${run.length} anomal${run.length === 1 ? "y" : "ies"}, ${fmt(first.occurred_at)} – ${fmt(last.occurred_at)}` +
+    (scores.length ? ` · score ${Math.min(...scores).toFixed(3)}–${Math.max(...scores).toFixed(3)}` : "") + (drivers ? ` · driven by ${drivers}` : "");
+  return `<tr class="anomaly-run"><td>${fmt(first.occurred_at)}</td><td><b>anomalies</b></td><td><details><summary>${summary}</summary>
+    <table>${run.map((e) => `<tr><td>${fmt(e.occurred_at)}</td><td>${describe(e)}</td></tr>`).join("")}</table></details></td></tr>`;
+}
+
+// num writes a chart label without scientific notation.
+const num = (v) => new Intl.NumberFormat("en", { maximumSignificantDigits: 3 }).format(v);
 
 function describe(e) {
   const d = e.details || {};
@@ -152,14 +183,18 @@ function chart(samples, inc) {
     const thr = opts.threshold != null ? `<line class="threshold" x1="${L}" x2="${W - R}" y1="${y(opts.threshold)}" y2="${y(opts.threshold)}" stroke="#d92d20" stroke-dasharray="4 3"/><text x="${W - R}" y="${y(opts.threshold) - 3}" text-anchor="end" font-size="10" fill="#d92d20">threshold ${opts.threshold.toFixed(3)}</text>` : "";
     return `<h3>${esc(title)}</h3><svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">
       <rect x="${spanX0}" y="0" width="${Math.max(1, spanX1 - spanX0)}" height="${H}" fill="#fee4e2" opacity=".6"/>
-      <text x="4" y="14" font-size="10" fill="#667085">${hi.toPrecision(3)}</text><text x="4" y="${H - 6}" font-size="10" fill="#667085">${lo.toPrecision(3)}</text>
+      <text x="4" y="14" font-size="10" fill="#667085">${num(hi)}</text><text x="4" y="${H - 6}" font-size="10" fill="#667085">${num(lo)}</text>
       <polyline fill="none" stroke="#1d2939" stroke-width="1.3" points="${pts}"/>${thr}${marks}</svg>`;
   };
   const scores = samples.map((s) => (s.score == null ? null : s.score));
   const thr = samples.map((s) => s.threshold).filter((v) => v != null);
-  return `<p class="muted">${fmt(t0)} – ${fmt(t1)}; the incident is shaded, anomalous samples are red.</p>` +
+  // A time axis under the panels: five ticks, in UTC.
+  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => new Date(+t0 + f * (t1 - t0)));
+  const axis = `<svg class="time-axis" viewBox="0 0 ${W} 18" role="img" aria-label="time (UTC)">${ticks.map((t, i) =>
+    `<text x="${x(t).toFixed(1)}" y="12" font-size="10" fill="#667085" text-anchor="${i === 0 ? "start" : i === 4 ? "end" : "middle"}">${esc(fmt(t.toISOString()).slice(5, 16))}</text>`).join("")}</svg>`;
+  return `<p class="muted">${fmt(t0)} – ${fmt(t1)} (UTC); the incident is shaded, anomalous samples are red.</p>` +
     panel("anomaly score", scores, { threshold: thr.length ? thr[thr.length - 1] : undefined }) +
-    names.map((n) => panel(n, samples.map((s) => s.metrics[n]))).join("");
+    names.map((n) => panel(n, samples.map((s) => s.metrics[n]))).join("") + axis;
 }
 
 // ---- services -------------------------------------------------------------------------
