@@ -24,8 +24,9 @@ import (
 type ModelRegistry interface {
 	// Latest returns the service's newest model, false when it has none.
 	Latest(ctx context.Context, service string) (detect.Model, bool, error)
-	// Version returns one stored model of the service.
-	Version(ctx context.Context, service string, version int) (detect.Model, error)
+	// Version returns one stored model of the service, false when the registry no longer
+	// has it (old versions are pruned).
+	Version(ctx context.Context, service string, version int) (detect.Model, bool, error)
 	// Save stores a model; saving the same service and version twice is harmless.
 	Save(ctx context.Context, m detect.Model) error
 }
@@ -307,7 +308,14 @@ func (h *ScoreHandler) restore(ctx context.Context, sd *serviceDetector, at Posi
 		sd.at, sd.placed = Position{Partition: at.Partition, Offset: at.Offset - 1}, true
 		return false, h.save(ctx, service, sd)
 	}
-	model := func(version int) (detect.Model, error) { return h.registry.Version(ctx, service, version) }
+	model := func(version int) (detect.Model, error) {
+		m, ok, err := h.registry.Version(ctx, service, version)
+		if err == nil && !ok {
+			// Pruned: the state cannot be continued exactly; start from the latest model.
+			err = fmt.Errorf("%w: model v%d of %s is no longer stored", detect.ErrStateMismatch, version, service)
+		}
+		return m, err
+	}
 	if err := sd.d.RestoreState(st.State, model); err != nil {
 		if !errors.Is(err, detect.ErrStateMismatch) {
 			return false, err

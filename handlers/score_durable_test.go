@@ -40,14 +40,11 @@ func (r *memRegistry) Latest(_ context.Context, service string) (detect.Model, b
 	return vs[slices.Max(slices.Collect(maps.Keys(vs)))], true, nil
 }
 
-func (r *memRegistry) Version(_ context.Context, service string, version int) (detect.Model, error) {
+func (r *memRegistry) Version(_ context.Context, service string, version int) (detect.Model, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, ok := r.models[service][version]
-	if !ok {
-		return detect.Model{}, fmt.Errorf("no model %s v%d", service, version)
-	}
-	return m, nil
+	return m, ok, nil
 }
 
 func (r *memRegistry) Save(_ context.Context, m detect.Model) error {
@@ -347,4 +344,33 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestScoreRestoresWithoutAPrunedModel checks that a saved state whose model version the
+// registry no longer has (pruned) does not stall its service: the stage says so and starts it
+// from the latest model it has, and judges on.
+func TestScoreRestoresWithoutAPrunedModel(t *testing.T) {
+	t.Parallel()
+	log := durableStream(t)
+	reg, states := newMemRegistry(), &memStates{}
+	newDurableWorker(t, reg, states, log).run(t, log, 0, 600, map[string]string{})
+	// Take the newest model of every service away: the states name them.
+	reg.mu.Lock()
+	for _, vs := range reg.models {
+		delete(vs, slices.Max(slices.Collect(maps.Keys(vs))))
+	}
+	reg.mu.Unlock()
+	var logs syncBuf
+	h, err := handlers.NewScoreHandler(detect.Config{WarmUp: testWarmUp}, reg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SetDurability(handlers.Durability{States: states, Log: log, Position: testPosition, CheckpointEvery: 16}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	durableWorker{h: h}.run(t, log, 600, 630, got)
+	if len(got) != 30 || !strings.Contains(logs.String(), "no longer stored") {
+		t.Errorf("%d outputs for 30 samples after losing the states' models (log: %q), want every sample judged and the loss said", len(got), logs.String())
+	}
 }

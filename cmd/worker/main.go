@@ -138,6 +138,7 @@ Usage: worker [flags]
 	fs.DurationVar(&cfg.Retention.TimelineDetail, "retain-timeline-detail", env.Duration("RETAIN_TIMELINE_DETAIL", 90*24*time.Hour), "how long the timeline's anomaly_recorded and anomaly_silenced entries are kept; state changes are kept for ever; negative: for ever [RETAIN_TIMELINE_DETAIL]")
 	fs.DurationVar(&cfg.Retention.Inbox, "retain-inbox", env.Duration("RETAIN_INBOX", 7*24*time.Hour), "how long processed-message ids (redelivery safety) are kept; negative: for ever [RETAIN_INBOX]")
 	fs.DurationVar(&cfg.Retention.Deliveries, "retain-deliveries", env.Duration("RETAIN_DELIVERIES", 30*24*time.Hour), "how long the notification log is kept; negative: for ever [RETAIN_DELIVERIES]")
+	fs.IntVar(&cfg.Retention.Models, "retain-models", env.Int("RETAIN_MODELS", 10), "model versions kept per service, the latest; negative: all [RETAIN_MODELS]")
 	fs.DurationVar(&cfg.Retention.Every, "prune-every", env.Duration("PRUNE_EVERY", time.Hour), "how often old detail is pruned [PRUNE_EVERY]")
 	kinds := fs.String("metric-kinds", env.String("METRIC_KINDS", ""), "what metrics mean, overriding their names: comma-separated metric=kind or service/metric=kind, kind one of plain, count, lower_is_better, higher_is_better (e.g. error_budget_remaining=higher_is_better) [METRIC_KINDS]")
 	notifyFile := fs.String("notify-config", env.String("NOTIFY_CONFIG", ""), "JSON file of notification receivers and routes (see README) [NOTIFY_CONFIG]")

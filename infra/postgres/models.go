@@ -33,13 +33,12 @@ func (r *Models) Save(ctx context.Context, m detect.Model) error {
 	return nil
 }
 
-// Version returns one stored model of the service.
-func (r *Models) Version(ctx context.Context, service string, version int) (detect.Model, error) {
-	m, ok, err := r.load(ctx, service, version)
-	if err == nil && !ok {
-		err = fmt.Errorf("model %s v%d: not in the registry", service, version)
+// Version returns one stored model of the service, false when it is not (or no longer) stored.
+func (r *Models) Version(ctx context.Context, service string, version int) (detect.Model, bool, error) {
+	if version < 1 {
+		return detect.Model{}, false, nil
 	}
-	return m, err
+	return r.load(ctx, service, version)
 }
 
 // Latest returns the service's newest model, and false when it has none.

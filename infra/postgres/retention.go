@@ -27,6 +27,10 @@ type Retention struct {
 	// Deliveries: the notification log that keeps an event from being sent twice, by when
 	// it was sent (default 30 days); the timeline keeps its notified entries.
 	Deliveries time.Duration
+	// Models is how many of each service's latest model versions are kept (default 10; a
+	// negative count keeps them all). A worker whose saved detector state names a pruned
+	// version starts that service from its latest model instead.
+	Models int
 	// Every is how often the pruner runs (default 1h).
 	Every time.Duration
 }
@@ -44,6 +48,9 @@ func (r *Retention) SetDefaults() {
 			*f.v = f.def
 		}
 	}
+	if r.Models == 0 {
+		r.Models = 10
+	}
 }
 
 // Validate reports every problem of the retention.
@@ -56,7 +63,7 @@ func (r Retention) Validate() error {
 
 // Pruned counts the rows one pruning deleted.
 type Pruned struct {
-	Samples, TimelineDetail, Inbox, Deliveries int64
+	Samples, TimelineDetail, Inbox, Deliveries, Models int64
 }
 
 // pruneBatch is how many rows one statement deletes: short transactions, so the outbox's
@@ -126,6 +133,22 @@ func Prune(ctx context.Context, pool *pgxpool.Pool, r Retention, now time.Time) 
 		SELECT stage, message_id FROM processed_messages WHERE processed_at < $1 LIMIT $2)`)
 	batches(&p.Deliveries, r.Deliveries, "deliveries", `DELETE FROM deliveries WHERE (receiver, event_id) IN (
 		SELECT receiver, event_id FROM deliveries WHERE delivered_at < $1 LIMIT $2)`)
+	if r.Models > 0 {
+		for {
+			tag, err := pool.Exec(ctx, `DELETE FROM models WHERE (service, version) IN (
+				SELECT m.service, m.version FROM models m
+				JOIN (SELECT service, max(version) AS top FROM models GROUP BY service) t USING (service)
+				WHERE m.version <= t.top - $1 LIMIT $2)`, r.Models, pruneBatch)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("prune models: %w", err))
+				break
+			}
+			p.Models += tag.RowsAffected()
+			if tag.RowsAffected() < pruneBatch {
+				break
+			}
+		}
+	}
 	return p, errors.Join(errs...)
 }
 
@@ -159,7 +182,7 @@ func (p *Pruner) Run(ctx context.Context) error {
 				p.logger.Warn("pruning incomplete, tried again later", "err", err)
 			}
 			if n != (Pruned{}) {
-				p.logger.Info("pruned", "samples", n.Samples, "timeline_detail", n.TimelineDetail, "inbox", n.Inbox, "deliveries", n.Deliveries)
+				p.logger.Info("pruned", "samples", n.Samples, "timeline_detail", n.TimelineDetail, "inbox", n.Inbox, "deliveries", n.Deliveries, "models", n.Models)
 			}
 		}
 	}

@@ -338,11 +338,14 @@ func TestPruneRemovesDetailAndKeepsState(t *testing.T) {
 	exec(`INSERT INTO deliveries (receiver, event_id, incident_id, event, ok, attempts, delivered_at)
 		VALUES ('slack', 'e1', $1, 'opened', true, 1, $2), ('slack', 'e2', $1, 'escalated', true, 1, $3)`, inc, old, recent)
 
+	for v := 1; v <= 12; v++ {
+		exec(`INSERT INTO models (service, version, features, typical, threshold, rows, trained_at, forest) VALUES ('api', $1, '{a}', '{0}', 0.5, 1, $2, '\x00')`, v, old)
+	}
 	got, err := postgres.Prune(ctx, pool, postgres.Retention{Deliveries: -1}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := postgres.Pruned{Samples: 2, TimelineDetail: 1, Inbox: 1, Deliveries: 0}
+	want := postgres.Pruned{Samples: 2, TimelineDetail: 1, Inbox: 1, Deliveries: 0, Models: 2}
 	if got != want {
 		t.Errorf("pruned %+v, want %+v (deliveries kept for ever)", got, want)
 	}
