@@ -84,7 +84,8 @@ type Durability struct {
 	// saved and dropped from memory (default 30m); its next sample restores it exactly. Memory
 	// follows the services that are sending, not every service ever seen.
 	IdleAfter time.Duration
-	// MaxServices caps the detectors held in memory (default 10,000): past it, the one used
+	// MaxServices caps the detectors held in memory (default 1,000, about 0.8 GB: an active
+	// service of three metrics holds about 0.8 MB, its forest most of it): past it, the one used
 	// longest ago is saved and dropped to make room.
 	MaxServices int
 	// Now reads the wall clock for IdleAfter (default time.Now): eviction manages memory and
@@ -156,7 +157,7 @@ func (h *ScoreHandler) SetDurability(d Durability) error {
 		d.IdleAfter = 30 * time.Minute
 	}
 	if d.MaxServices == 0 {
-		d.MaxServices = 10_000
+		d.MaxServices = 1_000
 	}
 	if d.Now == nil {
 		d.Now = time.Now

@@ -64,7 +64,7 @@ type Config struct {
 	OutboxPollInterval time.Duration
 	// IdleAfter is how long a service may send nothing before its detector leaves memory
 	// (default 30m; its state is saved and restored on its next sample); MaxServices caps the
-	// detectors held (default 10,000).
+	// detectors held (default 1,000).
 	IdleAfter   time.Duration
 	MaxServices int
 	// PerServiceMetrics adds series by service to /metrics (samples decoded, scored and
