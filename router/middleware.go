@@ -39,7 +39,7 @@ func Middleware(cfg Config, deadLetter message.Publisher, logger watermill.Logge
 		return nil, err
 	}
 	retry := middleware.Retry{
-		MaxRetries:      cfg.MaxRetries,
+		MaxRetries:      max(0, cfg.MaxRetries),
 		InitialInterval: cfg.RetryInterval,
 		MaxInterval:     2 * time.Second,
 		Multiplier:      2,

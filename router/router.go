@@ -88,7 +88,8 @@ type Config struct {
 	// "incident-engine").
 	ConsumerGroupPrefix string
 	// MaxRetries of a failing message before it is dead-lettered or, for transient errors,
-	// handed back to the broker for redelivery (default 3).
+	// handed back to the broker for redelivery (default 3). Zero takes the default; a
+	// negative count retries none.
 	MaxRetries int
 	// RetryInterval is the first wait between retries; it doubles up to 2s (default 100ms).
 	RetryInterval time.Duration
@@ -129,8 +130,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("router: topic %q is used by the pipeline itself", t))
 		}
 	}
-	if c.MaxRetries < 0 || c.RetryInterval < 0 || c.HandlerTimeout <= 0 {
-		errs = append(errs, errors.New("router: retries and intervals must not be negative, the timeout positive"))
+	if c.RetryInterval < 0 || c.HandlerTimeout <= 0 {
+		errs = append(errs, errors.New("router: the retry interval must not be negative, the timeout positive"))
 	}
 	return errors.Join(errs...)
 }

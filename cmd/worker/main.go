@@ -116,7 +116,7 @@ Usage: worker [flags]
 	fs.Float64Var(&cfg.Correlation.ExtremeExcess, "extreme-excess", env.Float("EXTREME_EXCESS", 0.5), "excess over the threshold at which one anomaly opens an incident on its own [EXTREME_EXCESS]")
 	policyFile := fs.String("severity-policy", env.String("SEVERITY_POLICY", ""), "JSON file of severity rules replacing the built-in policy (see README) [SEVERITY_POLICY]")
 	fs.StringVar(&cfg.Router.ConsumerGroupPrefix, "consumer-group-prefix", env.String("CONSUMER_GROUP_PREFIX", "incident-engine"), "prefix of the Kafka consumer groups, one per stage: workers with the same prefix share the work [CONSUMER_GROUP_PREFIX]")
-	fs.IntVar(&cfg.Router.MaxRetries, "max-retries", env.Int("MAX_RETRIES", 3), "retries of a failing message before it is dead-lettered or handed back to the broker [MAX_RETRIES]")
+	fs.IntVar(&cfg.Router.MaxRetries, "max-retries", env.Int("MAX_RETRIES", 3), "retries of a failing message before it is dead-lettered or handed back to the broker; 0: none [MAX_RETRIES]")
 	fs.DurationVar(&cfg.Router.RetryInterval, "retry-interval", env.Duration("RETRY_INTERVAL", 100*time.Millisecond), "first wait between retries, doubling up to 2s [RETRY_INTERVAL]")
 	fs.DurationVar(&cfg.Router.HandlerTimeout, "handler-timeout", env.Duration("HANDLER_TIMEOUT", 30*time.Second), "bound of one attempt of a stage on one message [HANDLER_TIMEOUT]")
 	fs.DurationVar(&cfg.IdleAfter, "idle-after", env.Duration("IDLE_AFTER", 30*time.Minute), "wall-clock silence after which a service's detector leaves memory (saved, and restored exactly on its next sample) [IDLE_AFTER]")
@@ -132,7 +132,7 @@ Usage: worker [flags]
 	fs.DurationVar(&cfg.TickInterval, "tick-interval", env.Duration("TICK_INTERVAL", 5*time.Second), "how often resolution checks run [TICK_INTERVAL]")
 	fs.DurationVar(&cfg.Correlation.Recovery, "recovery-window", env.Duration("RECOVERY_WINDOW", 15*time.Minute), "healthy time (sample time) before an incident resolves [RECOVERY_WINDOW]")
 	fs.IntVar(&cfg.Correlation.RecoverySamples, "recovery-samples", env.Int("RECOVERY_SAMPLES", 5), "healthy samples in a row an incident's recovery also needs [RECOVERY_SAMPLES]")
-	fs.DurationVar(&cfg.Correlation.ReopenWindow, "reopen-window", env.Duration("REOPEN_WINDOW", 30*time.Minute), "anomalies this soon after resolution reopen the incident [REOPEN_WINDOW]")
+	fs.DurationVar(&cfg.Correlation.ReopenWindow, "reopen-window", env.Duration("REOPEN_WINDOW", 30*time.Minute), "anomalies this soon after resolution reopen the incident; 0: never [REOPEN_WINDOW]")
 	fs.DurationVar(&cfg.Correlation.StaleAfter, "stale-after", env.Duration("STALE_AFTER", 5*time.Minute), "wall-clock silence after which an open incident records that data stopped [STALE_AFTER]")
 	fs.DurationVar(&cfg.Retention.Samples, "retain-samples", env.Duration("RETAIN_SAMPLES", 30*24*time.Hour), "how long scored samples are kept, by sample time; negative: for ever [RETAIN_SAMPLES]")
 	fs.DurationVar(&cfg.Retention.TimelineDetail, "retain-timeline-detail", env.Duration("RETAIN_TIMELINE_DETAIL", 90*24*time.Hour), "how long the timeline's anomaly_recorded and anomaly_silenced entries are kept; state changes are kept for ever; negative: for ever [RETAIN_TIMELINE_DETAIL]")
@@ -167,6 +167,14 @@ Usage: worker [flags]
 			return cfg, 0, err
 		}
 		cfg.Policy = p
+	}
+	// Zero given for a setting where zero means something is that, not "the default" (which
+	// the flags already carry): the configuration spells it as negative.
+	if cfg.Correlation.ReopenWindow == 0 {
+		cfg.Correlation.ReopenWindow = -1 // never reopen
+	}
+	if cfg.Router.MaxRetries == 0 {
+		cfg.Router.MaxRetries = -1 // no retries
 	}
 	metricKinds, err := parseKinds(*kinds)
 	if err != nil {

@@ -168,3 +168,25 @@ func helpOutput(t *testing.T) ([]byte, error) {
 	help, _ := io.ReadAll(r)
 	return help, err
 }
+
+// TestZeroMeansZero checks that a zero given for a setting where zero means something is that,
+// not the default: REOPEN_WINDOW=0 never reopens and MAX_RETRIES=0 retries none, through
+// the configuration's defaults and validation.
+func TestZeroMeansZero(t *testing.T) {
+	cfg, _, err := parse([]string{"--reopen-window", "0", "--max-retries", "0", "--kafka-brokers", "k:9092", "--database-url", "postgres://x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Correlation.ReopenWindow >= 0 || cfg.Router.MaxRetries >= 0 {
+		t.Errorf("reopen window %s, max retries %d after the defaults; want both kept as none (negative)", cfg.Correlation.ReopenWindow, cfg.Router.MaxRetries)
+	}
+	cfg, _, _ = parse(nil)
+	cfg.SetDefaults()
+	if cfg.Correlation.ReopenWindow != 30*time.Minute || cfg.Router.MaxRetries != 3 {
+		t.Errorf("unset: reopen window %s, max retries %d; want the defaults 30m and 3", cfg.Correlation.ReopenWindow, cfg.Router.MaxRetries)
+	}
+}

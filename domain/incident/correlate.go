@@ -29,7 +29,8 @@ type CorrelationConfig struct {
 	// does not resolve, and page again, on three calm samples of an oscillating failure.
 	RecoverySamples int
 	// ReopenWindow is how soon after resolution new anomalies reopen the same incident
-	// instead of opening another (default 30m, event time).
+	// instead of opening another (default 30m, event time). Zero takes the default; a
+	// negative window never reopens.
 	ReopenWindow time.Duration
 	// StaleAfter is how long without any sample (wall clock, judged by the resolution ticker)
 	// before an open incident records that data stopped (default 5m).
@@ -70,8 +71,8 @@ func (c CorrelationConfig) Validate() error {
 	if c.ExtremeExcess <= 0 || c.ExtremeExcess > 1 {
 		errs = append(errs, fmt.Errorf("extreme excess %g must be in (0,1]", c.ExtremeExcess))
 	}
-	if c.Recovery <= 0 || c.ReopenWindow < 0 || c.StaleAfter <= 0 || c.RecoverySamples < 1 {
-		errs = append(errs, errors.New("recovery, recovery samples and stale-after must be positive, reopen window not negative"))
+	if c.Recovery <= 0 || c.StaleAfter <= 0 || c.RecoverySamples < 1 {
+		errs = append(errs, errors.New("recovery, recovery samples and stale-after must be positive"))
 	}
 	return errors.Join(errs...)
 }

@@ -568,7 +568,7 @@ func TestCorrelationConfig(t *testing.T) {
 		{"defaults", func(*incident.CorrelationConfig) {}, true, "the defaults are valid"},
 		{"largest window", func(c *incident.CorrelationConfig) { c.Window, c.OpenAfter = 64, 64 }, true, "64 samples, all anomalous"},
 		{"extreme excess 1", func(c *incident.CorrelationConfig) { c.ExtremeExcess = 1 }, true, "only a score of 1 opens at once"},
-		{"no reopen window", func(c *incident.CorrelationConfig) { c.ReopenWindow = 0 }, true, "Validate allows zero (SetDefaults replaces it)"},
+		{"no reopen window", func(c *incident.CorrelationConfig) { c.ReopenWindow = 0 }, true, "Validate allows zero (SetDefaults replaces it: unset)"},
 		{"open after 0", func(c *incident.CorrelationConfig) { c.OpenAfter = 0 }, false, "every sample would open"},
 		{"open after negative", func(c *incident.CorrelationConfig) { c.OpenAfter = -1 }, false, "a count cannot be negative"},
 		{"open after above window", func(c *incident.CorrelationConfig) { c.OpenAfter = 4 }, false, "4 anomalies never fit in 3 samples"},
@@ -577,7 +577,7 @@ func TestCorrelationConfig(t *testing.T) {
 		{"extreme excess above 1", func(c *incident.CorrelationConfig) { c.ExtremeExcess = 1.5 }, false, "excess never exceeds 1: the rule would be dead"},
 		{"recovery 0", func(c *incident.CorrelationConfig) { c.Recovery = 0 }, false, "one healthy sample would resolve"},
 		{"recovery samples 0", func(c *incident.CorrelationConfig) { c.RecoverySamples = 0 }, false, "a recovery of no samples"},
-		{"reopen window negative", func(c *incident.CorrelationConfig) { c.ReopenWindow = -time.Minute }, false, "a window cannot be negative"},
+		{"reopen window negative", func(c *incident.CorrelationConfig) { c.ReopenWindow = -time.Minute }, true, "a negative window never reopens"},
 		{"stale after negative", func(c *incident.CorrelationConfig) { c.StaleAfter = -time.Minute }, false, "silence cannot be negative"},
 	}
 	for _, tc := range cases {
@@ -969,5 +969,18 @@ func TestStateOf(t *testing.T) {
 		if got := incident.StateOf(tc.facts); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestCorrelatorNeverReopensWithANegativeWindow checks that a negative reopen window (what
+// REOPEN_WINDOW=0 asks for) opens a new incident for anomalies right after a resolution.
+func TestCorrelatorNeverReopensWithANegativeWindow(t *testing.T) {
+	t.Parallel()
+	r := newRun(t, incident.CorrelationConfig{ReopenWindow: -1})
+	r.feed(t, 0, resolvedAt18)
+	first := r.cur
+	r.feed(t, 19, ".xxx")
+	if len(r.all) != 2 || r.cur == first || first.Status() != incident.StatusResolved || first.Reopens() != 0 {
+		t.Errorf("%d incidents, the first %s with %d reopens; want it left resolved and a second one opened", len(r.all), first.Status(), first.Reopens())
 	}
 }
