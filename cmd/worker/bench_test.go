@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -21,6 +22,29 @@ func BenchmarkPipeline(b *testing.B) {
 
 	per := max(1, b.N/len(services))
 	from := simStart.Add(64 * time.Minute)
+	b.ResetTimer()
+	for _, s := range services {
+		e.publishRaw(b, s, samplesJSON(s, from, per, normalLatency)...)
+	}
+	e.waitProcessed(b, from.Add(time.Duration(per-1)*time.Minute), services...)
+	b.StopTimer()
+	b.ReportMetric(float64(per*len(services))/b.Elapsed().Seconds(), "samples/s")
+}
+
+// BenchmarkPipelineFleet is BenchmarkPipeline with 1,000 services, each warmed up first, so
+// that every partition is busy and each service's samples are few and far between, as in a
+// fleet. Run it with a count of at least 10,000:
+// go test -run '^$' -bench PipelineFleet -benchtime 20000x -timeout 30m ./cmd/worker/
+func BenchmarkPipelineFleet(b *testing.B) {
+	e := startEngine(b, func(c *wire.Config) { c.Detect.WarmUp = 32 })
+	services := make([]string, 1000)
+	for i := range services {
+		services[i] = fmt.Sprintf("fleet-%04d", i)
+		e.publishRaw(b, services[i], samplesJSON(services[i], simStart, 32, normalLatency)...)
+	}
+	e.waitProcessed(b, simStart.Add(31*time.Minute), services...)
+	per := max(1, b.N/len(services))
+	from := simStart.Add(32 * time.Minute)
 	b.ResetTimer()
 	for _, s := range services {
 		e.publishRaw(b, s, samplesJSON(s, from, per, normalLatency)...)
