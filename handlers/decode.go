@@ -124,8 +124,11 @@ func Decode(payload []byte) (sample.Sample, error) {
 	var service string
 	if w.Service != nil {
 		service = *w.Service
-		if err := validServiceName(strings.TrimSpace(service)); err != nil && strings.TrimSpace(service) != "" {
-			errs = append(errs, err)
+		// An empty name is sample.New's to report.
+		if name := strings.TrimSpace(service); name != "" {
+			if err := validServiceName(name); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	at, err := parseTimestamp(w.Timestamp)

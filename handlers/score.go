@@ -434,8 +434,7 @@ func (h *ScoreHandler) Handle(msg *message.Message) ([]*message.Message, error) 
 			// cannot be judged in order, and it must not rewrite what was recorded at that
 			// time: it goes to the dead letters with the reason rather than vanishing.
 			sd.at = at
-			return nil, Permanent(fmt.Errorf("%w: %s at %s is not after the service's last sample (%s): %w", sample.ErrInvalid,
-				s.Service, s.At.Format(time.RFC3339), last.Format(time.RFC3339), detect.ErrOutOfOrder))
+			return nil, lateSample(s, last)
 		}
 		// The previous sample's output is published (it was acknowledged before this one
 		// came), so a state that includes it is safe to save.
@@ -456,10 +455,9 @@ func (h *ScoreHandler) Handle(msg *message.Message) ([]*message.Message, error) 
 	}
 	if errors.Is(err, detect.ErrOutOfOrder) {
 		if hasAt {
-			// Not a redelivery (those are passed over by their offset): a sample that came
-			// after a newer one of its service. It cannot be judged in order; it goes to the
-			// dead letters with the reason rather than vanishing.
-			return nil, Permanent(fmt.Errorf("%w: %w", sample.ErrInvalid, err))
+			// Not a redelivery (those are passed over by their offset), as above.
+			last, _ := sd.d.Last()
+			return nil, lateSample(s, last)
 		}
 		// Without positions a redelivery (after a rebalance, say) looks the same: correlation
 		// would ignore it either way.
@@ -487,6 +485,12 @@ func (h *ScoreHandler) Handle(msg *message.Message) ([]*message.Message, error) 
 	m.Metadata.Set(MetadataService, s.Service)
 	metricsOrNone(h.metrics).Scored(s.Service, res.Score, res.Judged, res.Anomalous)
 	return []*message.Message{m}, nil
+}
+
+// lateSample is the dead-letter reason of a sample not after its service's last one.
+func lateSample(s sample.Sample, last time.Time) error {
+	return Permanent(fmt.Errorf("%w: %s at %s is not after the service's last sample (%s): %w", sample.ErrInvalid,
+		s.Service, s.At.Format(time.RFC3339), last.Format(time.RFC3339), detect.ErrOutOfOrder))
 }
 
 // explain returns the top metrics of the sample just observed, largest share first.

@@ -69,26 +69,31 @@ func buildVersion() string {
 	return "unknown"
 }
 
-// of returns the label values of service's series: none unless series by service are on.
-func (e *Engine) of(service string) []string {
+// counter returns service's counter of vec, the engine-wide one unless series by service are
+// on (no label values: nothing is built per sample).
+func (e *Engine) counter(vec *prometheus.CounterVec, service string) prometheus.Counter {
 	if e.perService {
-		return []string{service}
+		return vec.WithLabelValues(service)
 	}
-	return nil
+	return vec.WithLabelValues()
 }
 
 // Decoded counts a sample that passed decode.
-func (e *Engine) Decoded(service string) { e.decoded.WithLabelValues(e.of(service)...).Inc() }
+func (e *Engine) Decoded(service string) { e.counter(e.decoded, service).Inc() }
 
 // Scored counts a scored sample and observes its score when a model judged it.
 func (e *Engine) Scored(service string, score float64, judged, anomalous bool) {
 	if !judged {
 		return
 	}
-	e.scored.WithLabelValues(e.of(service)...).Inc()
-	e.scores.WithLabelValues(e.of(service)...).Observe(score)
+	e.counter(e.scored, service).Inc()
+	if e.perService {
+		e.scores.WithLabelValues(service).Observe(score)
+	} else {
+		e.scores.WithLabelValues().Observe(score)
+	}
 	if anomalous {
-		e.anomalies.WithLabelValues(e.of(service)...).Inc()
+		e.counter(e.anomalies, service).Inc()
 	}
 }
 

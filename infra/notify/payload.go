@@ -93,9 +93,9 @@ const (
 
 // slackEscape makes s plain text in Slack's markup: &, < and > are its control characters
 // (a service named "<!here>" would otherwise ping the whole channel).
-func slackEscape(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
-}
+func slackEscape(s string) string { return slackEscaper.Replace(s) }
+
+var slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
 // clip shortens s to at most n bytes, on a character boundary, marking the cut.
 func clip(s string, n int) string {

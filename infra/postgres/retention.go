@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -76,12 +77,11 @@ func Prune(ctx context.Context, pool *pgxpool.Pool, r Retention, now time.Time) 
 	r.SetDefaults()
 	var p Pruned
 	var errs []error
-	batches := func(n *int64, age time.Duration, what, query string) {
-		if age < 0 {
-			return
-		}
+	// batches runs query, whose last parameter is the batch size, until a batch deletes less.
+	batches := func(n *int64, what, query string, args ...any) {
+		args = append(args, pruneBatch)
 		for {
-			tag, err := pool.Exec(ctx, query, now.Add(-age), pruneBatch)
+			tag, err := pool.Exec(ctx, query, args...)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("prune %s: %w", what, err))
 				return
@@ -94,62 +94,43 @@ func Prune(ctx context.Context, pool *pgxpool.Pool, r Retention, now time.Time) 
 	}
 	if r.Samples >= 0 {
 		// Service by service, through the primary key.
-		rows, err := pool.Query(ctx, `SELECT service FROM service_watch`)
-		var services []string
-		if err == nil {
-			for rows.Next() {
-				var s string
-				if err = rows.Scan(&s); err != nil {
-					break
-				}
-				services = append(services, s)
-			}
-			rows.Close()
-			if err == nil {
-				err = rows.Err()
-			}
-		}
+		services, err := watchedServices(ctx, pool)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("prune samples: list services: %w", err))
 		}
 		for _, svc := range services {
-			for {
-				tag, err := pool.Exec(ctx, `DELETE FROM samples WHERE service = $1 AND at IN (
-					SELECT at FROM samples WHERE service = $1 AND at < $2 ORDER BY at LIMIT $3)`, svc, now.Add(-r.Samples), pruneBatch)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("prune samples of %s: %w", svc, err))
-					break
-				}
-				p.Samples += tag.RowsAffected()
-				if tag.RowsAffected() < pruneBatch {
-					break
-				}
-			}
+			batches(&p.Samples, "samples of "+svc, `DELETE FROM samples WHERE service = $1 AND at IN (
+				SELECT at FROM samples WHERE service = $1 AND at < $2 ORDER BY at LIMIT $3)`, svc, now.Add(-r.Samples))
 		}
 	}
-	batches(&p.TimelineDetail, r.TimelineDetail, "timeline detail", `DELETE FROM incident_timeline WHERE id IN (
-		SELECT id FROM incident_timeline WHERE event IN ('anomaly_recorded', 'anomaly_silenced') AND recorded_at < $1 LIMIT $2)`)
-	batches(&p.Inbox, r.Inbox, "inbox", `DELETE FROM processed_messages WHERE (stage, message_id) IN (
-		SELECT stage, message_id FROM processed_messages WHERE processed_at < $1 LIMIT $2)`)
-	batches(&p.Deliveries, r.Deliveries, "deliveries", `DELETE FROM deliveries WHERE (receiver, event_id) IN (
-		SELECT receiver, event_id FROM deliveries WHERE delivered_at < $1 LIMIT $2)`)
+	if r.TimelineDetail >= 0 {
+		batches(&p.TimelineDetail, "timeline detail", `DELETE FROM incident_timeline WHERE id IN (
+			SELECT id FROM incident_timeline WHERE event IN ('anomaly_recorded', 'anomaly_silenced') AND recorded_at < $1 LIMIT $2)`, now.Add(-r.TimelineDetail))
+	}
+	if r.Inbox >= 0 {
+		batches(&p.Inbox, "inbox", `DELETE FROM processed_messages WHERE (stage, message_id) IN (
+			SELECT stage, message_id FROM processed_messages WHERE processed_at < $1 LIMIT $2)`, now.Add(-r.Inbox))
+	}
+	if r.Deliveries >= 0 {
+		batches(&p.Deliveries, "deliveries", `DELETE FROM deliveries WHERE (receiver, event_id) IN (
+			SELECT receiver, event_id FROM deliveries WHERE delivered_at < $1 LIMIT $2)`, now.Add(-r.Deliveries))
+	}
 	if r.Models > 0 {
-		for {
-			tag, err := pool.Exec(ctx, `DELETE FROM models WHERE (service, version) IN (
-				SELECT m.service, m.version FROM models m
-				JOIN (SELECT service, max(version) AS top FROM models GROUP BY service) t USING (service)
-				WHERE m.version <= t.top - $1 LIMIT $2)`, r.Models, pruneBatch)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("prune models: %w", err))
-				break
-			}
-			p.Models += tag.RowsAffected()
-			if tag.RowsAffected() < pruneBatch {
-				break
-			}
-		}
+		batches(&p.Models, "models", `DELETE FROM models WHERE (service, version) IN (
+			SELECT m.service, m.version FROM models m
+			JOIN (SELECT service, max(version) AS top FROM models GROUP BY service) t USING (service)
+			WHERE m.version <= t.top - $1 LIMIT $2)`, r.Models)
 	}
 	return p, errors.Join(errs...)
+}
+
+// watchedServices lists the services the engine keeps a watch of.
+func watchedServices(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
+	rows, err := pool.Query(ctx, `SELECT service FROM service_watch`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // Pruner prunes on a schedule (Retention.Every, by the wall clock: ages are of rows
