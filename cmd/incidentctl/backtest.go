@@ -90,6 +90,7 @@ func (f *backtestFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.detect.StableSpread, "stable-spread", 0, "how far a metric's median may move between the halves of the relearning span, in spreads, for it to count as steady (0: the detector's default)")
 	fs.IntVar(&f.correlate.OpenAfter, "open-after", 0, "anomalies among the last --window samples that open an incident (0: the correlator's default)")
 	fs.IntVar(&f.correlate.Window, "window", 0, "samples --open-after counts in (0: the correlator's default)")
+	fs.DurationVar(&f.correlate.OpenSpan, "open-span", 0, "sample time the open rule also looks at: when it holds more than --window samples, the same share of them must be anomalous (0: the correlator's default, negative: samples only)")
 	fs.DurationVar(&f.correlate.Recovery, "recovery", 0, "healthy time before an incident resolves (0: the correlator's default)")
 	fs.IntVar(&f.correlate.RecoverySamples, "recovery-samples", 0, "healthy samples in a row a recovery also needs (0: the correlator's default)")
 	fs.BoolVar(&f.quiet, "quiet", false, "print only the mean row")

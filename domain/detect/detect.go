@@ -63,7 +63,7 @@ type Config struct {
 	Forest forest.Config
 	// FalseAlarmsPerDay is the noise budget: how many alarms a day a service behaving
 	// normally may raise, which sets the alarm level from the service's sample spacing
-	// (default 0.5, chosen on nab-dev; what services measured raise is in docs/results.md).
+	// (default 0.7, chosen on smd-dev; what services measured raise is in docs/results.md).
 	FalseAlarmsPerDay float64
 	// Context is the number of latest samples whose mean surprise is the evidence (default
 	// 10, as in Numenta's anomaly likelihood): a run of mildly odd samples weighs as much as
@@ -178,7 +178,7 @@ func (c *Config) SetDefaults() {
 		c.WarmUp = 256
 	}
 	if c.FalseAlarmsPerDay == 0 {
-		c.FalseAlarmsPerDay = 0.5
+		c.FalseAlarmsPerDay = 0.7
 	}
 	if c.Context == 0 {
 		c.Context = 10

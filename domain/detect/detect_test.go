@@ -445,7 +445,7 @@ func TestConfig(t *testing.T) {
 	t.Parallel()
 	var c detect.Config
 	c.SetDefaults()
-	if want := (detect.Config{WarmUp: 256, FalseAlarmsPerDay: 0.5, Context: 10, Slack: math.Log(100), LevelSpan: 10, LevelDrift: 0.5, LevelRise: 0.1,
+	if want := (detect.Config{WarmUp: 256, FalseAlarmsPerDay: 0.7, Context: 10, Slack: math.Log(100), LevelSpan: 10, LevelDrift: 0.5, LevelRise: 0.1,
 		RetrainEvery: 24 * time.Hour, RetrainWindow: 1440, RetrainSpan: 7 * 24 * time.Hour, Exclusion: 15 * time.Minute,
 		RelearnAfter: 3 * time.Hour, StableSpread: 3}); !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults %+v, want %+v", c, want)
@@ -654,7 +654,7 @@ func TestRelearnsASteadyNewLevel(t *testing.T) {
 // sampled every minute keeps the level of 1,440 samples a day after a week.
 func TestAlarmLevelKeepsTheSampleSpacing(t *testing.T) {
 	t.Parallel()
-	d := newDetector(t, detect.Config{WarmUp: 64, RetrainWindow: 100, RetrainSpan: 10 * time.Hour, RetrainEvery: time.Hour})
+	d := newDetector(t, detect.Config{WarmUp: 64, FalseAlarmsPerDay: 0.5, RetrainWindow: 100, RetrainSpan: 10 * time.Hour, RetrainEvery: time.Hour})
 	src := newSource(6)
 	first := observe(t, d, src.next(t, nil))
 	for range 64 {

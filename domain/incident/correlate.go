@@ -18,6 +18,12 @@ type CorrelationConfig struct {
 	OpenAfter int
 	// Window is the number of recent judged samples OpenAfter counts in (default 3).
 	Window int
+	// OpenSpan judges the open rule in time as well as in samples (default 8m, event time):
+	// when the last OpenSpan holds more than Window samples, the same share of all of them
+	// (OpenAfter of Window) must be anomalous, at most 64 samples back. At one sample a minute
+	// 2 of 3 becomes 6 of the last 8, so a blip of a few minutes pages nobody, while at five
+	// minutes it stays 2 of 3. Zero takes the default; a negative span counts samples only.
+	OpenSpan time.Duration
 	// ExtremeExcess opens an incident on a single anomaly whose excess over the threshold
 	// reaches it (default 0.5, see Signal.Excess).
 	ExtremeExcess float64
@@ -45,6 +51,9 @@ func (c *CorrelationConfig) SetDefaults() {
 	if c.Window == 0 {
 		c.Window = 3
 	}
+	if c.OpenSpan == 0 {
+		c.OpenSpan = 8 * time.Minute
+	}
 	if c.ExtremeExcess == 0 {
 		c.ExtremeExcess = 0.5
 	}
@@ -65,8 +74,8 @@ func (c *CorrelationConfig) SetDefaults() {
 // Validate reports every setting that cannot work.
 func (c CorrelationConfig) Validate() error {
 	var errs []error
-	if c.OpenAfter < 1 || c.Window < c.OpenAfter || c.Window > 64 {
-		errs = append(errs, fmt.Errorf("open after %d of %d samples: need 1 <= open-after <= window <= 64", c.OpenAfter, c.Window))
+	if c.OpenAfter < 1 || c.Window < c.OpenAfter || c.Window > maxRecent {
+		errs = append(errs, fmt.Errorf("open after %d of %d samples: need 1 <= open-after <= window <= %d", c.OpenAfter, c.Window, maxRecent))
 	}
 	if c.ExtremeExcess <= 0 || c.ExtremeExcess > 1 {
 		errs = append(errs, fmt.Errorf("extreme excess %g must be in (0,1]", c.ExtremeExcess))
@@ -113,7 +122,7 @@ type Watch struct {
 	// recoveredAt is the sample at which the healthy streak reached the recovery window, or
 	// zero; the open incident resolves at that time when next settled.
 	recoveredAt time.Time
-	recent      []Recent // the last judged samples, oldest first (at most Window)
+	recent      []Recent // the last judged samples, oldest first (see trimRecent)
 	incidentID  string   // the service's latest incident, open or resolved, or empty
 
 	// pending are service-level timeline entries not saved yet (see Changes).
@@ -292,9 +301,7 @@ func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID)
 	// count, so anomalies inside a silence can never open an incident, then or after it.
 	silenced := o.Anomalous && o.Silence != ""
 	w.recent = append(w.recent, Recent{Signal: sig, Anomalous: o.Anomalous && !silenced})
-	if len(w.recent) > c.cfg.Window {
-		w.recent = w.recent[len(w.recent)-c.cfg.Window:]
-	}
+	c.trimRecent(w)
 
 	if !o.Anomalous {
 		if w.healthySince.IsZero() {
@@ -339,8 +346,26 @@ func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID)
 	return inc, nil
 }
 
+// maxRecent bounds the samples the open rule looks at, whatever OpenSpan holds.
+const maxRecent = 64
+
+// trimRecent keeps the samples the open rule looks at: the last Window, or all of those
+// younger than OpenSpan when they are more (at most maxRecent).
+func (c Correlator) trimRecent(w *Watch) {
+	latest := w.recent[len(w.recent)-1].At
+	drop := 0
+	for n := len(w.recent) - drop; n > c.cfg.Window; n-- {
+		if n <= maxRecent && c.cfg.OpenSpan > 0 && latest.Sub(w.recent[drop].At) < c.cfg.OpenSpan {
+			break
+		}
+		drop++
+	}
+	w.recent = slices.Delete(w.recent, 0, drop)
+}
+
 // trigger returns the anomalies that open an incident, oldest first, or nil when the
-// open-after rule does not hold yet.
+// open-after rule does not hold yet: OpenAfter anomalies, and the share OpenAfter/Window of
+// the samples looked at (the same thing until OpenSpan holds more than Window samples).
 func (c Correlator) trigger(w *Watch, latest Signal) []Signal {
 	var sigs []Signal
 	for _, r := range w.recent {
@@ -348,7 +373,8 @@ func (c Correlator) trigger(w *Watch, latest Signal) []Signal {
 			sigs = append(sigs, r.Signal)
 		}
 	}
-	if len(sigs) >= c.cfg.OpenAfter || latest.Excess() >= c.cfg.ExtremeExcess {
+	enough := len(sigs) >= c.cfg.OpenAfter && len(sigs)*c.cfg.Window >= c.cfg.OpenAfter*len(w.recent)
+	if enough || latest.Excess() >= c.cfg.ExtremeExcess {
 		return sigs
 	}
 	return nil

@@ -75,10 +75,11 @@ type run struct {
 
 func newRun(t *testing.T, cfg incident.CorrelationConfig) *run {
 	t.Helper()
-	if cfg.OpenAfter == 0 && cfg.Window == 0 {
-		// The scenarios are written for 3 anomalies of 5 samples; the defaults (2 of 3) are
-		// checked in TestCorrelationConfig.
-		cfg.OpenAfter, cfg.Window = 3, 5
+	if cfg.OpenAfter == 0 && cfg.Window == 0 && cfg.OpenSpan == 0 {
+		// The scenarios are written for 3 anomalies of 5 samples, counted in samples only; the
+		// defaults (2 of 3, and that share of the last 8 minutes) are checked in
+		// TestCorrelationConfig and TestCorrelatorOpenSpan.
+		cfg.OpenAfter, cfg.Window, cfg.OpenSpan = 3, 5, -1
 	}
 	c, err := incident.NewCorrelator(cfg)
 	if err != nil {
@@ -543,17 +544,77 @@ func TestCorrelatorDataResumes(t *testing.T) {
 	}
 }
 
+// TestCorrelatorOpenSpan checks the default open rule in time as well as in samples: 2 of the
+// last 3 samples, and that share of the samples of the last 8 minutes when they are more.
+func TestCorrelatorOpenSpan(t *testing.T) {
+	t.Parallel()
+	calm := strings.Repeat(".", 12)
+	cases := []struct {
+		name    string
+		every   time.Duration
+		pattern string
+		// wantFirst and wantLast are sample indexes; wantFirst -1 means no incident.
+		wantFirst, wantLast int
+		why                 string
+	}{
+		{"blip at one a minute", time.Minute, calm + "xx" + calm, -1, 0, "2 anomalous minutes of 8 page nobody"},
+		{"5 of 8 at one a minute", time.Minute, calm + "xxxxx" + calm, -1, 0, "5 of the 8 samples of the span are short of 2/3"},
+		{"6 of 8 at one a minute", time.Minute, calm + "xxxxxx", 12, 17, "the sixth anomalous minute of the last 8 opens, dated from the first"},
+		{"interleaved at one a minute", time.Minute, calm + "xx.xx.xx", 12, 19, "6 anomalies among the 8 samples of the span open"},
+		{"extreme at one a minute", time.Minute, calm + "X", 12, 12, "an extreme anomaly still opens at once"},
+		{"two at five minutes", 5 * time.Minute, calm + "xx", 12, 13, "the span holds 2 samples, fewer than 3: 2 of 3 as before"},
+		{"every second", time.Second, strings.Repeat(".", 70) + strings.Repeat("x", 43), 70, 112, "the span is bounded to 64 samples: 43 of them open"},
+		{"every second, 42", time.Second, strings.Repeat(".", 70) + strings.Repeat("x", 42), -1, 0, "42 of 64 are short of 2/3"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := incident.NewCorrelator(incident.CorrelationConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := incident.NewWatch("api")
+			var cur *incident.Incident
+			start := at(0)
+			for i := range len(tc.pattern) {
+				o := observation(0, tc.pattern[i], receiptLag)
+				o.At = start.Add(time.Duration(i) * tc.every)
+				o.ReceivedAt = o.At.Add(receiptLag)
+				inc, err := c.Observe(&w, cur, o, func(string, time.Time) string { return "inc-1" })
+				if err != nil {
+					t.Fatalf("sample %d: %v", i, err)
+				}
+				if inc != nil && cur == nil {
+					if tc.wantFirst < 0 {
+						t.Fatalf("incident opened at sample %d, want none (%s)", i, tc.why)
+					}
+					if i != tc.wantLast {
+						t.Errorf("incident opened at sample %d, want %d (%s)", i, tc.wantLast, tc.why)
+					}
+					if got, want := inc.FirstSeen(), start.Add(time.Duration(tc.wantFirst)*tc.every); !got.Equal(want) {
+						t.Errorf("incident dated %s, want %s (%s)", got, want, tc.why)
+					}
+				}
+				cur = inc
+			}
+			if tc.wantFirst >= 0 && cur == nil {
+				t.Errorf("no incident, want one opened at sample %d (%s)", tc.wantLast, tc.why)
+			}
+		})
+	}
+}
+
 func TestCorrelationConfig(t *testing.T) {
 	t.Parallel()
 	c, err := incident.NewCorrelator(incident.CorrelationConfig{})
 	if err != nil {
 		t.Fatalf("NewCorrelator(zero config): %v", err)
 	}
-	want := incident.CorrelationConfig{OpenAfter: 2, Window: 3, ExtremeExcess: 0.5, Recovery: 15 * time.Minute, RecoverySamples: 5, ReopenWindow: 30 * time.Minute, StaleAfter: 5 * time.Minute}
+	want := incident.CorrelationConfig{OpenAfter: 2, Window: 3, OpenSpan: 8 * time.Minute, ExtremeExcess: 0.5, Recovery: 15 * time.Minute, RecoverySamples: 5, ReopenWindow: 30 * time.Minute, StaleAfter: 5 * time.Minute}
 	if got := c.Config(); got != want {
 		t.Errorf("defaults %+v, want %+v", got, want)
 	}
-	custom := incident.CorrelationConfig{OpenAfter: 1, Window: 1, ExtremeExcess: 1, Recovery: time.Second, RecoverySamples: 1, ReopenWindow: time.Hour, StaleAfter: time.Minute}
+	custom := incident.CorrelationConfig{OpenAfter: 1, Window: 1, OpenSpan: -time.Second, ExtremeExcess: 1, Recovery: time.Second, RecoverySamples: 1, ReopenWindow: time.Hour, StaleAfter: time.Minute}
 	if c, err := incident.NewCorrelator(custom); err != nil || c.Config() != custom {
 		t.Errorf("NewCorrelator(%+v) = %+v, %v; want it kept as given", custom, c.Config(), err)
 	}
