@@ -119,10 +119,20 @@ func (e *empirical) add(v float64) {
 	if math.IsNaN(v) {
 		return
 	}
-	if e.n == len(e.ring) { // drop the oldest from the sorted values
-		i, _ := slices.BinarySearch(e.sorted[:e.n], e.ring[e.next])
-		copy(e.sorted[i:e.n-1], e.sorted[i+1:e.n])
-		e.n--
+	if e.n == len(e.ring) { // replace the oldest: shift only the values between the two places
+		s := e.sorted[:e.n]
+		old, _ := slices.BinarySearch(s, e.ring[e.next])
+		e.ring[e.next] = v
+		e.next = (e.next + 1) % len(e.ring)
+		at, _ := slices.BinarySearch(s, v)
+		if at > old { // v goes after the old value's place: the values between move down one
+			at--
+			copy(s[old:at], s[old+1:at+1])
+		} else {
+			copy(s[at+1:old+1], s[at:old])
+		}
+		s[at] = v
+		return
 	}
 	e.ring[e.next] = v
 	e.next = (e.next + 1) % len(e.ring)

@@ -3,6 +3,7 @@ package detect
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -85,5 +86,20 @@ func TestEmpirical(t *testing.T) {
 	var empty empirical
 	if empty.surprise(3) != 0 {
 		t.Error("an empty distribution must not be surprised")
+	}
+}
+
+// TestEmpiricalStaysSorted checks that the sorted copy of the ring is always exactly the
+// ring's values in order, through its filling and its replacements (ties included).
+func TestEmpiricalStaysSorted(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	e := newEmpirical(64)
+	for i := range 5000 {
+		e.add(float64(rng.IntN(40)) / 4) // many ties
+		want := slices.Clone(e.ring[:e.n])
+		slices.Sort(want)
+		if !slices.Equal(e.sorted[:e.n], want) {
+			t.Fatalf("after %d values: sorted %v, want %v", i+1, e.sorted[:e.n], want)
+		}
 	}
 }

@@ -452,11 +452,11 @@ func (f *Forest) ScoreExtended(x []float64) float64 {
 				stay *= 1 - p
 			}
 			depth++
-			if v < nd.value {
-				i++
-			} else {
-				i = nd.right
-			}
+			// The side is chosen without a branch (which side v goes is unpredictable): the sign
+			// bit of v − value is 1 exactly when v < value (v is never NaN, and a difference is
+			// zero only for equal values), the left child being the next node.
+			left := int32(math.Float64bits(v-nd.value) >> 63)
+			i = nd.right + left*(i+1-nd.right)
 		}
 		sum += h
 	}
