@@ -54,11 +54,7 @@ func (f *Forest) Attribute(x []float64, out []float64) {
 				path[n] = nd.feature
 				n++
 			}
-			if v < nd.value {
-				i++
-			} else {
-				i = nd.right
-			}
+			i = nd.child(i, v)
 		}
 	}
 	normalise(out)

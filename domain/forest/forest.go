@@ -227,11 +227,7 @@ func (f *Forest) treePath(root int32, x []float64) float64 {
 		if nd.feature < 0 {
 			return nd.value
 		}
-		if x[nd.feature] < nd.value {
-			i++
-		} else {
-			i = nd.right
-		}
+		i = nd.child(i, x[nd.feature])
 	}
 }
 
@@ -452,11 +448,7 @@ func (f *Forest) ScoreExtended(x []float64) float64 {
 				stay *= 1 - p
 			}
 			depth++
-			// The side is chosen without a branch (which side v goes is unpredictable): the sign
-			// bit of v − value is 1 exactly when v < value (v is never NaN, and a difference is
-			// zero only for equal values), the left child being the next node.
-			left := int32(math.Float64bits(v-nd.value) >> 63)
-			i = nd.right + left*(i+1-nd.right)
+			i = nd.child(i, v)
 		}
 		sum += h
 	}
@@ -509,6 +501,15 @@ func (f *Forest) PathFeatures(x []float64, out []float64) {
 		}
 	}
 	normalise(out)
+}
+
+// child returns the index of the child of node i (this node) that v goes to: the left one,
+// the next node, when v < value, else the right one. It is chosen without a branch, since
+// which side a sample goes is unpredictable: the sign bit of v − value is 1 exactly when
+// v < value (v is never NaN, and a difference is zero only between equal values).
+func (nd *node) child(i int32, v float64) int32 {
+	left := int32(math.Float64bits(v-nd.value) >> 63)
+	return nd.right + left*(i+1-nd.right)
 }
 
 // cutOff is the probability that a split of this node, drawn in its training range extended
