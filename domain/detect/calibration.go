@@ -119,27 +119,25 @@ func (e *empirical) add(v float64) {
 	if math.IsNaN(v) {
 		return
 	}
-	if e.n == len(e.ring) { // replace the oldest: shift only the values between the two places
-		s := e.sorted[:e.n]
-		old, _ := slices.BinarySearch(s, e.ring[e.next])
-		e.ring[e.next] = v
-		e.next = (e.next + 1) % len(e.ring)
-		at, _ := slices.BinarySearch(s, v)
-		if at > old { // v goes after the old value's place: the values between move down one
-			at--
-			copy(s[old:at], s[old+1:at+1])
-		} else {
-			copy(s[at+1:old+1], s[at:old])
-		}
-		s[at] = v
-		return
+	// The oldest value leaves its place in the sorted values (past their end while the ring
+	// fills) and v takes its own: only the values between the two places move.
+	n, free := e.n, e.n
+	if n == len(e.ring) {
+		free, _ = slices.BinarySearch(e.sorted[:n], e.ring[e.next])
+	} else {
+		e.n++
 	}
+	at, _ := slices.BinarySearch(e.sorted[:n], v)
+	s := e.sorted[:e.n]
+	if at > free {
+		at--
+		copy(s[free:at], s[free+1:at+1])
+	} else {
+		copy(s[at+1:free+1], s[at:free])
+	}
+	s[at] = v
 	e.ring[e.next] = v
 	e.next = (e.next + 1) % len(e.ring)
-	i, _ := slices.BinarySearch(e.sorted[:e.n], v)
-	copy(e.sorted[i+1:e.n+1], e.sorted[i:e.n])
-	e.sorted[i] = v
-	e.n++
 }
 
 // quantile returns the q-quantile of the values (the lower one at a tie of positions).

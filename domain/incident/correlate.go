@@ -353,14 +353,13 @@ const maxRecent = 64
 // younger than OpenSpan when they are more (at most maxRecent).
 func (c Correlator) trimRecent(w *Watch) {
 	latest := w.recent[len(w.recent)-1].At
-	drop := 0
-	for n := len(w.recent) - drop; n > c.cfg.Window; n-- {
-		if n <= maxRecent && c.cfg.OpenSpan > 0 && latest.Sub(w.recent[drop].At) < c.cfg.OpenSpan {
-			break
+	for len(w.recent) > c.cfg.Window {
+		young := c.cfg.OpenSpan > 0 && latest.Sub(w.recent[0].At) < c.cfg.OpenSpan
+		if young && len(w.recent) <= maxRecent {
+			return
 		}
-		drop++
+		w.recent = w.recent[1:]
 	}
-	w.recent = slices.Delete(w.recent, 0, drop)
 }
 
 // trigger returns the anomalies that open an incident, oldest first, or nil when the
