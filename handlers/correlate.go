@@ -26,12 +26,20 @@ type CorrelateHandler[T IncidentTx] struct {
 	correlator incident.Correlator
 	out        OutboxTopic
 	logger     *slog.Logger
+	batch      *batcher[ScoredSample]
 }
 
 // NewCorrelateHandler returns the correlate stage; the router binds its output (To).
+// Samples that arrive together (from several partitions at once) are correlated in one
+// transaction, up to DefaultMaxBatch of them; see SetMaxBatch.
 func NewCorrelateHandler[T IncidentTx](store IncidentStore[T], c incident.Correlator, logger *slog.Logger) *CorrelateHandler[T] {
-	return &CorrelateHandler[T]{store: store, correlator: c, logger: logger}
+	h := &CorrelateHandler[T]{store: store, correlator: c, logger: logger}
+	h.batch = newBatcher(DefaultMaxBatch, h.correlateBatch)
+	return h
 }
+
+// SetMaxBatch bounds how many samples one transaction correlates (1: one each).
+func (h *CorrelateHandler[T]) SetMaxBatch(n int) { h.batch = newBatcher(n, h.correlateBatch) }
 
 // To makes the stage publish its incident events to the outbox topic out, in the transaction
 // of each change, and returns its handler. The router calls it once, where it binds the stage.
@@ -40,7 +48,7 @@ func (h *CorrelateHandler[T]) To(out OutboxTopic) message.NoPublishHandlerFunc {
 	return h.handle
 }
 
-// handle correlates one scored sample.
+// handle correlates one scored sample, in a transaction with the samples that came with it.
 func (h *CorrelateHandler[T]) handle(msg *message.Message) error {
 	in, err := decodeJSON[ScoredSample](msg.Payload, "scored sample")
 	if err != nil {
@@ -49,45 +57,82 @@ func (h *CorrelateHandler[T]) handle(msg *message.Message) error {
 	if in.Service == "" || in.Timestamp.IsZero() {
 		return Permanent(errors.New("scored sample without service or timestamp"))
 	}
+	return h.batch.do(msg.Context(), in)
+}
+
+// correlateBatch correlates samples of different services (each service's samples come one
+// at a time, from one partition) in one transaction: their watches are locked in one round
+// trip and saved with the commit. When any of them fails, each is correlated again in its own
+// transaction, so that each message gets its own outcome and one bad sample holds up none
+// of the others.
+func (h *CorrelateHandler[T]) correlateBatch(ctx context.Context, items []ScoredSample) []error {
+	errs := make([]error, len(items))
+	if len(items) > 1 {
+		err := h.store.InTx(ctx, func(tx T) error {
+			services := make([]string, len(items))
+			for i, in := range items {
+				services[i] = in.Service
+			}
+			if err := tx.LockWatches(services...); err != nil {
+				return err
+			}
+			for _, in := range items {
+				if err := h.correlate(ctx, tx, in); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			return errs
+		}
+		h.logger.Debug("batch failed, correlating its samples one by one", "stage", "correlate", "samples", len(items), "err", err)
+	}
+	for i, in := range items {
+		errs[i] = h.store.InTx(ctx, func(tx T) error { return h.correlate(ctx, tx, in) })
+	}
+	return errs
+}
+
+// correlate folds one sample into its service's watch and incident, in tx.
+func (h *CorrelateHandler[T]) correlate(ctx context.Context, tx T, in ScoredSample) error {
 	obs := incident.Observation{
 		At: in.Timestamp, ReceivedAt: in.ReceivedAt, Score: in.Score, Threshold: in.Threshold,
 		Judged: in.Judged, Anomalous: in.Anomalous, ModelVersion: in.ModelVersion, Explanation: in.Explanation,
 		Relearned: in.Relearned,
 	}
-	return h.store.InTx(msg.Context(), func(tx T) error {
-		w, err := tx.LoadWatch(in.Service)
+	w, err := tx.LoadWatch(in.Service)
+	if err != nil {
+		return err
+	}
+	if in.Judged && in.Anomalous { // healthy samples need no silence
+		silences, err := tx.ActiveSilences(in.Service, in.Timestamp)
 		if err != nil {
 			return err
 		}
-		if in.Judged && in.Anomalous { // healthy samples need no silence
-			silences, err := tx.ActiveSilences(in.Service, in.Timestamp)
-			if err != nil {
-				return err
-			}
-			if s, ok := silence.Covering(silences, in.Service, in.Timestamp); ok {
-				obs.Silence = s.ID()
-				h.logger.Debug("anomaly of a silenced service", "stage", "correlate", "service", in.Service, "timestamp", in.Timestamp, "silence", s.ID())
-			}
+		if s, ok := silence.Covering(silences, in.Service, in.Timestamp); ok {
+			obs.Silence = s.ID()
+			h.logger.Debug("anomaly of a silenced service", "stage", "correlate", "service", in.Service, "timestamp", in.Timestamp, "silence", s.ID())
 		}
-		cur, err := tx.LoadIncident(w.IncidentID())
-		if err != nil {
+	}
+	cur, err := tx.LoadIncident(w.IncidentID())
+	if err != nil {
+		return err
+	}
+	inc, err := h.correlator.Observe(&w, cur, obs, incidentID)
+	if errors.Is(err, incident.ErrStaleSample) {
+		h.logger.Debug("duplicate or late sample ignored", "stage", "correlate", "service", in.Service, "timestamp", in.Timestamp)
+		return nil
+	}
+	if err != nil {
+		return Permanent(fmt.Errorf("correlate %s at %s: %w", in.Service, in.Timestamp, err))
+	}
+	for _, changed := range uniqueIncidents(cur, inc) {
+		if err := saveAndPublish(ctx, tx, changed, h.out); err != nil {
 			return err
 		}
-		inc, err := h.correlator.Observe(&w, cur, obs, incidentID)
-		if errors.Is(err, incident.ErrStaleSample) {
-			h.logger.Debug("duplicate or late sample ignored", "stage", "correlate", "service", in.Service, "timestamp", in.Timestamp)
-			return nil
-		}
-		if err != nil {
-			return Permanent(fmt.Errorf("correlate %s at %s: %w", in.Service, in.Timestamp, err))
-		}
-		for _, changed := range uniqueIncidents(cur, inc) {
-			if err := saveAndPublish(msg.Context(), tx, changed, h.out); err != nil {
-				return err
-			}
-		}
-		return tx.SaveWatch(w)
-	})
+	}
+	return tx.SaveWatch(w)
 }
 
 func uniqueIncidents(a, b *incident.Incident) []*incident.Incident {

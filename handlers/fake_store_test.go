@@ -271,6 +271,9 @@ func (tx *fakeTx) LoadWatch(service string) (incident.Watch, error) {
 	return cloneWatch(w), nil
 }
 
+// LockWatches locks nothing: the fake runs one transaction at a time.
+func (tx *fakeTx) LockWatches(services ...string) error { return tx.begin("LockWatches") }
+
 // SaveWatch stores the service's watch and appends its pending service-level entries.
 func (tx *fakeTx) SaveWatch(w incident.Watch) error {
 	if err := tx.begin("SaveWatch"); err != nil {

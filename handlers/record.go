@@ -20,12 +20,18 @@ type SampleStore interface {
 // decides nothing.
 type RecordHandler struct {
 	store SampleStore
+	batch *batcher[sample.Scored]
 }
 
-// NewRecordHandler returns the record stage.
-func NewRecordHandler(store SampleStore) *RecordHandler { return &RecordHandler{store: store} }
+// NewRecordHandler returns the record stage. Samples that arrive together (from several
+// partitions at once) are stored in one statement, up to DefaultMaxBatch of them.
+func NewRecordHandler(store SampleStore) *RecordHandler {
+	h := &RecordHandler{store: store}
+	h.batch = newBatcher(DefaultMaxBatch, h.save)
+	return h
+}
 
-// Handle stores one scored sample.
+// Handle stores one scored sample, with the samples that came with it.
 func (h *RecordHandler) Handle(msg *message.Message) error {
 	in, err := decodeJSON[ScoredSample](msg.Payload, "scored sample")
 	if err != nil {
@@ -35,8 +41,20 @@ func (h *RecordHandler) Handle(msg *message.Message) error {
 	if err != nil {
 		return Permanent(err)
 	}
-	return h.store.Save(msg.Context(), sample.Scored{
+	return h.batch.do(msg.Context(), sample.Scored{
 		Sample: s, Judged: in.Judged, Score: in.Score, Threshold: in.Threshold,
 		Anomalous: in.Anomalous, ModelVersion: in.ModelVersion,
 	})
+}
+
+// save stores a batch; when that fails, each sample alone, so that each gets its own outcome.
+func (h *RecordHandler) save(ctx context.Context, items []sample.Scored) []error {
+	errs := make([]error, len(items))
+	if len(items) > 1 && h.store.Save(ctx, items...) == nil {
+		return errs
+	}
+	for i := range items {
+		errs[i] = h.store.Save(ctx, items[i])
+	}
+	return errs
 }

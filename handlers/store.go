@@ -24,9 +24,13 @@ type IncidentStore[T IncidentTx] interface {
 type IncidentTx interface {
 	// LoadWatch locks and returns a service's correlation state (a fresh one if new).
 	LoadWatch(service string) (incident.Watch, error)
+	// LockWatches locks the watches of several services at once, so that a transaction
+	// correlating a batch of samples waits for the database once; LoadWatch of each still
+	// returns its watch. LoadWatch alone locks one.
+	LockWatches(services ...string) error
 	// SaveWatch stores a service's correlation state and appends its pending service-level
-	// timeline entries (w.Changes), which belong to no incident. A transaction saves a watch
-	// once.
+	// timeline entries (w.Changes), which belong to no incident. LoadWatch in the same
+	// transaction returns what was saved.
 	SaveWatch(w incident.Watch) error
 	// LoadIncident locks and returns the incident with id, nil for an empty id, or an error
 	// wrapping incident.ErrNotFound for an unknown one.

@@ -19,7 +19,7 @@ func BenchmarkPipeline(b *testing.B) {
 // BenchmarkPipelineFleet is BenchmarkPipeline with 1,000 services, each warmed up first, so
 // that every partition is busy and each service's samples are few and far between, as in a
 // fleet. Run it with a count of at least 10,000:
-// go test -run '^$' -bench PipelineFleet -benchtime 20000x -timeout 30m ./cmd/worker/
+// go test -run '^$' -bench 'PipelineFleet$' -benchtime 20000x -timeout 30m ./cmd/worker/ (make bench does)
 func BenchmarkPipelineFleet(b *testing.B) {
 	services := make([]string, 1000)
 	for i := range services {

@@ -102,6 +102,52 @@ func Run[T handlers.IncidentTx](t *testing.T, newStore func(t *testing.T) handle
 		}
 	})
 
+	t.Run("watches locked together are read and saved in one transaction", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		services := []string{"web", "api", "db", "api"} // unsorted, one twice
+		inTx(t, s, func(tx T) error {
+			if err := tx.LockWatches(services...); err != nil {
+				return err
+			}
+			for i, name := range services[:3] {
+				w, err := tx.LoadWatch(name)
+				if err != nil {
+					return err
+				}
+				if st := w.State(); st.Service != name || !st.LastSampleAt.IsZero() {
+					t.Errorf("new watch of %s: %+v, want a fresh one", name, st)
+				}
+				st := w.State()
+				st.LastSampleAt, st.HealthyCount = t0.Add(time.Duration(i)*time.Minute), i+1
+				if err := tx.SaveWatch(incident.UnmarshalWatchFromDatabase(st)); err != nil {
+					return err
+				}
+			}
+			// Read back in the same transaction: what was saved.
+			w, err := tx.LoadWatch("db")
+			if err != nil {
+				return err
+			}
+			if st := w.State(); !st.LastSampleAt.Equal(t0.Add(2*time.Minute)) || st.HealthyCount != 3 {
+				t.Errorf("db's watch read back in its transaction: %+v, want the saved one", st)
+			}
+			return nil
+		})
+		inTx(t, s, func(tx T) error {
+			for i, name := range services[:3] {
+				w, err := tx.LoadWatch(name)
+				if err != nil {
+					return err
+				}
+				if st := w.State(); !st.LastSampleAt.Equal(t0.Add(time.Duration(i)*time.Minute)) || st.HealthyCount != i+1 {
+					t.Errorf("%s's watch after the commit: %+v, want last sample %s, %d healthy", name, st, t0.Add(time.Duration(i)*time.Minute), i+1)
+				}
+			}
+			return nil
+		})
+	})
+
 	t.Run("a failed transaction leaves nothing", func(t *testing.T) {
 		t.Parallel()
 		s := newStore(t)

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/incident-engine/engine/domain/sample"
@@ -22,11 +21,16 @@ type Samples struct {
 // NewSamples returns the sample store over pool.
 func NewSamples(pool *pgxpool.Pool) *Samples { return &Samples{pool: pool} }
 
-// Save stores samples; a sample already stored (same service and time) is kept as it was.
+// Save stores samples in one statement; a sample already stored (same service and time) is
+// kept as it was.
 func (s *Samples) Save(ctx context.Context, batch ...sample.Scored) error {
-	b := &pgx.Batch{}
-	for _, x := range batch {
-		values := make(map[string]float64, len(x.Metrics))
+	n := len(batch)
+	services, metrics := make([]string, n), make([]string, n)
+	at, scores, thresholds := make([]time.Time, n), make([]*float64, n), make([]*float64, n)
+	anomalous, versions := make([]bool, n), make([]int32, n)
+	values := make(map[string]float64)
+	for i, x := range batch {
+		clear(values)
 		for _, mt := range x.Metrics {
 			values[mt.Name] = mt.Value
 		}
@@ -34,16 +38,18 @@ func (s *Samples) Save(ctx context.Context, batch ...sample.Scored) error {
 		if err != nil {
 			return fmt.Errorf("encode metrics: %w", err)
 		}
-		var score, threshold *float64
+		services[i], at[i], metrics[i], anomalous[i], versions[i] = x.Service, x.At, string(m), x.Anomalous, int32(x.ModelVersion)
 		if x.Judged {
-			score, threshold = &x.Score, &x.Threshold
+			scores[i], thresholds[i] = &x.Score, &x.Threshold
 		}
-		b.Queue(`INSERT INTO samples (service, at, metrics, score, threshold, anomalous, model_version)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
-			x.Service, x.At, m, score, threshold, x.Anomalous, x.ModelVersion)
 	}
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("save %d samples: %w", len(batch), err)
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO samples (service, at, metrics, score, threshold, anomalous, model_version)
+		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[], $4::float8[], $5::float8[], $6::bool[], $7::int[])
+		ON CONFLICT DO NOTHING`,
+		services, at, metrics, scores, thresholds, anomalous, versions)
+	if err != nil {
+		return fmt.Errorf("save %d samples: %w", n, err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -36,7 +37,11 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 		if err != nil {
 			return fmt.Errorf("outbox publisher: %w", err)
 		}
-		return fn(&Tx{ctx: ctx, tx: ptx, outbox: pub})
+		t := &Tx{ctx: ctx, tx: ptx, outbox: pub, watches: map[string]incident.WatchState{}}
+		if err := fn(t); err != nil {
+			return err
+		}
+		return t.sendWatches()
 	})
 }
 
@@ -58,25 +63,86 @@ type Tx struct {
 	ctx    context.Context
 	tx     pgx.Tx
 	outbox *wsql.Publisher
+	// watches are the watches this transaction has locked or saved, as they stand in it, so
+	// that LoadWatch reads them without a round trip.
+	watches map[string]incident.WatchState
+	// saved queues the watch writes; they go to the server together, with the commit. Only
+	// LoadWatch reads service_watch inside a transaction, and it reads watches.
+	saved pgx.Batch
 }
 
 // LoadWatch locks and returns the service's correlation state, a fresh one for a new service.
 func (t *Tx) LoadWatch(service string) (incident.Watch, error) {
-	if _, err := t.tx.Exec(t.ctx, `INSERT INTO service_watch (service) VALUES ($1) ON CONFLICT DO NOTHING`, service); err != nil {
-		return incident.Watch{}, fmt.Errorf("create watch for %s: %w", service, err)
+	if _, ok := t.watches[service]; !ok {
+		if err := t.LockWatches(service); err != nil {
+			return incident.Watch{}, err
+		}
 	}
+	return incident.UnmarshalWatchFromDatabase(t.watches[service]), nil
+}
+
+// LockWatches locks the services' watches, creating those that are new, in one round trip: the
+// LoadWatch of each that follows reads it from the transaction. Rows are locked in the order
+// of the services' names, so two transactions locking overlapping sets cannot deadlock.
+func (t *Tx) LockWatches(services ...string) error {
+	var todo []string
+	for _, s := range services {
+		if _, ok := t.watches[s]; !ok {
+			todo = append(todo, s)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	slices.Sort(todo)
+	todo = slices.Compact(todo)
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO service_watch (service) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING`, todo)
+	b.Queue(`
+		SELECT service, last_sample_at, last_received_at, healthy_since, healthy_count, recovered_at, recent, incident_id::text
+		FROM service_watch WHERE service = ANY($1) ORDER BY service FOR UPDATE`, todo)
+	br := t.tx.SendBatch(t.ctx, b)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return fmt.Errorf("create watches for %d services: %w", len(todo), err)
+	}
+	rows, err := br.Query()
+	if err == nil {
+		for rows.Next() {
+			var st incident.WatchState
+			if st, err = scanWatch(rows); err != nil {
+				break
+			}
+			t.watches[st.Service] = st
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("load watches of %d services: %w", len(todo), err)
+	}
+	for _, s := range todo {
+		if _, ok := t.watches[s]; !ok {
+			return fmt.Errorf("load watch for %s: not created", s)
+		}
+	}
+	return nil
+}
+
+func scanWatch(row pgx.Row) (incident.WatchState, error) {
 	var (
-		st                                                = incident.WatchState{Service: service}
+		st                                                incident.WatchState
 		lastSample, lastReceived, healthySince, recovered *time.Time
 		recent                                            []byte
 		incidentID                                        *string
 	)
-	err := t.tx.QueryRow(t.ctx, `
-		SELECT last_sample_at, last_received_at, healthy_since, healthy_count, recovered_at, recent, incident_id::text
-		FROM service_watch WHERE service = $1 FOR UPDATE`, service).
-		Scan(&lastSample, &lastReceived, &healthySince, &st.HealthyCount, &recovered, &recent, &incidentID)
-	if err != nil {
-		return incident.Watch{}, fmt.Errorf("load watch for %s: %w", service, err)
+	if err := row.Scan(&st.Service, &lastSample, &lastReceived, &healthySince, &st.HealthyCount, &recovered, &recent, &incidentID); err != nil {
+		return st, err
 	}
 	st.LastSampleAt, st.LastReceivedAt = deref(lastSample), deref(lastReceived)
 	st.HealthySince, st.RecoveredAt = deref(healthySince), deref(recovered)
@@ -84,29 +150,39 @@ func (t *Tx) LoadWatch(service string) (incident.Watch, error) {
 		st.IncidentID = *incidentID
 	}
 	if err := json.Unmarshal(recent, &st.Recent); err != nil {
-		return incident.Watch{}, fmt.Errorf("decode recent samples of %s: %w", service, err)
+		return st, fmt.Errorf("decode recent samples of %s: %w", st.Service, err)
 	}
-	return incident.UnmarshalWatchFromDatabase(st), nil
+	return st, nil
 }
 
 // SaveWatch stores the service's correlation state and appends its pending service-level
-// timeline entries (w.Changes). Save a watch once per transaction.
+// timeline entries (w.Changes). The state is written with the commit, with every other watch
+// the transaction saves, in one round trip.
 func (t *Tx) SaveWatch(w incident.Watch) error {
 	st := w.State()
 	recent, err := json.Marshal(st.Recent)
 	if err != nil {
 		return fmt.Errorf("encode recent samples of %s: %w", st.Service, err)
 	}
-	_, err = t.tx.Exec(t.ctx, `
+	t.saved.Queue(`
 		UPDATE service_watch SET last_sample_at = $2, last_received_at = $3, healthy_since = $4,
 			recovered_at = $5, recent = $6, incident_id = $7, healthy_count = $8, updated_at = now()
 		WHERE service = $1`,
 		st.Service, ptr(st.LastSampleAt), ptr(st.LastReceivedAt), ptr(st.HealthySince), ptr(st.RecoveredAt),
 		recent, nullable(st.IncidentID), st.HealthyCount)
-	if err != nil {
-		return fmt.Errorf("save watch for %s: %w", st.Service, err)
-	}
+	t.watches[st.Service] = st
 	return t.appendTimeline(st.Service, "", w.Changes())
+}
+
+// sendWatches writes the saved watches, before the commit.
+func (t *Tx) sendWatches() error {
+	if t.saved.Len() == 0 {
+		return nil
+	}
+	if err := t.tx.SendBatch(t.ctx, &t.saved).Close(); err != nil {
+		return fmt.Errorf("save %d watches: %w", t.saved.Len(), err)
+	}
+	return nil
 }
 
 // LoadIncident locks and returns the incident with id, nil when id is empty, or an error

@@ -79,5 +79,7 @@ func start() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cluster, err = postgres.StartCluster(ctx, postgres.ClusterConfig{Dir: filepath.Join(root, "data")})
+	// PGTEST_DURABLE=1 keeps fsync on, as in production, for benchmarks of the write path.
+	durable := os.Getenv("PGTEST_DURABLE") != ""
+	cluster, err = postgres.StartCluster(ctx, postgres.ClusterConfig{Dir: filepath.Join(root, "data"), Durable: durable})
 }
