@@ -35,6 +35,32 @@ func (g *gateStore) InTx(ctx context.Context, fn func(*fakeTx) error) error {
 	return g.fakeStore.InTx(ctx, fn)
 }
 
+// arriveTogether handles message 0 and, once the store holds it (entered), messages 1 to n-1;
+// when all of those wait for the stage's next batch (pending), it lets the store go on
+// (release), and returns each message's outcome.
+func arriveTogether(n int, entered, release chan struct{}, pending func() int, handle func(i int) error) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	run := func(i int) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = handle(i)
+		}()
+	}
+	run(0)
+	<-entered
+	for i := 1; i < n; i++ {
+		run(i)
+	}
+	for pending() < n-1 {
+		runtime.Gosched()
+	}
+	close(release)
+	wg.Wait()
+	return errs
+}
+
 func TestCorrelateBatchesSamplesThatArriveTogether(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -57,26 +83,9 @@ func TestCorrelateBatchesSamplesThatArriveTogether(t *testing.T) {
 			correlate := h.To(topicCorrelated)
 
 			services := []string{"s0", "s1", "s2", "s3", "s4"}
-			errs := make([]error, len(services))
-			var wg sync.WaitGroup
-			run := func(i int) {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					errs[i] = correlate(scoredMsg(t, services[i], minute(i), 'H'))
-				}()
-			}
-			run(0)
-			<-store.entered
-			for i := 1; i < len(services); i++ {
-				run(i)
-			}
-			for h.PendingInBatch() < len(services)-1 {
-				runtime.Gosched()
-			}
-			close(store.release)
-			wg.Wait()
-
+			errs := arriveTogether(len(services), store.entered, store.release, h.PendingInBatch, func(i int) error {
+				return correlate(scoredMsg(t, services[i], minute(i), 'H'))
+			})
 			for i, err := range errs {
 				if err != nil {
 					t.Errorf("sample of %s: %v", services[i], err)
@@ -132,25 +141,9 @@ func TestRecordBatchesAndKeepsEachOutcome(t *testing.T) {
 	store := &sampleGate{entered: make(chan struct{}), release: make(chan struct{})}
 	h := handlers.NewRecordHandler(store)
 	services := []string{"s0", "s1", "bad", "s3"}
-	errs := make([]error, len(services))
-	var wg sync.WaitGroup
-	run := func(i int) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = h.Handle(scoredMsg(t, services[i], minute(i), 'H'))
-		}()
-	}
-	run(0)
-	<-store.entered
-	for i := 1; i < len(services); i++ {
-		run(i)
-	}
-	for h.PendingInBatch() < len(services)-1 {
-		runtime.Gosched()
-	}
-	close(store.release)
-	wg.Wait()
+	errs := arriveTogether(len(services), store.entered, store.release, h.PendingInBatch, func(i int) error {
+		return h.Handle(scoredMsg(t, services[i], minute(i), 'H'))
+	})
 	for i, err := range errs {
 		if (err != nil) != (services[i] == "bad") {
 			t.Errorf("sample of %s: %v", services[i], err)
