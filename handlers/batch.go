@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"fmt"
 	"sync"
 )
 
@@ -69,7 +70,7 @@ func (b *batcher[T]) do(ctx context.Context, item T) error {
 	for i, bc := range batch {
 		items[i] = bc.item
 	}
-	errs := b.run(ctx, items)
+	errs := b.runSafely(ctx, items)
 	for i, bc := range batch {
 		bc.err = errs[i]
 		if bc != c {
@@ -86,4 +87,20 @@ func (b *batcher[T]) do(ctx context.Context, item T) error {
 	}
 	b.mu.Unlock()
 	return c.err
+}
+
+// runSafely runs a batch; a panic becomes every item's error, as the router's recoverer would
+// make it of one message, so the callers waiting for the batch are answered and the next
+// batch can start.
+func (b *batcher[T]) runSafely(ctx context.Context, items []T) (errs []error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err := fmt.Errorf("batch of %d panicked: %v", len(items), r)
+			errs = make([]error, len(items))
+			for i := range errs {
+				errs[i] = err
+			}
+		}
+	}()
+	return b.run(ctx, items)
 }
