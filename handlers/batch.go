@@ -14,14 +14,18 @@ const DefaultMaxBatch = 256
 // a stage fed by many partitions at once writes many messages in one transaction, one round
 // trip, instead of one each. It waits for nothing: a call that finds no batch running runs at
 // once, alone, so a quiet stage adds no latency; under load the batch grows by itself to what
-// came while the last one was written. Every call returns its own message's outcome.
+// came while the last one was written.
+//
+// Every call returns its own message's outcome: a batch of several items goes to all; when
+// that fails, each item goes to one, alone, so one bad item holds up none of the others and
+// each error reaches its own message. A lone item goes to one directly.
 //
 // Batches run one at a time, in arrival order; the caller that starts one runs it and, when
 // more are waiting, hands the next to the first of them.
 type batcher[T any] struct {
 	max int
-	// run handles a batch and returns one error per item, in order.
-	run func(ctx context.Context, items []T) []error
+	all func(ctx context.Context, items []T) error
+	one func(ctx context.Context, item T) error
 
 	mu      sync.Mutex
 	running bool
@@ -30,31 +34,30 @@ type batcher[T any] struct {
 
 type batchCall[T any] struct {
 	item T
+	// wake is signalled once: when the call's batch is done (done set, err its outcome), or
+	// when the call is to start the next batch.
+	wake chan struct{}
+	done bool
 	err  error
-	done chan struct{}
-	// lead tells the call that it starts the next batch.
-	lead chan struct{}
 }
 
-func newBatcher[T any](max int, run func(ctx context.Context, items []T) []error) *batcher[T] {
+func newBatcher[T any](max int, all func(ctx context.Context, items []T) error, one func(ctx context.Context, item T) error) *batcher[T] {
 	if max < 1 {
 		max = DefaultMaxBatch
 	}
-	return &batcher[T]{max: max, run: run}
+	return &batcher[T]{max: max, all: all, one: one}
 }
 
 // do handles item in the next batch and returns its outcome. The batch a call starts runs
 // with that call's ctx.
 func (b *batcher[T]) do(ctx context.Context, item T) error {
-	c := &batchCall[T]{item: item, done: make(chan struct{}), lead: make(chan struct{}, 1)}
+	c := &batchCall[T]{item: item, wake: make(chan struct{}, 1)}
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
 	if b.running {
 		b.mu.Unlock()
-		select {
-		case <-c.done:
+		if <-c.wake; c.done {
 			return c.err
-		case <-c.lead:
 		}
 		b.mu.Lock()
 	}
@@ -66,21 +69,15 @@ func (b *batcher[T]) do(ctx context.Context, item T) error {
 	b.pending = b.pending[n:]
 	b.mu.Unlock()
 
-	items := make([]T, n)
-	for i, bc := range batch {
-		items[i] = bc.item
-	}
-	errs := b.runSafely(ctx, items)
-	for i, bc := range batch {
-		bc.err = errs[i]
-		if bc != c {
-			close(bc.done)
-		}
+	b.run(ctx, batch)
+	for _, bc := range batch[1:] {
+		bc.done = true
+		bc.wake <- struct{}{}
 	}
 
 	b.mu.Lock()
 	if len(b.pending) > 0 {
-		b.pending[0].lead <- struct{}{}
+		b.pending[0].wake <- struct{}{}
 	} else {
 		b.running = false
 		b.pending = nil
@@ -89,18 +86,36 @@ func (b *batcher[T]) do(ctx context.Context, item T) error {
 	return c.err
 }
 
-// runSafely runs a batch; a panic becomes every item's error, as the router's recoverer would
-// make it of one message, so the callers waiting for the batch are answered and the next
-// batch can start.
-func (b *batcher[T]) runSafely(ctx context.Context, items []T) (errs []error) {
+// run sets each call's outcome: all of them at once, or one by one when that fails.
+func (b *batcher[T]) run(ctx context.Context, batch []*batchCall[T]) {
+	if len(batch) > 1 {
+		items := make([]T, len(batch))
+		for i, bc := range batch {
+			items[i] = bc.item
+		}
+		if b.safely(func() error { return b.all(ctx, items) }) == nil {
+			return
+		}
+	}
+	for _, bc := range batch {
+		bc.err = b.safely(func() error { return b.one(ctx, bc.item) })
+	}
+}
+
+// safely runs fn; a panic becomes its error, as the router's recoverer would make it of one
+// message, so the callers waiting for the batch are answered and the next batch can start.
+func (b *batcher[T]) safely(fn func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err := fmt.Errorf("batch of %d panicked: %v", len(items), r)
-			errs = make([]error, len(items))
-			for i := range errs {
-				errs[i] = err
-			}
+			err = fmt.Errorf("panic: %v", r)
 		}
 	}()
-	return b.run(ctx, items)
+	return fn()
+}
+
+// waiting returns how many calls wait for the next batch.
+func (b *batcher[T]) waiting() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.pending)
 }

@@ -6,12 +6,13 @@ import (
 )
 
 func TestBatchThatPanicsAnswersEveryCaller(t *testing.T) {
-	b := newBatcher(0, func(_ context.Context, items []int) []error {
-		if items[0] < 0 {
+	one := func(_ context.Context, item int) error {
+		if item < 0 {
 			panic("bad item")
 		}
-		return make([]error, len(items))
-	})
+		return nil
+	}
+	b := newBatcher(0, func(context.Context, []int) error { return nil }, one)
 	if err := b.do(context.Background(), -1); err == nil {
 		t.Fatal("a panicking batch returned no error")
 	}

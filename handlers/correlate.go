@@ -34,12 +34,16 @@ type CorrelateHandler[T IncidentTx] struct {
 // transaction, up to DefaultMaxBatch of them; see SetMaxBatch.
 func NewCorrelateHandler[T IncidentTx](store IncidentStore[T], c incident.Correlator, logger *slog.Logger) *CorrelateHandler[T] {
 	h := &CorrelateHandler[T]{store: store, correlator: c, logger: logger}
-	h.batch = newBatcher(DefaultMaxBatch, h.correlateBatch)
+	h.SetMaxBatch(DefaultMaxBatch)
 	return h
 }
 
 // SetMaxBatch bounds how many samples one transaction correlates (1: one each).
-func (h *CorrelateHandler[T]) SetMaxBatch(n int) { h.batch = newBatcher(n, h.correlateBatch) }
+func (h *CorrelateHandler[T]) SetMaxBatch(n int) {
+	h.batch = newBatcher(n, h.correlateAll, func(ctx context.Context, in ScoredSample) error {
+		return h.store.InTx(ctx, func(tx T) error { return h.correlate(ctx, tx, in) })
+	})
+}
 
 // To makes the stage publish its incident events to the outbox topic out, in the transaction
 // of each change, and returns its handler. The router calls it once, where it binds the stage.
@@ -60,38 +64,25 @@ func (h *CorrelateHandler[T]) handle(msg *message.Message) error {
 	return h.batch.do(msg.Context(), in)
 }
 
-// correlateBatch correlates samples of different services (each service's samples come one
-// at a time, from one partition) in one transaction: their watches are locked in one round
-// trip and saved with the commit. When any of them fails, each is correlated again in its own
-// transaction, so that each message gets its own outcome and one bad sample holds up none
-// of the others.
-func (h *CorrelateHandler[T]) correlateBatch(ctx context.Context, items []ScoredSample) []error {
-	errs := make([]error, len(items))
-	if len(items) > 1 {
-		err := h.store.InTx(ctx, func(tx T) error {
-			services := make([]string, len(items))
-			for i, in := range items {
-				services[i] = in.Service
-			}
-			if err := tx.LockWatches(services...); err != nil {
+// correlateAll correlates samples of different services (each service's samples come one at
+// a time, from one partition) in one transaction: their watches are locked in one round trip
+// and saved with the commit.
+func (h *CorrelateHandler[T]) correlateAll(ctx context.Context, items []ScoredSample) error {
+	return h.store.InTx(ctx, func(tx T) error {
+		services := make([]string, len(items))
+		for i, in := range items {
+			services[i] = in.Service
+		}
+		if err := tx.LockWatches(services...); err != nil {
+			return err
+		}
+		for _, in := range items {
+			if err := h.correlate(ctx, tx, in); err != nil {
 				return err
 			}
-			for _, in := range items {
-				if err := h.correlate(ctx, tx, in); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err == nil {
-			return errs
 		}
-		h.logger.Debug("batch failed, correlating its samples one by one", "stage", "correlate", "samples", len(items), "err", err)
-	}
-	for i, in := range items {
-		errs[i] = h.store.InTx(ctx, func(tx T) error { return h.correlate(ctx, tx, in) })
-	}
-	return errs
+		return nil
+	})
 }
 
 // correlate folds one sample into its service's watch and incident, in tx.

@@ -19,16 +19,15 @@ type SampleStore interface {
 // incident. It runs beside correlate on the same topic, in its own consumer group, and
 // decides nothing.
 type RecordHandler struct {
-	store SampleStore
 	batch *batcher[sample.Scored]
 }
 
 // NewRecordHandler returns the record stage. Samples that arrive together (from several
 // partitions at once) are stored in one statement, up to DefaultMaxBatch of them.
 func NewRecordHandler(store SampleStore) *RecordHandler {
-	h := &RecordHandler{store: store}
-	h.batch = newBatcher(DefaultMaxBatch, h.save)
-	return h
+	return &RecordHandler{batch: newBatcher(DefaultMaxBatch,
+		func(ctx context.Context, items []sample.Scored) error { return store.Save(ctx, items...) },
+		func(ctx context.Context, item sample.Scored) error { return store.Save(ctx, item) })}
 }
 
 // Handle stores one scored sample, with the samples that came with it.
@@ -45,16 +44,4 @@ func (h *RecordHandler) Handle(msg *message.Message) error {
 		Sample: s, Judged: in.Judged, Score: in.Score, Threshold: in.Threshold,
 		Anomalous: in.Anomalous, ModelVersion: in.ModelVersion,
 	})
-}
-
-// save stores a batch; when that fails, each sample alone, so that each gets its own outcome.
-func (h *RecordHandler) save(ctx context.Context, items []sample.Scored) []error {
-	errs := make([]error, len(items))
-	if len(items) > 1 && h.store.Save(ctx, items...) == nil {
-		return errs
-	}
-	for i := range items {
-		errs[i] = h.store.Save(ctx, items[i])
-	}
-	return errs
 }

@@ -11,7 +11,7 @@ import (
 // BenchmarkPipeline measures end-to-end throughput: raw samples published to Kafka, through
 // decode, score (trained models), correlate (one PostgreSQL transaction per sample) and on,
 // until every sample is correlated and the outbox is drained. Run it with a fixed count, e.g.
-// go test -run '^$' -bench Pipeline -benchtime 3000x ./cmd/worker/
+// go test -run '^$' -bench 'Pipeline$' -benchtime 3000x ./cmd/worker/
 func BenchmarkPipeline(b *testing.B) {
 	benchPipeline(b, []string{"bench-api", "bench-db", "bench-auth"}, 64)
 }

@@ -102,39 +102,31 @@ func (t *Tx) LockWatches(services ...string) error {
 		SELECT service, last_sample_at, last_received_at, healthy_since, healthy_count, recovered_at, recent, incident_id::text
 		FROM service_watch WHERE service = ANY($1) ORDER BY service FOR UPDATE`, todo)
 	br := t.tx.SendBatch(t.ctx, b)
+	defer br.Close()
 	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
 		return fmt.Errorf("create watches for %d services: %w", len(todo), err)
 	}
 	rows, err := br.Query()
-	if err == nil {
-		for rows.Next() {
-			var st incident.WatchState
-			if st, err = scanWatch(rows); err != nil {
-				break
-			}
-			t.watches[st.Service] = st
-		}
-		rows.Close()
-		if err == nil {
-			err = rows.Err()
-		}
+	if err != nil {
+		return fmt.Errorf("load watches of %d services: %w", len(todo), err)
 	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
+	states, err := pgx.CollectRows(rows, scanWatch)
+	if err == nil {
+		err = br.Close()
 	}
 	if err != nil {
 		return fmt.Errorf("load watches of %d services: %w", len(todo), err)
 	}
-	for _, s := range todo {
-		if _, ok := t.watches[s]; !ok {
-			return fmt.Errorf("load watch for %s: not created", s)
-		}
+	if len(states) != len(todo) {
+		return fmt.Errorf("load watches of %d services: %d found", len(todo), len(states))
+	}
+	for _, st := range states {
+		t.watches[st.Service] = st
 	}
 	return nil
 }
 
-func scanWatch(row pgx.Row) (incident.WatchState, error) {
+func scanWatch(row pgx.CollectableRow) (incident.WatchState, error) {
 	var (
 		st                                                incident.WatchState
 		lastSample, lastReceived, healthySince, recovered *time.Time
