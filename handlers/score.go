@@ -334,12 +334,11 @@ func (h *ScoreHandler) restore(ctx context.Context, sd *serviceDetector, at Posi
 		sd.at = Position{Partition: at.Partition, Offset: at.Offset - 1}
 		return true, nil
 	}
-	if st.At.Offset+1 >= at.Offset {
-		return true, nil
-	}
-	msgs, err := h.durable.Log.Read(ctx, at.Partition, st.At.Offset+1, at.Offset)
-	if err != nil {
-		return false, fmt.Errorf("replay %s from offset %d: %w", service, st.At.Offset+1, err)
+	var msgs []*message.Message
+	if st.At.Offset+1 < at.Offset {
+		if msgs, err = h.durable.Log.Read(ctx, at.Partition, st.At.Offset+1, at.Offset); err != nil {
+			return false, fmt.Errorf("replay %s from offset %d: %w", service, st.At.Offset+1, err)
+		}
 	}
 	replayed := 0
 	for _, m := range msgs {
@@ -369,7 +368,9 @@ func (h *ScoreHandler) restore(ctx context.Context, sd *serviceDetector, at Posi
 		sd.unsaved++
 		replayed++
 	}
-	sd.at = Position{Partition: at.Partition, Offset: at.Offset - 1}
+	if st.At.Offset+1 < at.Offset {
+		sd.at = Position{Partition: at.Partition, Offset: at.Offset - 1}
+	}
 	h.logger.Info("detector state restored", "stage", "score", "service", service, "offset", st.At.Offset, "replayed", replayed)
 	return true, nil
 }

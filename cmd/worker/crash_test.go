@@ -46,18 +46,48 @@ type process struct {
 type syncBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder
+	// watches are closed when the output first holds their text (see seen).
+	watches []watch
+}
+
+type watch struct {
+	text string
+	seen chan struct{}
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.b.Write(p)
+	// The text may straddle two writes: look from just before this one.
+	from := s.b.Len()
+	n, err := s.b.Write(p)
+	s.watches = slices.DeleteFunc(s.watches, func(w watch) bool {
+		if strings.Contains(s.b.String()[max(0, from-len(w.text)):], w.text) {
+			close(w.seen)
+			return true
+		}
+		return false
+	})
+	return n, err
 }
 
 func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// seen returns a channel closed as soon as the output holds text.
+func (s *syncBuffer) seen(text string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := watch{text: text, seen: make(chan struct{})}
+	if strings.Contains(s.b.String(), text) {
+		close(w.seen)
+	} else {
+		s.watches = append(s.watches, w)
+	}
+	return w.seen
 }
 
 // newProcessEngine returns a worker process to start on a new in-process broker and dbURL
@@ -307,12 +337,25 @@ func TestFaultsDecideAlike(t *testing.T) {
 			n, err := groupMembers(p.brokers, "incident-engine.score")
 			return n == 3, fmt.Sprint(n, err)
 		})
+		// The victim is the first worker to train a model, killed the moment it says so: the
+		// service it trained has most of its stream still to judge, on another worker, from
+		// the state the victim saved.
+		trained := make(chan int, len(workers))
+		for i, w := range workers {
+			go func(seen <-chan struct{}) {
+				select {
+				case <-seen:
+					trained <- i
+				case <-t.Context().Done():
+				}
+			}(w.logs.seen("model trained"))
+		}
 		backlog(p)
-		recorded(p, 4000, "before one of three workers is killed")
-		// The victim is a worker that has been judging services (it trained their models).
-		victim := slices.IndexFunc(workers, func(w *process) bool { return strings.Contains(w.logs.String(), "model trained") })
-		if victim < 0 {
-			t.Fatal("no worker has trained a model")
+		var victim int
+		select {
+		case victim = <-trained:
+		case <-time.After(3 * time.Minute):
+			t.Fatal("no worker trained a model")
 		}
 		workers[victim].kill(t)
 		t.Logf("killed worker %d of 3 at %d samples recorded", victim, p.count(t, `SELECT count(*) FROM samples`))
@@ -328,6 +371,7 @@ func TestFaultsDecideAlike(t *testing.T) {
 			restores += strings.Count(w.logs.String(), "detector state restored")
 			w.kill(t)
 		}
+		t.Logf("the survivors restored %d detectors", restores)
 		if restores == 0 {
 			t.Errorf("no surviving worker restored a detector: the killed worker's services were not handed over")
 		}
