@@ -27,12 +27,8 @@ fuzz: ## each fuzz target (the decoder, a stored model, a saved detector state, 
 	$(GO) test ./domain/detect -run '^$$' -fuzz '^FuzzRestoreState$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./infra/api -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(FUZZTIME)
 
-bench: ## scoring and pipeline benchmarks, and scikit-learn's reference figures when python3-sklearn is installed
-	$(GO) test -run '^$$' -bench . -benchmem ./domain/...
-	$(GO) test -run '^$$' -bench 'Pipeline$$' -benchtime 3000x -timeout 20m ./cmd/worker/
-	$(GO) test -run '^$$' -bench 'PipelineFleet$$' -benchtime 20000x -timeout 30m ./cmd/worker/
-	@if /usr/bin/python3 -c 'import sklearn' 2>/dev/null; then /usr/bin/python3 scripts/bench_sklearn.py; \
-	else echo "scikit-learn reference skipped: apt-get install -y python3-sklearn"; fi
+bench: ## one table: scoring, memory and pipeline benchmarks beside scikit-learn, measured in the same run (apt-get install -y python3-sklearn for its column)
+	GO=$(GO) /usr/bin/python3 scripts/bench_table.py
 
 eval: ## detection on every benchmark set under DATA (default ../shared/data) beside scikit-learn; needs apt-get install -y python3-sklearn python3-pandas
 	$(GO) run ./cmd/incidentctl eval $(EVAL_FLAGS) $(DATA)

@@ -248,6 +248,9 @@ func (c Config) Validate() error {
 	if c.Forest.Trees < 0 || c.Forest.SampleSize < 0 {
 		errs = append(errs, errors.New("forest trees and sample size must not be negative"))
 	}
+	if c.Forest.SampleSize > forest.MaxSampleSize {
+		errs = append(errs, fmt.Errorf("forest sample size %d is above %d", c.Forest.SampleSize, forest.MaxSampleSize))
+	}
 	if err := c.Shape.Validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -477,6 +477,7 @@ func TestConfig(t *testing.T) {
 		{"negative level drift", func(c *detect.Config) { c.LevelDrift = -0.1 }, []string{"level drift -0.1"}, "a level cannot move a negative distance"},
 		{"stable spread below 1", func(c *detect.Config) { c.StableSpread = 0.5 }, []string{"stable spread 0.5"}, "steadier than its own spread is impossible"},
 		{"negative trees", func(c *detect.Config) { c.Forest.Trees = -1 }, []string{"forest trees"}, "the forest rejects it at training, too late"},
+		{"sample size 4096", func(c *detect.Config) { c.Forest.SampleSize = 4096 }, []string{"sample size 4096 is above 2048"}, "the forest's compact nodes link at most 2048 rows"},
 		{
 			"every problem", func(c *detect.Config) {
 				c.WarmUp, c.Slack, c.LevelSpan, c.LevelDrift, c.Forest.Trees = 1, -1, -1, -1, -1

@@ -164,7 +164,8 @@ func (d *Detector) decodeState(state []byte, model func(version int) (Model, err
 	}
 	var f forest.Forest
 	if err := f.UnmarshalBinary(m.Forest); err != nil {
-		return fmt.Errorf("model %s v%d for its state: %w", m.Service, m.Version, err)
+		// Unreadable, it cannot be continued: the caller starts again from what it can read.
+		return fmt.Errorf("%w: model %s v%d for its state: %w", ErrStateMismatch, m.Service, m.Version, err)
 	}
 	if f.Dims() != len(d.owner) {
 		return fmt.Errorf("%w: model %s v%d has %d features, the state %d", ErrStateMismatch, m.Service, m.Version, f.Dims(), len(d.owner))

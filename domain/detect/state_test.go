@@ -156,6 +156,18 @@ func TestRestoreStateRejectsWhatDoesNotFit(t *testing.T) {
 	if err := newDetector(t, detect.Config{}).RestoreState(saved, registry{}.model); err == nil {
 		t.Errorf("restore without its model: no error")
 	}
+	// A stored model that cannot be read (damaged, or of a format this version rejects) is a
+	// mismatch: the score stage then starts from what it can read instead of retrying a
+	// message forever.
+	damaged := registry{}
+	for v, m := range reg {
+		m.Forest = bytes.Clone(m.Forest)
+		m.Forest[len(m.Forest)/2] ^= 0xff
+		damaged[v] = m
+	}
+	if err := newDetector(t, detect.Config{}).RestoreState(saved, damaged.model); !errors.Is(err, detect.ErrStateMismatch) {
+		t.Errorf("restore with an unreadable model: %v, want ErrStateMismatch", err)
+	}
 	for _, n := range []int{0, 3, 20, len(saved) / 2, len(saved) - 1} {
 		if err := newDetector(t, detect.Config{}).RestoreState(saved[:n], reg.model); err == nil {
 			t.Errorf("restore of the first %d of %d bytes: no error", n, len(saved))

@@ -2,8 +2,8 @@ package forest
 
 import "math"
 
-// maxPath bounds the depth of a tree: trees stop at ceil(log2(SampleSize)) and node indices
-// are int32, so no path has more than 32 splits.
+// maxPath bounds the splits on a path that Attribute credits at the leaf: trees stop at
+// ceil(log2(SampleSize)) ≤ 11 splits; a decoded model's deeper paths credit their first 64.
 const maxPath = 64
 
 // Attribute writes into out each feature's share in isolating x as ScoreExtended sees it;
@@ -30,31 +30,29 @@ func (f *Forest) Attribute(x []float64, out []float64) {
 		return
 	}
 	clear(out)
-	nodes := f.nodes
-	var path [maxPath]int32
-	for _, root := range f.roots {
-		i, stay, n := root, 1.0, 0
-		for {
-			nd := &nodes[i]
-			if nd.feature < 0 {
-				if h := nd.value; h > 0 && n > 0 {
-					w := stay / h
-					for _, feat := range path[:n] {
-						out[feat] += w
-					}
-				}
-				break
-			}
-			v := x[nd.feature]
+	var path [maxPath]uint8
+	for t := range f.roots {
+		nodes := f.splits[f.starts[t]:]
+		ref, stay, n, depth := uint32(f.roots[t]), 1.0, 0, 0
+		for ref&leafFlag == 0 {
+			nd := &nodes[ref]
+			v := x[nd.feature()]
 			if p := nd.cutOff(v); p > 0 {
-				out[nd.feature] += stay * p
+				out[nd.feature()] += stay * p
 				stay *= 1 - p
 			}
 			if n < maxPath {
-				path[n] = nd.feature
+				path[n] = uint8(nd.feature())
 				n++
 			}
-			i = nd.child(i, v)
+			ref = nd.next(v)
+			depth++
+		}
+		if h := float64(depth) + leafPath[ref&leafMask]; h > 0 && n > 0 {
+			w := stay / h
+			for _, feat := range path[:n] {
+				out[feat] += w
+			}
 		}
 	}
 	normalise(out)

@@ -2,6 +2,8 @@ package forest
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -78,5 +80,40 @@ func BenchmarkTrain(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "models/s")
 		})
+	}
+}
+
+// BenchmarkScoreExtendedModels scores one sample per iteration on each of 4,096 models in
+// turn, in a shuffled order, as a worker judging 4,096 services does: the models do not fit
+// in the processor's caches, so each walk waits on memory. It reports the bytes one model
+// holds.
+func BenchmarkScoreExtendedModels(b *testing.B) {
+	const models = 4096
+	trained := make([]*Forest, 16)
+	for i := range trained {
+		trained[i] = mustTrain(b, gaussianRows(2000, 3, uint64(i)), Config{Seed: uint64(i)})
+	}
+	// Copies of 16 trained models, each with splits of its own: the memory is what counts.
+	forests := make([]*Forest, models)
+	for i := range forests {
+		f := *trained[i%len(trained)]
+		f.splits = slices.Clone(f.splits)
+		f.starts, f.roots = slices.Clone(f.starts), slices.Clone(f.roots)
+		forests[i] = &f
+	}
+	rand.New(rand.NewPCG(1, 1)).Shuffle(models, func(i, j int) { forests[i], forests[j] = forests[j], forests[i] })
+	queries := gaussianRows(benchQueries, 3, 2)
+	var sink, bytes float64
+	for _, f := range forests {
+		bytes += float64(f.MemoryBytes())
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		sink += forests[i&(models-1)].ScoreExtended(queries[i&(benchQueries-1)])
+	}
+	reportRate(b)
+	b.ReportMetric(bytes/models, "model-bytes")
+	if sink != sink {
+		b.Fatal("NaN score")
 	}
 }

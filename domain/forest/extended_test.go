@@ -137,3 +137,54 @@ func TestTrainOOB(t *testing.T) {
 		t.Error("TrainOOB without rows: want ErrNoData")
 	}
 }
+
+// TestLockStepWalks checks the four-trees-at-once walks of Score and ScoreExtended against a
+// plain walk of one tree after another, written here with branches, for forests whose tree
+// count is and is not a multiple of four, on points inside and far outside the data.
+func TestLockStepWalks(t *testing.T) {
+	rows := gaussianRows(3000, 3, 21)
+	plain := func(f *Forest, x []float64, extended bool) float64 {
+		var sum float64
+		for t := range f.roots {
+			nodes := f.splits[f.starts[t]:]
+			ref, stay, h, depth := uint32(f.roots[t]), 1.0, 0.0, 0.0
+			for ref&leafFlag == 0 {
+				nd := nodes[ref]
+				v := x[nd.feature()]
+				lo, hi := float64(nd.mid)-float64(nd.half), float64(nd.mid)+float64(nd.half)
+				if p := 0.0; extended && (v < lo || v > hi) {
+					if v < lo {
+						p = (lo - v) / (hi - v)
+					} else {
+						p = (v - hi) / (v - lo)
+					}
+					h += stay * p * (depth + 1 - p)
+					stay *= 1 - p
+				}
+				if v < float64(nd.at) {
+					ref = nd.link >> 12 & refMask
+				} else {
+					ref = nd.link & refMask
+				}
+				depth++
+			}
+			sum += h + stay*(depth+AveragePathLength(int(ref&leafMask)+1))
+		}
+		return math.Exp2(-sum * f.invNorm)
+	}
+	probes := append(gaussianRows(300, 3, 22), []float64{40, 0, 0}, []float64{-1e6, 3, -7}, []float64{0, 0, 1e30})
+	for _, trees := range []int{1, 4, 7, 100} {
+		f := mustTrain(t, rows, Config{Trees: trees, Seed: uint64(trees)})
+		for _, x := range probes {
+			for _, c := range []struct {
+				name     string
+				got      float64
+				extended bool
+			}{{"Score", f.Score(x), false}, {"ScoreExtended", f.ScoreExtended(x), true}} {
+				if want := plain(f, x, c.extended); math.Abs(c.got-want) > 1e-12 {
+					t.Fatalf("%d trees: %s(%v) = %v, one tree at a time %v", trees, c.name, x, c.got, want)
+				}
+			}
+		}
+	}
+}

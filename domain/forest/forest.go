@@ -1,10 +1,8 @@
 package forest
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math"
 	"math/bits"
 	"math/rand/v2"
@@ -17,6 +15,14 @@ const (
 	DefaultTrees = 100
 	// DefaultSampleSize is the subsample size per tree when Config.SampleSize is zero.
 	DefaultSampleSize = 256
+)
+
+// Limits of the compact node layout (see split).
+const (
+	// MaxSampleSize is the largest Config.SampleSize: a tree's links to its nodes are 11 bits.
+	MaxSampleSize = 2048
+	// MaxDims is the most features a forest can split on: a node names its feature in 8 bits.
+	MaxDims = 256
 )
 
 // eulerGamma is the Euler–Mascheroni constant used by AveragePathLength.
@@ -37,7 +43,8 @@ var ErrDimensionMismatch = errors.New("forest: dimension mismatch")
 // ErrNonFinite is returned by Train when a training value is NaN or infinite.
 var ErrNonFinite = errors.New("forest: non-finite value")
 
-// ErrInvalidConfig is returned by Train when a Config field is negative or the forest would be too large.
+// ErrInvalidConfig is returned by Train when a Config field is negative or beyond the layout's
+// limits (MaxSampleSize, MaxDims), or the forest would be too large.
 var ErrInvalidConfig = errors.New("forest: invalid config")
 
 // ErrInvalidModel is returned when binary model data is truncated, corrupt or of an unsupported version, or when an untrained Forest is marshalled.
@@ -48,26 +55,81 @@ type Config struct {
 	// Trees is the number of isolation trees; zero means DefaultTrees (100).
 	Trees int
 	// SampleSize is the number of rows drawn without replacement for each
-	// tree; zero means DefaultSampleSize (256). If there are fewer rows,
-	// all rows are used.
+	// tree; zero means DefaultSampleSize (256), at most MaxSampleSize. If
+	// there are fewer rows, all rows are used.
 	SampleSize int
 	// Seed seeds the random source; equal rows, Config and Seed give an identical forest.
 	Seed uint64
 }
 
-// node is one tree node in the flat, pre-order node array.
-//
-// For an internal node, value is the split threshold (x[feature] < value goes
-// left, to the next node in the array; otherwise it goes to index right), and
-// lo, hi are the range of the node's training rows on the split feature (used
-// by ScoreExtended). For a leaf, feature is -1, value is the precomputed path
-// length depth + AveragePathLength(leaf size), and lo holds the depth.
-type node struct {
-	value   float64
-	lo, hi  float64
-	feature int32
-	right   int32
+// split is one internal node of a tree: 16 bytes, four to a cache line. A sample goes to the
+// left child when x[feature] < at (see left), else to the right one; mid ± half covers the range of the
+// node's training rows on that feature (rounded outwards to float32), which ScoreExtended
+// uses. link packs the feature (bits 24–31) and the references of the left (12–23) and right
+// (0–11) children. A reference is either the tree-local index of another split, which always
+// comes after its parent (pre-order), or leafFlag | (n−1) for a leaf of n training rows, whose
+// path length is its depth + c(n). Leaves take no space of their own.
+type split struct {
+	at, mid, half float32
+	link          uint32
 }
+
+// newSplit returns the split at at on feature feat of a node whose rows range over
+// [lowest, highest] on it (within ±MaxFloat32); its children are linked afterwards. The
+// range covers at as well: rows closer together than float32 can tell apart may leave no
+// float32 threshold between them (see threshold32).
+func newSplit(feat int, at float32, lowest, highest float64) split {
+	mid := float32(lowest/2 + highest/2)
+	half := ceil32(max(highest-float64(mid), float64(mid)-lowest, math.Abs(float64(at)-float64(mid))))
+	if math.IsInf(float64(half), 0) {
+		half = math.MaxFloat32
+	}
+	return split{at: at, mid: mid, half: half, link: uint32(feat) << 24}
+}
+
+// Child references.
+const (
+	leafFlag = 1 << 11
+	refMask  = 1<<12 - 1
+	leafMask = leafFlag - 1
+)
+
+// leafPath holds c(n) at n−1, for a leaf reference's low bits.
+var leafPath = func() (c [MaxSampleSize]float64) {
+	for i := range c {
+		c[i] = AveragePathLength(i + 1)
+	}
+	return c
+}()
+
+// leafRef is the reference of a leaf of n training rows (n ≥ 1).
+func leafRef(n int) uint32 { return leafFlag | uint32(max(n, 1)-1) }
+
+// feature returns the feature the split tests.
+func (s *split) feature() int { return int(s.link >> 24) }
+
+// next returns the reference of the child that v goes to. It is chosen without a branch,
+// since which side a sample goes is unpredictable.
+func (s *split) next(v float64) uint32 {
+	return s.link >> (left(v, s.at) * 12) & refMask
+}
+
+// left is 1 when v goes to the left of a split at at, else 0: when v − at is negative, that
+// is when v < at (thresholds are never +0, the one value where they would differ, for v
+// −0). The sign bit decides without a branch.
+func left(v float64, at float32) uint32 { return uint32(math.Float64bits(v-float64(at)) >> 63) }
+
+// cutOff is the probability that a split of this node, drawn in its training range extended
+// to v, would cut v off alone: 0 when v lies inside the range. It has no branch: the gap
+// between v and the range, if any, over the extended range.
+func (s *split) cutOff(v float64) float64 {
+	half := float64(s.half)
+	gap := positive(math.Abs(v-float64(s.mid)) - half)
+	return gap / (2*half + gap)
+}
+
+// positive returns v when it is above zero, else zero (of either sign), from its sign bit.
+func positive(v float64) float64 { return v * float64(^math.Float64bits(v)>>63) }
 
 // Forest is a trained Isolation Forest; obtain one from Train or UnmarshalBinary.
 //
@@ -76,11 +138,13 @@ type node struct {
 // the receiver and must not run concurrently with them. The zero Forest has no
 // trees and scores every input as NaN.
 type Forest struct {
-	nodes      []node  // all trees, each stored contiguously in pre-order
-	roots      []int32 // index of each tree's root in nodes
-	dims       int     // number of features per sample
-	sampleSize int     // subsample size actually used per tree
-	invNorm    float64 // 1 / (trees * c(sampleSize)), or 0 when c(sampleSize) == 0
+	splits     []split  // all trees' splits, each tree contiguous and in pre-order
+	starts     []int32  // index in splits of each tree's first split
+	roots      []uint16 // each tree's root reference: its first split, or a leaf
+	depth      int      // the most splits on any path
+	dims       int      // number of features per sample
+	sampleSize int      // subsample size actually used per tree
+	invNorm    float64  // 1 / (trees * c(sampleSize)), or 0 when c(sampleSize) == 0
 }
 
 // AveragePathLength returns c(n), the average path length of an unsuccessful
@@ -101,7 +165,8 @@ func AveragePathLength(n int) float64 {
 //
 // It returns ErrNoData, ErrDimensionMismatch, ErrNonFinite or
 // ErrInvalidConfig (wrapped with context) when the input cannot be used.
-// Train does not retain rows.
+// Values beyond ±math.MaxFloat32 are trained on as ±math.MaxFloat32: the
+// trees keep their splits in float32. Train does not retain rows.
 func Train(rows [][]float64, cfg Config) (*Forest, error) {
 	dims, trees, psi, err := check(rows, cfg)
 	if err != nil {
@@ -119,6 +184,9 @@ func check(rows [][]float64, cfg Config) (dims, trees, psi int, err error) {
 	if dims == 0 {
 		return 0, 0, 0, fmt.Errorf("row 0 has no values: %w", ErrDimensionMismatch)
 	}
+	if dims > MaxDims {
+		return 0, 0, 0, fmt.Errorf("%d features, at most %d: %w", dims, MaxDims, ErrInvalidConfig)
+	}
 	for i, r := range rows {
 		if len(r) != dims {
 			return 0, 0, 0, fmt.Errorf("row %d has %d values, row 0 has %d: %w", i, len(r), dims, ErrDimensionMismatch)
@@ -131,8 +199,8 @@ func check(rows [][]float64, cfg Config) (dims, trees, psi int, err error) {
 	}
 
 	trees, psi = cfg.Trees, cfg.SampleSize
-	if trees < 0 || psi < 0 {
-		return 0, 0, 0, fmt.Errorf("Trees=%d, SampleSize=%d must not be negative: %w", trees, psi, ErrInvalidConfig)
+	if trees < 0 || psi < 0 || psi > MaxSampleSize {
+		return 0, 0, 0, fmt.Errorf("Trees=%d, SampleSize=%d: neither may be negative, SampleSize at most %d: %w", trees, psi, MaxSampleSize, ErrInvalidConfig)
 	}
 	if trees == 0 {
 		trees = DefaultTrees
@@ -141,8 +209,8 @@ func check(rows [][]float64, cfg Config) (dims, trees, psi int, err error) {
 		psi = DefaultSampleSize
 	}
 	psi = min(psi, len(rows))
-	if trees > maxNodes || uint64(trees)*uint64(2*psi-1) > maxNodes {
-		return 0, 0, 0, fmt.Errorf("%d trees of up to %d nodes exceed %d nodes: %w", trees, 2*psi-1, maxNodes, ErrInvalidConfig)
+	if trees > maxNodes || uint64(trees)*uint64(psi) > maxNodes {
+		return 0, 0, 0, fmt.Errorf("%d trees of up to %d nodes exceed %d nodes: %w", trees, psi-1, maxNodes, ErrInvalidConfig)
 	}
 	return dims, trees, psi, nil
 }
@@ -165,11 +233,11 @@ func TrainOOB(rows [][]float64, cfg Config) (*Forest, []float64, error) {
 	for i, r := range rows {
 		var sum float64
 		n := 0
-		for t, root := range f.roots {
+		for t := range f.roots {
 			if inBag[t*words+i/64]&(1<<(i%64)) != 0 {
 				continue
 			}
-			sum += f.treePath(root, r)
+			sum += f.pathLength(t, r)
 			n++
 		}
 		switch {
@@ -189,15 +257,15 @@ func TrainOOB(rows [][]float64, cfg Config) (*Forest, []float64, error) {
 func train(rows [][]float64, dims, trees, psi int, seed uint64, inBag []uint64) *Forest {
 	b := newBuilder(rows, psi, seed)
 	f := &Forest{
-		roots:      make([]int32, trees),
+		starts:     make([]int32, trees),
+		roots:      make([]uint16, trees),
 		dims:       dims,
 		sampleSize: psi,
 	}
 	words := (len(rows) + 63) / 64
-	var nodes []node
 	for t := range trees {
-		f.roots[t] = int32(len(nodes))
-		nodes = b.tree(nodes)
+		f.starts[t] = int32(len(b.splits))
+		f.roots[t] = uint16(b.tree())
 		if inBag != nil {
 			bag := inBag[t*words : (t+1)*words]
 			if b.perm == nil {
@@ -211,24 +279,12 @@ func train(rows [][]float64, dims, trees, psi int, seed uint64, inBag []uint64) 
 			}
 		}
 	}
-	// Depth-limited trees use far fewer than the 2*psi-1 possible nodes
-	// (about 130 of 511 for psi = 256), so keep an exactly sized copy.
-	f.nodes = slices.Clone(nodes)
+	// Depth-limited trees use far fewer than the psi−1 possible splits (about 93 of 255
+	// for psi = 256), so keep an exactly sized copy.
+	f.splits = slices.Clone(b.splits)
+	f.depth = b.deepest
 	f.setNorm()
 	return f
-}
-
-// treePath returns the path length of x in the tree rooted at root.
-func (f *Forest) treePath(root int32, x []float64) float64 {
-	nodes := f.nodes
-	i := root
-	for {
-		nd := &nodes[i]
-		if nd.feature < 0 {
-			return nd.value
-		}
-		i = nd.child(i, x[nd.feature])
-	}
 }
 
 // setNorm precomputes the score normaliser from the tree count and sample size.
@@ -247,11 +303,12 @@ type builder struct {
 	maxDepth int
 	rng      *rand.Rand
 	perm     []int     // permutation of all row indices, for sampling without replacement
-	sub      []float64 // the current subsample, row-major psi x dims
+	sub      []float64 // the current subsample, row-major psi x dims, within ±MaxFloat32
 	idx      []int32   // subsample row indices, partitioned in place while growing
 	feats    []int32   // feature permutation, for drawing features without replacement
-	nodes    []node
-	leafBase []float64 // c(n) for n in [0, psi]
+	splits   []split   // every tree's splits so far
+	base     int       // index in splits of the current tree's first split
+	deepest  int       // the most splits on a path so far
 }
 
 // newBuilder allocates the scratch state for growing trees of psi rows each.
@@ -267,7 +324,6 @@ func newBuilder(rows [][]float64, psi int, seed uint64) *builder {
 		sub:      make([]float64, psi*dims),
 		idx:      make([]int32, psi),
 		feats:    make([]int32, dims),
-		leafBase: make([]float64, psi+1),
 	}
 	if psi < len(rows) {
 		b.perm = make([]int, len(rows))
@@ -278,17 +334,14 @@ func newBuilder(rows [][]float64, psi int, seed uint64) *builder {
 	for j := range b.feats {
 		b.feats[j] = int32(j)
 	}
-	for n := range b.leafBase {
-		b.leafBase[n] = AveragePathLength(n)
-	}
 	return b
 }
 
-// tree draws a subsample, grows one tree on it and appends its nodes to dst.
-func (b *builder) tree(dst []node) []node {
+// tree draws a subsample, grows one tree on it, appends its splits and returns its root.
+func (b *builder) tree() uint32 {
 	if b.perm == nil {
 		for i, r := range b.rows {
-			copy(b.sub[i*b.dims:], r)
+			clampCopy(b.sub[i*b.dims:], r)
 		}
 	} else {
 		// Partial Fisher–Yates: the first psi entries of perm become a
@@ -297,23 +350,29 @@ func (b *builder) tree(dst []node) []node {
 		for i := range b.psi {
 			j := i + b.rng.IntN(n-i)
 			b.perm[i], b.perm[j] = b.perm[j], b.perm[i]
-			copy(b.sub[i*b.dims:], b.rows[b.perm[i]])
+			clampCopy(b.sub[i*b.dims:], b.rows[b.perm[i]])
 		}
 	}
 	for i := range b.idx {
 		b.idx[i] = int32(i)
 	}
-	b.nodes = dst
-	b.grow(0, b.psi, 0)
-	return b.nodes
+	b.base = len(b.splits)
+	return b.grow(0, b.psi, 0)
 }
 
-// grow appends the subtree for idx[lo:hi] at the given depth in pre-order.
-func (b *builder) grow(lo, hi, depth int) {
+// clampCopy copies src into dst, each value brought within ±MaxFloat32.
+func clampCopy(dst, src []float64) {
+	for j, v := range src {
+		dst[j] = min(max(v, -math.MaxFloat32), math.MaxFloat32)
+	}
+}
+
+// grow appends the subtree for idx[lo:hi] at the given depth in pre-order and returns its
+// reference.
+func (b *builder) grow(lo, hi, depth int) uint32 {
 	n := hi - lo
 	if depth >= b.maxDepth || n <= 1 {
-		b.leaf(n, depth)
-		return
+		return leafRef(n)
 	}
 	idx, sub, dims := b.idx[lo:hi], b.sub, b.dims
 
@@ -338,38 +397,84 @@ func (b *builder) grow(lo, hi, depth int) {
 		}
 	}
 	if feat < 0 {
-		b.leaf(n, depth)
-		return
+		return leafRef(n)
 	}
 
-	// Uniform in [lowest, highest). The convex form cannot overflow; the
-	// clamps keep both children non-empty despite rounding (a draw of
-	// exactly lowest would leave the left child empty).
+	// Uniform in [lowest, highest). The convex form cannot overflow; the clamps keep
+	// both children non-empty despite rounding (a draw of exactly lowest would leave the
+	// left child empty).
 	u := b.rng.Float64()
 	split := lowest*(1-u) + highest*u
 	if !(split > lowest) || split > highest {
 		split = highest
 	}
 
-	// Partition: x < split to the front.
-	mid := 0
+	// Partition: x < split to the front, noting the largest value that goes left and
+	// the smallest that goes right.
+	mid, below, above := 0, lowest, highest
 	for i, r := range idx {
-		if sub[int(r)*dims+feat] < split {
+		if v := sub[int(r)*dims+feat]; v < split {
 			idx[i], idx[mid] = idx[mid], idx[i]
 			mid++
+			below = max(below, v)
+		} else {
+			above = min(above, v)
 		}
 	}
+	at := threshold32(split, below, above)
 
-	self := len(b.nodes)
-	b.nodes = append(b.nodes, node{value: split, lo: lowest, hi: highest, feature: int32(feat)})
-	b.grow(lo, lo+mid, depth+1)
-	b.nodes[self].right = int32(len(b.nodes))
-	b.grow(lo+mid, hi, depth+1)
+	self := len(b.splits) - b.base
+	b.splits = append(b.splits, newSplit(feat, at, lowest, highest))
+	b.deepest = max(b.deepest, depth+1)
+	left := b.grow(lo, lo+mid, depth+1)
+	right := b.grow(lo+mid, hi, depth+1)
+	b.splits[b.base+self].link |= left<<12 | right
+	return uint32(self)
 }
 
-// leaf appends a leaf holding n training rows at the given depth.
-func (b *builder) leaf(n, depth int) {
-	b.nodes = append(b.nodes, node{value: float64(depth) + b.leafBase[n], lo: float64(depth), feature: -1, right: -1})
+// threshold32 returns the float32 threshold of a split drawn at split, whose rows below
+// it reach up to below and the others start at above: the float32 nearest split that keeps
+// every row on its side (when below and above lie so close that none lies between, the one
+// just under above). It is never +0, which left would not tell from −0: it is then −0, below
+// which no zero lies, so left(v, at) is exactly v < at.
+func threshold32(split, below, above float64) float32 {
+	at := float32(split)
+	if float64(at) <= below {
+		at = above32(below)
+	}
+	if float64(at) > above {
+		at = floor32(above)
+	}
+	if at == 0 {
+		at = float32(math.Copysign(0, -1))
+	}
+	return at
+}
+
+// floor32 returns the largest float32 at most v, ceil32 the smallest at least v, above32 the
+// smallest above v; v is within ±MaxFloat32.
+func floor32(v float64) float32 {
+	f := float32(v)
+	if float64(f) > v {
+		f = math.Nextafter32(f, float32(math.Inf(-1)))
+	}
+	return f
+}
+
+func ceil32(v float64) float32 {
+	f := float32(v)
+	if float64(f) < v {
+		f = math.Nextafter32(f, float32(math.Inf(1)))
+	}
+	return f
+}
+
+func above32(v float64) float32 {
+	f := ceil32(v)
+	if float64(f) == v {
+		f = math.Nextafter32(f, float32(math.Inf(1)))
+	}
+	return f
 }
 
 // Dims returns the number of features each sample must have.
@@ -381,13 +486,23 @@ func (f *Forest) SampleSize() int { return f.sampleSize }
 // Trees returns the number of trees in the forest.
 func (f *Forest) Trees() int { return len(f.roots) }
 
+// Splits returns the number of internal nodes of all trees; with MemoryBytes it tells what a
+// model costs.
+func (f *Forest) Splits() int { return len(f.splits) }
+
+// MemoryBytes returns the bytes the forest holds on the heap: its splits and its per-tree
+// index, 16 bytes a split and 6 a tree.
+func (f *Forest) MemoryBytes() int {
+	return cap(f.splits)*16 + cap(f.starts)*4 + cap(f.roots)*2
+}
+
 // Score returns the anomaly score 2^(-E[h(x)]/c(SampleSize())) of x, in (0, 1].
 //
 // Scores near 1 mean x is isolated quickly (anomalous); scores well below
 // 0.5 mean x is hard to isolate (normal). If len(x) != f.Dims(), or the
 // forest has no trees, Score returns NaN. If the forest was trained on a
 // single row, every score is 0.5 (scikit-learn's convention). NaN values in
-// x are not checked; they compare false and follow the right branch.
+// x are not checked; they follow one branch or the other.
 // Score does not allocate.
 func (f *Forest) Score(x []float64) float64 {
 	if len(x) != f.dims || len(f.roots) == 0 {
@@ -399,291 +514,14 @@ func (f *Forest) Score(x []float64) float64 {
 	return math.Exp2(-f.totalPath(x) * f.invNorm)
 }
 
-// totalPath returns the sum over all trees of the path length of x.
-func (f *Forest) totalPath(x []float64) float64 {
-	var sum float64
-	for _, root := range f.roots {
-		sum += f.treePath(root, x)
+// pathLength returns the path length of x in tree t.
+func (f *Forest) pathLength(t int, x []float64) float64 {
+	nodes := f.splits[f.starts[t]:]
+	ref, depth := uint32(f.roots[t]), 0
+	for ref&leafFlag == 0 {
+		nd := &nodes[ref]
+		ref = nd.next(x[nd.feature()])
+		depth++
 	}
-	return sum
+	return float64(depth) + leafPath[ref&leafMask]
 }
-
-// ScoreExtended is Score for novelty detection: it also isolates points that lie outside the
-// training data, which Score cannot do.
-//
-// A forest trained on clean data sends a point far beyond every training value down the same
-// branches as the most extreme training rows, so Score rates it no higher than those rows.
-// Had the point been in the subsample, a split on that feature, drawn uniformly in the node's
-// range extended to the point, would have cut it off with probability p = gap/(extended range).
-// ScoreExtended takes that expectation along the path: at each split whose feature x lies
-// outside the node's training range, x is isolated with probability p, and otherwise continues
-// down the trained branch. A cut-off there is credited at depth + 1 − p rather than depth + 1:
-// barely outside the range it costs the split it takes, infinitely far out it costs nothing,
-// so that the farther out a point lies the higher it scores, up to 1, instead of every point
-// beyond the data tying at the score of isolation by the first split (about 0.93 for 256-row
-// subsamples). For x inside every node's range it equals Score exactly, so training rows score
-// the same under both. It returns NaN under the same conditions as Score and does not
-// allocate.
-func (f *Forest) ScoreExtended(x []float64) float64 {
-	if len(x) != f.dims || len(f.roots) == 0 {
-		return math.NaN()
-	}
-	if f.invNorm == 0 {
-		return 0.5
-	}
-	nodes := f.nodes
-	var sum float64
-	for _, root := range f.roots {
-		i := root
-		stay, h, depth := 1.0, 0.0, 0.0
-		for {
-			nd := &nodes[i]
-			if nd.feature < 0 {
-				h += stay * nd.value
-				break
-			}
-			v := x[nd.feature]
-			if p := nd.cutOff(v); p > 0 {
-				h += stay * p * (depth + 1 - p)
-				stay *= 1 - p
-			}
-			depth++
-			i = nd.child(i, v)
-		}
-		sum += h
-	}
-	return math.Exp2(-sum * f.invNorm)
-}
-
-// PathFeatures reports how much each feature contributed to isolating x.
-//
-// For every tree it walks x to its leaf, credits each split feature on that
-// path with 1/h, where h is the path length of that leaf (so features on
-// short isolation paths count more), and finally normalises out to sum to 1.
-// out must have length f.Dims() and is overwritten. If len(x) or len(out)
-// differs from f.Dims(), every element of out is set to NaN. If no tree
-// splits on the way to x (for example all training rows were identical),
-// out is left all zero. PathFeatures does not allocate.
-func (f *Forest) PathFeatures(x []float64, out []float64) {
-	if len(x) != f.dims || len(out) != f.dims {
-		for i := range out {
-			out[i] = math.NaN()
-		}
-		return
-	}
-	clear(out)
-	nodes := f.nodes
-	for _, root := range f.roots {
-		// First walk: find the path length h of x's leaf.
-		i := root
-		for nodes[i].feature >= 0 {
-			if x[nodes[i].feature] < nodes[i].value {
-				i++
-			} else {
-				i = nodes[i].right
-			}
-		}
-		h := nodes[i].value
-		if h <= 0 {
-			continue // root is a leaf: no split to credit
-		}
-		w := 1 / h
-		// Second walk: credit every split feature on the path.
-		i = root
-		for nodes[i].feature >= 0 {
-			feat := nodes[i].feature
-			out[feat] += w
-			if x[feat] < nodes[i].value {
-				i++
-			} else {
-				i = nodes[i].right
-			}
-		}
-	}
-	normalise(out)
-}
-
-// child returns the index of the child of node i (this node) that v goes to: the left one,
-// the next node, when v < value, else the right one. It is chosen without a branch, since
-// which side a sample goes is unpredictable: the sign bit of v − value is 1 exactly when
-// v < value (v is never NaN, and a difference is zero only between equal values).
-func (nd *node) child(i int32, v float64) int32 {
-	left := int32(math.Float64bits(v-nd.value) >> 63)
-	return nd.right + left*(i+1-nd.right)
-}
-
-// cutOff is the probability that a split of this node, drawn in its training range extended
-// to v, would cut v off alone: 0 when v lies inside the range.
-func (nd *node) cutOff(v float64) float64 {
-	switch {
-	case v > nd.hi:
-		return (v - nd.hi) / (v - nd.lo)
-	case v < nd.lo:
-		return (nd.lo - v) / (nd.hi - v)
-	}
-	return 0
-}
-
-// normalise scales out to sum 1, leaving it alone when it sums to 0.
-func normalise(out []float64) {
-	var total float64
-	for _, v := range out {
-		total += v
-	}
-	if total > 0 {
-		inv := 1 / total
-		for i := range out {
-			out[i] *= inv
-		}
-	}
-}
-
-// Binary format (all integers little-endian):
-//
-//	magic      [4]byte  "IFOR"
-//	version    uint32   2
-//	dims       uint32
-//	sampleSize uint32
-//	trees      uint32
-//	nodes      uint32
-//	roots      trees  x uint32
-//	nodes      nodes  x {value, lo, hi float64 bits, feature int32, right int32}
-//	crc        uint32   CRC-32 (IEEE) of every preceding byte
-const (
-	magic         = "IFOR"
-	formatVersion = 2
-	headerSize    = 4 + 5*4
-	nodeSize      = 32
-	crcSize       = 4
-)
-
-// MarshalBinary encodes the forest in a versioned, checksummed binary format; it implements encoding.BinaryMarshaler.
-func (f *Forest) MarshalBinary() ([]byte, error) {
-	if len(f.roots) == 0 || f.dims <= 0 {
-		return nil, fmt.Errorf("cannot marshal an untrained forest: %w", ErrInvalidModel)
-	}
-	buf := make([]byte, 0, headerSize+4*len(f.roots)+nodeSize*len(f.nodes)+crcSize)
-	buf = append(buf, magic...)
-	le := binary.LittleEndian
-	buf = le.AppendUint32(buf, formatVersion)
-	buf = le.AppendUint32(buf, uint32(f.dims))
-	buf = le.AppendUint32(buf, uint32(f.sampleSize))
-	buf = le.AppendUint32(buf, uint32(len(f.roots)))
-	buf = le.AppendUint32(buf, uint32(len(f.nodes)))
-	for _, r := range f.roots {
-		buf = le.AppendUint32(buf, uint32(r))
-	}
-	for _, nd := range f.nodes {
-		buf = le.AppendUint64(buf, math.Float64bits(nd.value))
-		buf = le.AppendUint64(buf, math.Float64bits(nd.lo))
-		buf = le.AppendUint64(buf, math.Float64bits(nd.hi))
-		buf = le.AppendUint32(buf, uint32(nd.feature))
-		buf = le.AppendUint32(buf, uint32(nd.right))
-	}
-	buf = le.AppendUint32(buf, crc32.ChecksumIEEE(buf))
-	return buf, nil
-}
-
-// UnmarshalBinary replaces f with the forest encoded in data by MarshalBinary; it implements encoding.BinaryUnmarshaler.
-//
-// It validates the header, checksum and tree structure and returns an error
-// wrapping ErrInvalidModel, leaving f unchanged, if data is truncated,
-// corrupt or of an unsupported version. It never panics.
-func (f *Forest) UnmarshalBinary(data []byte) error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrInvalidModel)
-	}
-	if len(data) < headerSize+crcSize {
-		return bad("%d bytes is shorter than the %d-byte header", len(data), headerSize+crcSize)
-	}
-	if string(data[:4]) != magic {
-		return bad("bad magic %q", data[:4])
-	}
-	le := binary.LittleEndian
-	if v := le.Uint32(data[4:]); v != formatVersion {
-		return bad("unsupported format version %d (want %d)", v, formatVersion)
-	}
-	dims := uint64(le.Uint32(data[8:]))
-	psi := uint64(le.Uint32(data[12:]))
-	trees := uint64(le.Uint32(data[16:]))
-	count := uint64(le.Uint32(data[20:]))
-	want := uint64(headerSize) + 4*trees + nodeSize*count + crcSize
-	if uint64(len(data)) != want {
-		return bad("length %d, header implies %d", len(data), want)
-	}
-	body := data[:len(data)-crcSize]
-	if got, sum := crc32.ChecksumIEEE(body), le.Uint32(data[len(body):]); got != sum {
-		return bad("checksum mismatch")
-	}
-	switch {
-	case dims == 0 || dims > math.MaxInt32:
-		return bad("dims %d out of range", dims)
-	case psi == 0 || psi > math.MaxInt32:
-		return bad("sample size %d out of range", psi)
-	case trees == 0 || count < trees || count > maxNodes:
-		return bad("%d trees with %d nodes", trees, count)
-	}
-
-	g := &Forest{
-		nodes:      make([]node, count),
-		roots:      make([]int32, trees),
-		dims:       int(dims),
-		sampleSize: int(psi),
-	}
-	p := data[headerSize:]
-	for t := range g.roots {
-		g.roots[t] = int32(le.Uint32(p[4*t:]))
-	}
-	p = p[4*trees:]
-	for i := range g.nodes {
-		q := p[nodeSize*i:]
-		g.nodes[i] = node{
-			value:   math.Float64frombits(le.Uint64(q)),
-			lo:      math.Float64frombits(le.Uint64(q[8:])),
-			hi:      math.Float64frombits(le.Uint64(q[16:])),
-			feature: int32(le.Uint32(q[24:])),
-			right:   int32(le.Uint32(q[28:])),
-		}
-	}
-	// Structure: tree t owns nodes [roots[t], roots[t+1]). Every child index
-	// is strictly greater than its parent's and inside the tree, so every walk
-	// terminates at a leaf without leaving the array.
-	if g.roots[0] != 0 {
-		return bad("first root at %d, want 0", g.roots[0])
-	}
-	for t := range g.roots {
-		start, end := int64(g.roots[t]), int64(count)
-		if t+1 < len(g.roots) {
-			end = int64(g.roots[t+1])
-		}
-		if end <= start {
-			return bad("tree %d has node range [%d, %d)", t, start, end)
-		}
-		for i := start; i < end; i++ {
-			nd := g.nodes[i]
-			if !finite(nd.value) || !finite(nd.lo) || !finite(nd.hi) {
-				return bad("node %d has non-finite value", i)
-			}
-			if nd.feature < 0 {
-				if nd.feature != -1 || nd.right != -1 || nd.value < 0 {
-					return bad("node %d is a malformed leaf", i)
-				}
-				continue
-			}
-			if !(nd.lo <= nd.value && nd.value <= nd.hi && nd.lo < nd.hi) {
-				return bad("node %d split %v outside its range [%v, %v]", i, nd.value, nd.lo, nd.hi)
-			}
-			if uint64(nd.feature) >= dims {
-				return bad("node %d splits on feature %d of %d", i, nd.feature, dims)
-			}
-			if r := int64(nd.right); r <= i+1 || r >= end {
-				return bad("node %d has right child %d outside (%d, %d)", i, r, i+1, end)
-			}
-		}
-	}
-	g.setNorm()
-	*f = *g
-	return nil
-}
-
-func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

@@ -34,12 +34,13 @@ func mustTrain(t testing.TB, rows [][]float64, cfg Config) *Forest {
 	return f
 }
 
-// treeDepth returns the maximum depth of the tree rooted at nodes[i].
-func treeDepth(nodes []node, i int32) int {
-	if nodes[i].feature < 0 {
+// treeDepth returns the most splits on a path of tree t, from the reference ref down.
+func treeDepth(f *Forest, t int, ref uint32) int {
+	if ref&leafFlag != 0 {
 		return 0
 	}
-	return 1 + max(treeDepth(nodes, i+1), treeDepth(nodes, nodes[i].right))
+	s := f.splits[int(f.starts[t])+int(ref)]
+	return 1 + max(treeDepth(f, t, s.link>>12&refMask), treeDepth(f, t, s.link&refMask))
 }
 
 func TestAveragePathLength(t *testing.T) {
@@ -126,7 +127,7 @@ func TestDeterminism(t *testing.T) {
 		t.Errorf("seeds 1 and 2 gave identical scores; seed is not used")
 	}
 	f1, f2 := mustTrain(t, rows, Config{Seed: 1}), mustTrain(t, rows, Config{Seed: 1})
-	if !slices.Equal(f1.nodes, f2.nodes) {
+	if !slices.Equal(f1.splits, f2.splits) || !slices.Equal(f1.roots, f2.roots) {
 		t.Errorf("same seed gave different trees")
 	}
 }
@@ -218,8 +219,11 @@ func TestSmallInputs(t *testing.T) {
 				t.Errorf("SampleSize() = %d, want %d (%s)", f.SampleSize(), tc.wantPsi, tc.why)
 			}
 			deepest := 0
-			for _, r := range f.roots {
-				deepest = max(deepest, treeDepth(f.nodes, r))
+			for t, r := range f.roots {
+				deepest = max(deepest, treeDepth(f, t, uint32(r)))
+			}
+			if deepest != f.depth {
+				t.Errorf("deepest tree %d, forest's depth %d: the walks would stop early or late", deepest, f.depth)
 			}
 			if deepest > tc.wantDepth {
 				t.Errorf("deepest tree %d > limit %d (%s)", deepest, tc.wantDepth, tc.why)
@@ -244,8 +248,8 @@ func TestConstantColumns(t *testing.T) {
 		t.Parallel()
 		// Splits must all use the varying feature, so the outlier is still found.
 		f := mustTrain(t, oneConst, Config{Seed: 1})
-		for _, nd := range f.nodes {
-			if nd.feature == 0 {
+		for _, nd := range f.splits {
+			if nd.feature() == 0 {
 				t.Fatalf("split on constant feature 0")
 			}
 		}
@@ -262,8 +266,8 @@ func TestConstantColumns(t *testing.T) {
 		t.Parallel()
 		// Every tree is a single leaf of 256 rows, so every point scores 0.5.
 		f := mustTrain(t, allConst, Config{})
-		if len(f.nodes) != len(f.roots) {
-			t.Errorf("%d nodes for %d trees, want single leaves", len(f.nodes), len(f.roots))
+		if len(f.splits) != 0 {
+			t.Errorf("%d splits in %d trees, want single leaves", len(f.splits), len(f.roots))
 		}
 		if s := f.Score([]float64{1, 2}); math.Abs(s-0.5) > 1e-12 {
 			t.Errorf("Score = %v, want 0.5", s)
@@ -278,7 +282,8 @@ func TestConstantColumns(t *testing.T) {
 
 func TestExtremeValues(t *testing.T) {
 	t.Parallel()
-	// Values near ±MaxFloat64 would overflow a naive lo+u*(hi-lo) split draw.
+	// Values near ±MaxFloat64 would overflow a naive lo+u*(hi-lo) split draw; beyond float32
+	// they are trained on as ±MaxFloat32.
 	rng := rand.New(rand.NewPCG(4, 4))
 	rows := make([][]float64, 300)
 	for i := range rows {
@@ -286,9 +291,9 @@ func TestExtremeValues(t *testing.T) {
 	}
 	rows[0][0], rows[1][0] = math.MaxFloat64, -math.MaxFloat64
 	f := mustTrain(t, rows, Config{})
-	for i, nd := range f.nodes {
-		if math.IsNaN(nd.value) || math.IsInf(nd.value, 0) {
-			t.Fatalf("node %d has non-finite value %v", i, nd.value)
+	for i, nd := range f.splits {
+		if !finite(float64(nd.at)) || !finite(float64(nd.mid)) || !finite(float64(nd.half)) {
+			t.Fatalf("split %d has a non-finite value: %+v", i, nd)
 		}
 	}
 	if s := f.Score([]float64{0, 0}); !(s > 0 && s <= 1) {
@@ -433,26 +438,33 @@ func TestUnmarshalRejectsBadInput(t *testing.T) {
 func TestUnmarshalStructure(t *testing.T) {
 	t.Parallel()
 	f := mustTrain(t, gaussianRows(300, 2, 3), Config{Trees: 3})
+	first, last := f.starts[1]-1, int32(len(f.splits)-1) // the last splits of trees 0 and 2
 	cases := []struct {
 		name   string
 		mutate func(g *Forest)
 		why    string
 	}{
-		{"feature-out-of-range", func(g *Forest) { g.nodes[0].feature = 2 }, "a split on a missing feature would index out of range"},
-		{"right-backwards", func(g *Forest) { g.nodes[0].right = 0 }, "a cycle would loop forever"},
-		{"right-outside-tree", func(g *Forest) { g.nodes[0].right = g.roots[1] }, "a child in another tree"},
-		{"nan-threshold", func(g *Forest) { g.nodes[0].value = math.NaN() }, "NaN thresholds are never produced"},
-		{"negative-leaf", func(g *Forest) { g.nodes[len(g.nodes)-1].value = -1 }, "path lengths are non-negative"},
-		{"last-node-split", func(g *Forest) { g.nodes[len(g.nodes)-1] = node{feature: 0, right: int32(len(g.nodes))} }, "a tree must end in a leaf"},
-		{"root-not-zero", func(g *Forest) { g.roots[0] = 1 }, "the first tree starts at node 0"},
-		{"roots-unordered", func(g *Forest) { g.roots[1], g.roots[2] = g.roots[2], g.roots[1] }, "trees occupy increasing node ranges"},
+		{"feature-out-of-range", func(g *Forest) { g.splits[0].link |= 2 << 24 }, "a split on a missing feature would index out of range"},
+		{"child-backwards", func(g *Forest) { g.splits[1].link = g.splits[1].link&^refMask | 1 }, "a cycle would loop forever"},
+		{"child-outside-tree", func(g *Forest) {
+			g.splits[first].link = g.splits[first].link&^refMask | uint32(f.starts[1]-f.starts[0])
+		}, "a child in another tree"},
+		{"leaf-too-big", func(g *Forest) { g.splits[last].link = g.splits[last].link&^refMask | leafRef(257) }, "a leaf holds at most the subsample"},
+		{"nan-threshold", func(g *Forest) { g.splits[0].at = float32(math.NaN()) }, "NaN thresholds are never produced"},
+		{"threshold-outside-range", func(g *Forest) { g.splits[0].at = g.splits[0].mid + 3*g.splits[0].half }, "a split lies in its node's range"},
+		{"empty-range", func(g *Forest) { g.splits[0].half = 0; g.splits[0].at = g.splits[0].mid }, "a split has rows on both sides"},
+		{"root-not-first", func(g *Forest) { g.roots[1] = 1 }, "a tree's walk starts at its first split"},
+		{"leaf-root-with-splits", func(g *Forest) { g.roots[1] = uint16(leafRef(10)) }, "a tree with splits starts at one"},
+		{"first-tree-late", func(g *Forest) { g.starts[0] = 1 }, "the first tree starts at split 0"},
+		{"trees-unordered", func(g *Forest) { g.starts[1], g.starts[2] = g.starts[2], g.starts[1] }, "trees occupy increasing split ranges"},
 		{"zero-dims", func(g *Forest) { g.dims = 0 }, "a model needs at least one feature"},
+		{"too-many-dims", func(g *Forest) { g.dims = MaxDims + 1 }, "a split names its feature in 8 bits"},
 		{"zero-sample", func(g *Forest) { g.sampleSize = 0 }, "a model was trained on at least one row"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			g := &Forest{nodes: slices.Clone(f.nodes), roots: slices.Clone(f.roots), dims: f.dims, sampleSize: f.sampleSize}
+			g := &Forest{splits: slices.Clone(f.splits), starts: slices.Clone(f.starts), roots: slices.Clone(f.roots), dims: f.dims, sampleSize: f.sampleSize}
 			if err := new(Forest).UnmarshalBinary(marshalUnchecked(g)); err != nil {
 				t.Fatalf("unmutated model rejected: %v", err)
 			}
@@ -492,18 +504,88 @@ func marshalUnchecked(g *Forest) []byte {
 	b = le.AppendUint32(b, uint32(g.dims))
 	b = le.AppendUint32(b, uint32(g.sampleSize))
 	b = le.AppendUint32(b, uint32(len(g.roots)))
-	b = le.AppendUint32(b, uint32(len(g.nodes)))
-	for _, r := range g.roots {
+	b = le.AppendUint32(b, uint32(len(g.splits)))
+	for t, r := range g.roots {
+		b = le.AppendUint32(b, uint32(g.starts[t]))
 		b = le.AppendUint32(b, uint32(r))
 	}
-	for _, nd := range g.nodes {
-		b = le.AppendUint64(b, math.Float64bits(nd.value))
-		b = le.AppendUint64(b, math.Float64bits(nd.lo))
-		b = le.AppendUint64(b, math.Float64bits(nd.hi))
-		b = le.AppendUint32(b, uint32(nd.feature))
-		b = le.AppendUint32(b, uint32(nd.right))
+	for _, s := range g.splits {
+		b = le.AppendUint32(b, math.Float32bits(s.at))
+		b = le.AppendUint32(b, math.Float32bits(s.mid))
+		b = le.AppendUint32(b, math.Float32bits(s.half))
+		b = le.AppendUint32(b, s.link)
 	}
 	return le.AppendUint32(b, crc32.ChecksumIEEE(b))
+}
+
+// marshalV2 encodes g as version 2 did: every node, leaves included, in pre-order, in
+// float64; a leaf holds depth + c(n) with its depth in lo.
+func marshalV2(g *Forest) []byte {
+	le := binary.LittleEndian
+	var roots []uint32
+	var nodes []byte
+	count := 0
+	node := func(value, lo, hi float64, feature, right int32) int {
+		nodes = le.AppendUint64(nodes, math.Float64bits(value))
+		nodes = le.AppendUint64(nodes, math.Float64bits(lo))
+		nodes = le.AppendUint64(nodes, math.Float64bits(hi))
+		nodes = le.AppendUint32(nodes, uint32(feature))
+		nodes = le.AppendUint32(nodes, uint32(right))
+		count++
+		return count - 1
+	}
+	var emit func(t int, ref uint32, depth int)
+	emit = func(t int, ref uint32, depth int) {
+		if ref&leafFlag != 0 {
+			node(float64(depth)+leafPath[ref&leafMask], float64(depth), 0, -1, -1)
+			return
+		}
+		s := g.splits[int(g.starts[t])+int(ref)]
+		self := node(float64(s.at), float64(s.mid)-float64(s.half), float64(s.mid)+float64(s.half), int32(s.feature()), 0)
+		emit(t, s.link>>12&refMask, depth+1)
+		le.PutUint32(nodes[v2NodeSize*self+28:], uint32(count))
+		emit(t, s.link&refMask, depth+1)
+	}
+	for t, r := range g.roots {
+		roots = append(roots, uint32(count))
+		emit(t, uint32(r), 0)
+	}
+	b := []byte(magic)
+	b = le.AppendUint32(b, 2)
+	b = le.AppendUint32(b, uint32(g.dims))
+	b = le.AppendUint32(b, uint32(g.sampleSize))
+	b = le.AppendUint32(b, uint32(len(g.roots)))
+	b = le.AppendUint32(b, uint32(count))
+	for _, r := range roots {
+		b = le.AppendUint32(b, r)
+	}
+	b = append(b, nodes...)
+	return le.AppendUint32(b, crc32.ChecksumIEEE(b))
+}
+
+// TestUnmarshalVersion2 reads a model in the format before compact splits: an upgraded
+// worker keeps its services' models instead of warming every one up again.
+func TestUnmarshalVersion2(t *testing.T) {
+	t.Parallel()
+	f := mustTrain(t, gaussianRows(2000, 3, 3), Config{Trees: 20, Seed: 4})
+	var g Forest
+	if err := g.UnmarshalBinary(marshalV2(f)); err != nil {
+		t.Fatalf("version 2 model rejected: %v", err)
+	}
+	if g.Trees() != f.Trees() || g.Splits() != f.Splits() || g.depth != f.depth {
+		t.Fatalf("converted: %d trees, %d splits, depth %d; want %d, %d, %d", g.Trees(), g.Splits(), g.depth, f.Trees(), f.Splits(), f.depth)
+	}
+	for _, x := range gaussianRows(200, 3, 9) {
+		if a, b := f.ScoreExtended(x), g.ScoreExtended(x); a != b {
+			t.Fatalf("ScoreExtended(%v) = %v after conversion, want %v", x, b, a)
+		}
+	}
+	bad := marshalV2(f)
+	bad[headerSize+4*20+24] = 7 // the first node's feature
+	binary.LittleEndian.PutUint32(bad[len(bad)-4:], crc32.ChecksumIEEE(bad[:len(bad)-4]))
+	if err := g.UnmarshalBinary(bad); !errors.Is(err, ErrInvalidModel) {
+		t.Errorf("version 2 model with a split on feature 7 of 3: err = %v, want ErrInvalidModel", err)
+	}
 }
 
 // splitMix64 is a tiny generator shared with scripts/bench_sklearn.py so that
@@ -633,5 +715,34 @@ func TestSklearnParity(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRowsCloserThanFloat32 trains on a feature whose values differ by less than float32 can
+// tell apart (a rate like −0.105360515 ± 1e-10, as a worker met): the thresholds cannot fall
+// between the rows, yet every model must still be valid and read back.
+func TestRowsCloserThanFloat32(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(7, 7))
+	// Just under a float32 value g: the float32 just under the rows is a whole step (7e-9)
+	// below them, while their range around g is a few 1e-10.
+	g := float64(float32(-0.105360515))
+	rows := make([][]float64, 600)
+	for i := range rows {
+		rows[i] = []float64{g - 1e-10*float64(1+rng.IntN(5)), rng.NormFloat64()}
+	}
+	for seed := range uint64(20) {
+		f := mustTrain(t, rows, Config{Seed: seed})
+		data, err := f.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var g Forest
+		if err := g.UnmarshalBinary(data); err != nil {
+			t.Fatalf("seed %d: the model does not read back: %v", seed, err)
+		}
+		if s := g.ScoreExtended(rows[0]); !(s > 0 && s <= 1) {
+			t.Fatalf("seed %d: score %v", seed, s)
+		}
 	}
 }

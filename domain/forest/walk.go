@@ -1,0 +1,180 @@
+package forest
+
+import "math"
+
+// The walks below follow several trees at once, in lock-step, one level a step. A walk down
+// one tree is a chain of dependent loads (the split, the feature it tests, the child), so a
+// processor walking trees one after another mostly waits; independent chains side by side
+// keep it busy. Which way a walk turns and where it ends are decided without a branch (a
+// walk that has reached its leaf steps on its last split with no effect until every lane is
+// done); the one branch left, in ScoreExtended, is whether x lies outside a split's training
+// range, which for normal samples is rare and well predicted, and skips a division.
+
+// lanes is how many trees a walk follows at once.
+const lanes = 4
+
+// totalPath returns the sum over all trees of the path length of x.
+func (f *Forest) totalPath(x []float64) float64 {
+	var sum float64
+	if len(f.splits) == 0 { // every tree a leaf
+		for _, root := range f.roots {
+			sum += leafPath[root&leafMask]
+		}
+		return sum
+	}
+	splits, last := f.splits, int32(len(f.splits)-1)
+	for t := 0; t < len(f.roots); t += lanes {
+		// Each lane's split (an index in splits, which stays on the last split once the
+		// walk has reached its leaf), its tree's first split, the reference reached and
+		// the depth. Lanes past the last tree walk it again, uncounted.
+		var at, base [lanes]int32
+		var ref, depth [lanes]uint32
+		n := min(lanes, len(f.roots)-t)
+		for k := range lanes {
+			tree := t + min(k, n-1)
+			base[k] = min(f.starts[tree], last)
+			at[k], ref[k] = base[k], uint32(f.roots[tree])
+		}
+		for range f.depth {
+			all := uint32(leafFlag)
+			for k := range lanes {
+				all &= ref[k]
+				nd := &splits[at[k]]
+				next := nd.next(x[nd.feature()])
+				walking := ref[k]>>11&1 ^ 1
+				ref[k] ^= (ref[k] ^ next) & -walking
+				depth[k] += walking
+				at[k] ^= (at[k] ^ (base[k] + int32(next&leafMask))) & -int32(walking&(next>>11&1^1))
+			}
+			if all != 0 {
+				break
+			}
+		}
+		for k := range n {
+			sum += float64(depth[k]) + leafPath[ref[k]&leafMask]
+		}
+	}
+	return sum
+}
+
+// ScoreExtended is Score for novelty detection: it also isolates points that lie outside the
+// training data, which Score cannot do.
+//
+// A forest trained on clean data sends a point far beyond every training value down the same
+// branches as the most extreme training rows, so Score rates it no higher than those rows.
+// Had the point been in the subsample, a split on that feature, drawn uniformly in the node's
+// range extended to the point, would have cut it off with probability p = gap/(extended range).
+// ScoreExtended takes that expectation along the path: at each split whose feature x lies
+// outside the node's training range, x is isolated with probability p, and otherwise continues
+// down the trained branch. A cut-off there is credited at depth + 1 − p rather than depth + 1:
+// barely outside the range it costs the split it takes, infinitely far out it costs nothing,
+// so that the farther out a point lies the higher it scores, up to 1, instead of every point
+// beyond the data tying at the score of isolation by the first split (about 0.93 for 256-row
+// subsamples). For x inside every node's range it equals Score exactly, so training rows score
+// the same under both. It returns NaN under the same conditions as Score, and for x holding
+// NaN or an infinity, and does not allocate.
+func (f *Forest) ScoreExtended(x []float64) float64 {
+	if len(x) != f.dims || len(f.roots) == 0 {
+		return math.NaN()
+	}
+	if f.invNorm == 0 {
+		return 0.5
+	}
+	if len(f.splits) == 0 {
+		return math.Exp2(-f.totalPath(x) * f.invNorm)
+	}
+	// The expected path length h of x in a tree: of the share s of x that reaches a split,
+	// s·p is cut off there, at its depth + 1 − p (p is the split's cutOff), and the rest goes
+	// on; summed along the path this is Σ s·(1 − p²) over the splits, plus the share that
+	// reaches the leaf times c(n).
+	splits, last := f.splits, int32(len(f.splits)-1)
+	var sum float64
+	for t := 0; t < len(f.roots); t += lanes {
+		// Each lane's split, its tree's first split, the share of x still walking (0 once
+		// at the leaf) and the path length so far; lanes past the last tree walk it again,
+		// uncounted.
+		var at, base [lanes]int32
+		var stay, h [lanes]float64
+		n := min(lanes, len(f.roots)-t)
+		for k := range lanes {
+			tree := t + min(k, n-1)
+			base[k] = min(f.starts[tree], last)
+			at[k], stay[k] = base[k], 1
+			if root := uint32(f.roots[tree]); root&leafFlag != 0 {
+				stay[k], h[k] = 0, leafPath[root&leafMask]
+			}
+		}
+		for range f.depth {
+			for k := range lanes {
+				s := stay[k]
+				nd := &splits[at[k]]
+				v := x[nd.feature()]
+				hk := h[k] + s
+				if gap := math.Abs(v-float64(nd.mid)) - float64(nd.half); gap > 0 {
+					p := gap / (2*float64(nd.half) + gap)
+					hk -= s * p * p
+					s -= s * p
+				}
+				next := nd.next(v)
+				leaf := next >> 11 & 1
+				end := float64(leaf) * s
+				h[k] = hk + end*leafPath[next&leafMask]
+				stay[k] = s - end
+				at[k] ^= (at[k] ^ (base[k] + int32(next&leafMask))) & (int32(leaf) - 1)
+			}
+		}
+		for k := range n {
+			sum += h[k]
+		}
+	}
+	return math.Exp2(-sum * f.invNorm)
+}
+
+// PathFeatures reports how much each feature contributed to isolating x.
+//
+// For every tree it walks x to its leaf, credits each split feature on that
+// path with 1/h, where h is the path length of that leaf (so features on
+// short isolation paths count more), and finally normalises out to sum to 1.
+// out must have length f.Dims() and is overwritten. If len(x) or len(out)
+// differs from f.Dims(), every element of out is set to NaN. If no tree
+// splits on the way to x (for example all training rows were identical),
+// out is left all zero. PathFeatures does not allocate.
+func (f *Forest) PathFeatures(x []float64, out []float64) {
+	if len(x) != f.dims || len(out) != f.dims {
+		for i := range out {
+			out[i] = math.NaN()
+		}
+		return
+	}
+	clear(out)
+	for t := range f.roots {
+		nodes := f.splits[f.starts[t]:]
+		// First walk: find the path length h of x's leaf.
+		h := f.pathLength(t, x)
+		if h <= 0 || f.roots[t]&leafFlag != 0 {
+			continue // no split to credit
+		}
+		w := 1 / h
+		// Second walk: credit every split feature on the path.
+		for ref := uint32(f.roots[t]); ref&leafFlag == 0; {
+			nd := &nodes[ref]
+			out[nd.feature()] += w
+			ref = nd.next(x[nd.feature()])
+		}
+	}
+	normalise(out)
+}
+
+// normalise scales out to sum 1, leaving it alone when it sums to 0.
+func normalise(out []float64) {
+	var total float64
+	for _, v := range out {
+		total += v
+	}
+	if total > 0 {
+		inv := 1 / total
+		for i := range out {
+			out[i] *= inv
+		}
+	}
+}
