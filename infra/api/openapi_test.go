@@ -29,7 +29,8 @@ import (
 type spec struct {
 	Paths      map[string]map[string]*operation `json:"paths"`
 	Components struct {
-		Schemas map[string]*schema `json:"schemas"`
+		Schemas   map[string]*schema   `json:"schemas"`
+		Responses map[string]*response `json:"responses"`
 	} `json:"components"`
 }
 
@@ -40,11 +41,14 @@ type operation struct {
 			Schema *schema `json:"schema"`
 		} `json:"content"`
 	} `json:"requestBody"`
-	Responses map[string]struct {
-		Content map[string]struct {
-			Schema *schema `json:"schema"`
-		} `json:"content"`
-	} `json:"responses"`
+	Responses map[string]*response `json:"responses"`
+}
+
+type response struct {
+	Headers map[string]any `json:"headers"`
+	Content map[string]struct {
+		Schema *schema `json:"schema"`
+	} `json:"content"`
 }
 
 type schema struct {
@@ -226,14 +230,14 @@ func (c *checkingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		return nil, err
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
-	for _, p := range c.checkExchange(req, reqBody, resp.StatusCode, resp.Header.Get("Content-Type"), body) {
+	for _, p := range c.checkExchange(req, reqBody, resp.StatusCode, resp.Header, body) {
 		c.t.Errorf("%s %s -> %d: %s", req.Method, req.URL.Path, resp.StatusCode, p)
 	}
 	return resp, nil
 }
 
-func (c *checkingTransport) checkExchange(req *http.Request, reqBody []byte, status int, contentType string, body []byte) []string {
-	if !strings.HasPrefix(contentType, "application/json") {
+func (c *checkingTransport) checkExchange(req *http.Request, reqBody []byte, status int, header http.Header, body []byte) []string {
+	if contentType := header.Get("Content-Type"); !strings.HasPrefix(contentType, "application/json") {
 		return []string{fmt.Sprintf("content type %q, want application/json", contentType)}
 	}
 	var v any
@@ -243,10 +247,43 @@ func (c *checkingTransport) checkExchange(req *http.Request, reqBody []byte, sta
 	op, tmpl := c.spec.operationFor(req.Method, req.URL.Path)
 	if op == nil {
 		// Not an operation: the server must not have served it.
-		if status != http.StatusNotFound && status != http.StatusMethodNotAllowed && status != http.StatusUnauthorized {
+		// The document's answers outside its operations: 405 on a documented path, 404
+		// elsewhere (and 401 before either when reads are protected).
+		var documented *response
+		switch status {
+		case http.StatusMethodNotAllowed:
+			documented = c.spec.Components.Responses["MethodNotAllowed"]
+			if documented != nil && documented.Headers["Allow"] == nil {
+				return []string{"the document's 405 answer has no Allow header"}
+			}
+			var served []string
+			for tmpl, ops := range c.spec.Paths {
+				if templateMatches(tmpl, req.URL.Path) {
+					for method := range ops {
+						served = append(served, strings.ToUpper(method))
+					}
+				}
+			}
+			allow := strings.Split(header.Get("Allow"), ", ")
+			slices.Sort(served)
+			slices.Sort(allow)
+			if !slices.Equal(allow, served) {
+				return []string{fmt.Sprintf("Allow: %q, the document serves %v on this path", header.Get("Allow"), served)}
+			}
+		case http.StatusNotFound:
+			documented = c.spec.Components.Responses["NotFound"]
+		case http.StatusUnauthorized:
+			documented = &response{}
+			documented.Content = map[string]struct {
+				Schema *schema `json:"schema"`
+			}{"application/json": {Schema: &schema{Ref: "#/components/schemas/Error"}}}
+		default:
 			return []string{"answered, but the OpenAPI document has no such operation"}
 		}
-		return c.spec.check(&schema{Ref: "#/components/schemas/Error"}, v, "body")
+		if documented == nil {
+			return []string{fmt.Sprintf("status %d outside the operations is not in the document's components/responses", status)}
+		}
+		return c.spec.check(documented.Content["application/json"].Schema, v, "body")
 	}
 	c.mu.Lock()
 	c.seen[strings.ToLower(req.Method)+" "+tmpl+" "+strconv.Itoa(status)] = true

@@ -12,6 +12,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -58,12 +60,55 @@ type Receiver struct {
 }
 
 // HTTPConfig authenticates requests to a receiver or a hook, as Alertmanager's http_config
-// does: a bearer token or basic authentication, and headers of its own. Its secrets never
-// appear in errors or logs.
+// does: a bearer token or basic authentication, headers of its own, and how to speak TLS to
+// it. Its secrets never appear in errors or logs.
 type HTTPConfig struct {
 	BearerToken string            `json:"bearer_token,omitempty"`
 	BasicAuth   *BasicAuth        `json:"basic_auth,omitempty"`
 	Headers     map[string]string `json:"headers,omitempty"`
+	TLS         *TLSConfig        `json:"tls_config,omitempty"`
+}
+
+// TLSConfig is how to reach a receiver or hook over https, as Alertmanager's tls_config: the
+// certificate authorities to trust instead of the system's (PEM), a client certificate and
+// key for mutual TLS (PEM), the name to verify the server's certificate against, and, for a
+// test bench only, no verification at all. Files are read when the configuration is loaded.
+type TLSConfig struct {
+	CAFile             string `json:"ca_file,omitempty"`
+	CertFile           string `json:"cert_file,omitempty"`
+	KeyFile            string `json:"key_file,omitempty"`
+	ServerName         string `json:"server_name,omitempty"`
+	InsecureSkipVerify bool   `json:"insecure_skip_verify,omitempty"`
+}
+
+// Client returns the HTTP client for a receiver or hook of this configuration: with its TLS
+// settings when it has some, and each attempt bounded by timeout. It reads the TLS files and
+// returns an error naming the file that cannot be used.
+func (h HTTPConfig) Client(timeout time.Duration) (*http.Client, error) {
+	if h.TLS == nil {
+		return &http.Client{Timeout: timeout}, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: h.TLS.ServerName, InsecureSkipVerify: h.TLS.InsecureSkipVerify}
+	if h.TLS.CAFile != "" {
+		pem, err := os.ReadFile(h.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls_config: ca_file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls_config: ca_file %s holds no PEM certificate", h.TLS.CAFile)
+		}
+	}
+	if h.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(h.TLS.CertFile, h.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls_config: cert_file %s and key_file %s: %w", h.TLS.CertFile, h.TLS.KeyFile, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tc
+	return &http.Client{Timeout: timeout, Transport: transport}, nil
 }
 
 // BasicAuth is HTTP basic authentication.
@@ -91,6 +136,9 @@ func (h HTTPConfig) Validate() error {
 		if strings.ContainsAny(v, "\r\n") {
 			errs = append(errs, fmt.Errorf("http_config: header %s: a value cannot hold a line break", name))
 		}
+	}
+	if h.TLS != nil && (h.TLS.CertFile == "") != (h.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("http_config: tls_config: a cert_file and its key_file, or neither"))
 	}
 	return errors.Join(errs...)
 }
@@ -223,9 +271,9 @@ func (c Config) Validate() error {
 
 // Notifier routes and delivers incident events. Build it with New.
 type Notifier struct {
-	cfg    Config
-	client *http.Client
-	sleep  func(context.Context, time.Duration) error
+	cfg     Config
+	clients map[string]*http.Client // per receiver
+	sleep   func(context.Context, time.Duration) error
 }
 
 // New returns a notifier for cfg, with its defaults filled in, or the validation error.
@@ -234,7 +282,15 @@ func New(cfg Config) (*Notifier, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("notification config: %w", err)
 	}
-	return &Notifier{cfg: cfg, client: &http.Client{Timeout: time.Duration(cfg.Timeout)}, sleep: sleepCtx}, nil
+	clients := make(map[string]*http.Client, len(cfg.Receivers))
+	for _, r := range cfg.Receivers {
+		c, err := r.HTTP.Client(time.Duration(cfg.Timeout))
+		if err != nil {
+			return nil, fmt.Errorf("notification config: receiver %s: %w", r.Name, err)
+		}
+		clients[r.Name] = c
+	}
+	return &Notifier{cfg: cfg, clients: clients, sleep: sleepCtx}, nil
 }
 
 // notifiable are the changes people are told about; anomalies inside an incident are not.
@@ -308,7 +364,7 @@ func (n *Notifier) deliver(ctx context.Context, receiver string, ev incident.Eve
 	wait := time.Duration(n.cfg.Backoff)
 	var last error
 	for attempt := 1; attempt <= n.cfg.MaxAttempts; attempt++ {
-		last = PostJSON(ctx, n.client, r.URL, body, r.HTTP)
+		last = PostJSON(ctx, n.clients[r.Name], r.URL, body, r.HTTP)
 		if last == nil || errors.Is(last, ErrRejected) {
 			return attempt, last
 		}

@@ -117,8 +117,8 @@ func (c Config) Validate() error {
 
 // Runner routes and calls hooks. Build it with New.
 type Runner struct {
-	cfg    Config
-	client *http.Client
+	cfg     Config
+	clients []*http.Client // per hook
 }
 
 // New returns a runner for cfg, with its defaults filled in, or the validation error.
@@ -127,7 +127,15 @@ func New(cfg Config) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("remediation config: %w", err)
 	}
-	return &Runner{cfg: cfg, client: &http.Client{Timeout: time.Duration(cfg.Timeout)}}, nil
+	clients := make([]*http.Client, len(cfg.Hooks))
+	for i, h := range cfg.Hooks {
+		c, err := h.HTTP.Client(time.Duration(cfg.Timeout))
+		if err != nil {
+			return nil, fmt.Errorf("remediation config: hook %s: %w", h.Name, err)
+		}
+		clients[i] = c
+	}
+	return &Runner{cfg: cfg, clients: clients}, nil
 }
 
 // Targets names the hooks for ev: a change that opens, reopens or escalates an incident of a
@@ -178,5 +186,5 @@ func (r *Runner) Call(ctx context.Context, hook string, ev incident.Event) error
 	if err != nil {
 		return fmt.Errorf("encode hook body: %w", err)
 	}
-	return notify.PostJSON(ctx, r.client, r.cfg.Hooks[i].URL, body, r.cfg.Hooks[i].HTTP)
+	return notify.PostJSON(ctx, r.clients[i], r.cfg.Hooks[i].URL, body, r.cfg.Hooks[i].HTTP)
 }

@@ -63,6 +63,12 @@ func TestTargetsAndCall(t *testing.T) {
 		!strings.Contains(err.Error(), "url") || !strings.Contains(err.Error(), "unique") || !strings.Contains(err.Error(), "min_severity") {
 		t.Errorf("bad config: %v, want every problem named", err)
 	}
+	// A hook's TLS files are read when the configuration is loaded, not at its first call.
+	missing := notify.HTTPConfig{TLS: &notify.TLSConfig{CAFile: t.TempDir() + "/missing.pem"}}
+	if _, err := New(Config{Hooks: []Hook{{Name: "x", URL: "https://runbooks.local/x", HTTP: missing}}}); err == nil ||
+		!strings.Contains(err.Error(), "hook x") || !strings.Contains(err.Error(), "ca_file") {
+		t.Errorf("a hook whose ca_file is missing: %v, want an error naming the hook and the file", err)
+	}
 }
 
 // TestLoadConfigRefusesUnknownFields checks that a misspelt field is an error naming it, not
