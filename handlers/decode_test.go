@@ -23,6 +23,10 @@ var seedAt = time.Date(2026, 11, 26, 17, 0, 0, 0, time.UTC)
 func TestDecodeRejectsPoisonMessages(t *testing.T) {
 	t.Parallel()
 	oversized := append(bytes.Repeat([]byte(" "), handlers.MaxPayload), seedSample...)
+	var many strings.Builder
+	for i := range sample.MaxMetrics + 1 {
+		fmt.Fprintf(&many, `%s"m%d":1`, map[bool]string{true: "", false: ","}[i == 0], i)
+	}
 	cases := []struct {
 		name    string
 		reason  string
@@ -61,6 +65,7 @@ func TestDecodeRejectsPoisonMessages(t *testing.T) {
 		{"duplicate service", "which service a sample belongs to must not be a guess", `{"service":"api","service":"db","timestamp":"2026-11-26T17:00:00Z","error_rate":0.01}`, []string{`"service" given twice at top level`}},
 		{"bad metric name", "names become model features and labels", `{"service":"api","timestamp":"2026-11-26T17:00:00Z","metrics":{"cpu load":0.7}}`, []string{`metric name "cpu load"`}},
 		{"oversized payload", "the size limit holds before any parsing", string(oversized), []string{"exceeds 65536"}},
+		{"65 metrics", "a service's state is bounded by the metrics one sample may carry", `{"service":"api","timestamp":"2026-11-26T17:00:00Z","metrics":{` + many.String() + `}}`, []string{"65 metrics, at most 64"}},
 		{"empty metrics", "a sample without values says nothing", `{"service":"api","timestamp":"2026-11-26T17:00:00Z","metrics":{}}`, []string{"no metrics"}},
 		{"no metrics at all", "service and time alone say nothing", `{"service":"api","timestamp":"2026-11-26T17:00:00Z"}`, []string{"no metrics"}},
 		{"case-variant service", "encoding/json alone would take Service for service, the last one winning", `{"service":"api","Service":"db","timestamp":"2026-11-26T17:00:00Z","error_rate":0.01}`, []string{`"Service" is not a field`}},

@@ -116,7 +116,8 @@ def main():
         ("score stage per sample (`Detector.Observe`)", per_call(go["BenchmarkObserve"]), ""),
         ("one active service in memory (`ActiveServiceBytes`)",
          f"{go['BenchmarkActiveServiceBytes']['heap-bytes/service'] / 1024:,.0f} KiB heap, "
-         f"{go['BenchmarkActiveServiceBytes']['state-bytes/service'] / 1024:,.0f} KiB saved state", ""),
+         f"{go['BenchmarkActiveServiceBytes']['state-bytes/service'] / 1024:,.0f} KiB saved state; "
+         f"{go['BenchmarkActiveServiceBytes']['heap-bytes/new-service'] / 1024:,.0f} KiB after its first 10 samples", ""),
     ]
     if pipeline:
         rows += [

@@ -54,41 +54,51 @@ func benchObserve(b *testing.B, cfg detect.Config) {
 
 // BenchmarkActiveServiceBytes measures what one active service costs in memory: the heap a
 // trained detector of the producer's three metrics holds, past its retraining window's
-// filling, and the size of its saved state. It reports bytes per service.
+// filling, and the size of its saved state; and the heap of a service that has sent ten
+// samples. It reports bytes per service.
 func BenchmarkActiveServiceBytes(b *testing.B) {
-	const services = 100
-	at := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
-	s := sample.Sample{Metrics: []sample.Metric{{Name: sample.ErrorRate}, {Name: sample.LatencyP95}, {Name: sample.RequestCount}}}
-	var heap, state float64
+	var heap, state, fresh float64
 	for b.Loop() {
-		runtime.GC()
-		var before runtime.MemStats
-		runtime.ReadMemStats(&before)
-		ds := make([]*detect.Detector, services)
-		for k := range ds {
-			d, err := detect.New(fmt.Sprintf("svc-%d", k), detect.Config{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			s.Service = fmt.Sprintf("svc-%d", k)
-			for i := range 1500 {
-				s.At = at.Add(time.Duration(i) * time.Minute)
-				s.Metrics[0].Value = 0.01 + 0.001*float64((i*7)%11)
-				s.Metrics[1].Value = 170 + float64((i*13)%23)
-				s.Metrics[2].Value = 1000 + float64((i*17)%41)
-				if _, err := d.Observe(s); err != nil {
-					b.Fatal(err)
-				}
-			}
-			ds[k] = d
-		}
-		runtime.GC()
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
-		heap = float64(after.HeapAlloc-before.HeapAlloc) / services
-		state = float64(len(ds[0].MarshalState()))
-		runtime.KeepAlive(ds)
+		heap, state = serviceBytes(b, 1500)
+		fresh, _ = serviceBytes(b, 10)
 	}
 	b.ReportMetric(heap, "heap-bytes/service")
 	b.ReportMetric(state, "state-bytes/service")
+	b.ReportMetric(fresh, "heap-bytes/new-service")
+}
+
+// serviceBytes returns the heap a detector holds after samples samples of three metrics, and
+// its saved state's size, averaged over 100 services.
+func serviceBytes(b *testing.B, samples int) (heap, state float64) {
+	const services = 100
+	at := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	s := sample.Sample{Metrics: []sample.Metric{{Name: sample.ErrorRate}, {Name: sample.LatencyP95}, {Name: sample.RequestCount}}}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ds := make([]*detect.Detector, services)
+	for k := range ds {
+		d, err := detect.New(fmt.Sprintf("svc-%d", k), detect.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Service = fmt.Sprintf("svc-%d", k)
+		for i := range samples {
+			s.At = at.Add(time.Duration(i) * time.Minute)
+			s.Metrics[0].Value = 0.01 + 0.001*float64((i*7)%11)
+			s.Metrics[1].Value = 170 + float64((i*13)%23)
+			s.Metrics[2].Value = 1000 + float64((i*17)%41)
+			if _, err := d.Observe(s); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ds[k] = d
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	heap = float64(after.HeapAlloc-before.HeapAlloc) / services
+	state = float64(len(ds[0].MarshalState()))
+	runtime.KeepAlive(ds)
+	return heap, state
 }

@@ -90,7 +90,8 @@ func (c *calibration) alarmLevel(budget float64) float64 {
 // value costs two binary searches and a move of part of the sorted values; nothing is
 // allocated once made.
 type empirical struct {
-	ring   []float64
+	size   int       // values kept at most
+	ring   []float64 // allocated with the first value: a service in its warm-up holds none
 	next   int
 	n      int // values in the ring, and in sorted
 	sorted []float64
@@ -101,15 +102,23 @@ type empirical struct {
 // history could not show.
 const surpriseShape = 0.25
 
-func newEmpirical(size int) empirical {
-	return empirical{ring: make([]float64, size), sorted: make([]float64, size)}
+func newEmpirical(size int) empirical { return empirical{size: size} }
+
+// alloc gives the empirical its storage, once.
+func (e *empirical) alloc() {
+	if e.ring == nil {
+		e.ring, e.sorted = make([]float64, e.size), make([]float64, e.size)
+	}
 }
 
 // seed replaces everything with vs (the latest of them).
 func (e *empirical) seed(vs []float64) {
-	vs = vs[max(0, len(vs)-len(e.ring)):]
+	if len(vs) > 0 {
+		e.alloc()
+	}
+	vs = vs[max(0, len(vs)-e.size):]
 	e.n = copy(e.ring, vs)
-	e.next = e.n % len(e.ring)
+	e.next = e.n % e.size
 	copy(e.sorted, vs)
 	slices.Sort(e.sorted[:e.n])
 }
@@ -119,10 +128,11 @@ func (e *empirical) add(v float64) {
 	if math.IsNaN(v) {
 		return
 	}
+	e.alloc()
 	// The oldest value leaves its place in the sorted values (past their end while the ring
 	// fills) and v takes its own: only the values between the two places move.
 	n, free := e.n, e.n
-	if n == len(e.ring) {
+	if n == e.size {
 		free, _ = slices.BinarySearch(e.sorted[:n], e.ring[e.next])
 	} else {
 		e.n++
@@ -137,7 +147,7 @@ func (e *empirical) add(v float64) {
 	}
 	s[at] = v
 	e.ring[e.next] = v
-	e.next = (e.next + 1) % len(e.ring)
+	e.next = (e.next + 1) % e.size
 }
 
 // quantile returns the q-quantile of the values (the lower one at a tie of positions).
@@ -268,7 +278,7 @@ func unmarshalCalibration(b []byte, features, metrics int) (calibration, error) 
 	}
 	for _, e := range []*empirical{&c.scores, &c.single, &c.means} {
 		m := u32()
-		if m > len(e.sorted) || len(p) < 8*m {
+		if m > e.size || len(p) < 8*m {
 			return calibration{}, fmt.Errorf("%w: %d stored values", errCalibration, m)
 		}
 		vs := make([]float64, m)

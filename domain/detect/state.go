@@ -48,7 +48,7 @@ func (d *Detector) MarshalState() []byte {
 		return e.b
 	}
 	// The sizes a configuration gives, checked on restore.
-	for _, n := range []int{len(d.owner), len(d.hist), len(d.win.ats), len(d.recent.ats), len(d.recentMean.v)} {
+	for _, n := range []int{len(d.owner), len(d.hist), d.win.capacity, d.recent.capacity, len(d.recentMean.v)} {
 		e.u64(uint64(n))
 	}
 	e.floats(d.typical)
@@ -118,7 +118,7 @@ func (d *Detector) decodeState(state []byte, model func(version int) (Model, err
 	}
 	ms := metricsNamed(names)
 	d.reset(ms)
-	want := []int{len(d.owner), len(d.hist), len(d.win.ats), len(d.recent.ats), len(d.recentMean.v)}
+	want := []int{len(d.owner), len(d.hist), d.win.capacity, d.recent.capacity, len(d.recentMean.v)}
 	if got := dec.sizes(5); dec.err != nil || !slices.Equal(got, want) {
 		return fmt.Errorf("%w: sizes %v saved, this configuration makes %v", ErrStateMismatch, got, want)
 	}
@@ -219,12 +219,27 @@ func (e *stateEncoder) result(r Result) {
 	e.bool(r.Relearned)
 }
 func (e *stateEncoder) window(w *window) {
-	e.floats(w.data)
+	// The whole capacity, the slots a growing window has not reached yet zero: the layout
+	// does not depend on how much storage the window holds.
+	pad := w.capacity - len(w.ats)
+	e.u64(uint64(w.capacity * w.dims))
+	for _, x := range w.data {
+		e.f64(x)
+	}
+	for range pad * w.dims {
+		e.f64(0)
+	}
 	for _, t := range w.ats {
 		e.time(t)
 	}
+	for range pad {
+		e.time(time.Time{})
+	}
 	for _, o := range w.out {
 		e.bool(o)
+	}
+	for range pad {
+		e.bool(false)
 	}
 	e.u64(uint64(w.next))
 	e.u64(uint64(w.count))
@@ -356,6 +371,7 @@ func (d *stateDecoder) result() Result {
 }
 
 func (d *stateDecoder) window(w *window) {
+	w.fill()
 	d.floatsInto(w.data)
 	for i := range w.ats {
 		w.ats[i] = d.time()
@@ -383,8 +399,11 @@ func (d *stateDecoder) calibration(c *calibration) {
 	d.floatsInto(c.hi)
 	c.step = time.Duration(d.int(math.MaxInt64))
 	for _, em := range []*empirical{&c.scores, &c.single, &c.means} {
-		vs := d.floatsUpTo(len(em.ring))
-		next := d.int(max(0, len(em.ring)-1))
+		vs := d.floatsUpTo(em.size)
+		next := d.int(max(0, em.size-1))
+		if len(vs) > 0 {
+			em.alloc()
+		}
 		em.n = copy(em.ring, vs)
 		em.next = next
 		copy(em.sorted, vs)

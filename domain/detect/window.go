@@ -5,35 +5,50 @@ import (
 	"time"
 )
 
-// window is a fixed-capacity ring of the latest feature rows with their sample times, each
-// marked when it is left out of training (an anomaly and its aftermath). Once full it can
-// thin out what it takes (see push), so that its rows span more time than its capacity of
-// consecutive samples would. Pushing copies the row into preallocated storage, so the scoring
-// path does not allocate.
+// window is a ring of at most capacity of the latest feature rows with their sample times,
+// each marked when it is left out of training (an anomaly and its aftermath). Once full it
+// can thin out what it takes (see push), so that its rows span more time than its capacity
+// of consecutive samples would. Its storage grows with the rows it holds, doubling up to the
+// capacity, so a service that has sent little holds little; once grown, pushing copies the
+// row into place and the scoring path does not allocate.
 type window struct {
-	dims  int
-	data  []float64
-	ats   []time.Time
-	out   []bool // left out of training
-	next  int
-	count int
-	clean int // rows not left out
-	last  time.Time
+	dims     int
+	capacity int
+	data     []float64
+	ats      []time.Time
+	out      []bool // left out of training
+	next     int
+	count    int
+	clean    int // rows not left out
+	last     time.Time
 }
 
-func newWindow(capacity, dims int) window {
-	return window{dims: dims, data: make([]float64, capacity*dims), ats: make([]time.Time, capacity), out: make([]bool, capacity)}
-}
+func newWindow(capacity, dims int) window { return window{dims: dims, capacity: capacity} }
 
 func (w *window) len() int { return w.count }
 
 // push appends a row, dropping the oldest when full; leaveOut marks it as not for training.
 // Once the window is full, a row less than gap after the last one taken is not taken.
 func (w *window) push(row []float64, at time.Time, leaveOut bool, gap time.Duration) {
-	if len(w.ats) == 0 || (w.count == len(w.ats) && at.Sub(w.last) < gap) {
+	if w.capacity == 0 || (w.count == w.capacity && at.Sub(w.last) < gap) {
 		return
 	}
 	w.last = at
+	if len(w.ats) < w.capacity {
+		// Still growing: the rows are in order, the next one goes at the end.
+		if len(w.ats) == cap(w.ats) {
+			w.grow(min(w.capacity, max(64, 2*len(w.ats))))
+		}
+		w.data = append(w.data, row...)
+		w.ats = append(w.ats, at)
+		w.out = append(w.out, leaveOut)
+		if !leaveOut {
+			w.clean++
+		}
+		w.count++
+		w.next = w.count % w.capacity
+		return
+	}
 	if w.count == len(w.ats) && !w.out[w.next] {
 		w.clean--
 	}
@@ -45,6 +60,24 @@ func (w *window) push(row []float64, at time.Time, leaveOut bool, gap time.Durat
 	}
 	w.next = (w.next + 1) % len(w.ats)
 	w.count = min(w.count+1, len(w.ats))
+}
+
+// grow gives the window room for rows rows, keeping those it holds.
+func (w *window) grow(rows int) {
+	w.data = append(make([]float64, 0, rows*w.dims), w.data...)
+	w.ats = append(make([]time.Time, 0, rows), w.ats...)
+	w.out = append(make([]bool, 0, rows), w.out...)
+}
+
+// fill extends the storage to the whole capacity, the empty slots zero: the layout a saved
+// state holds.
+func (w *window) fill() {
+	if len(w.ats) < w.capacity {
+		w.grow(w.capacity)
+		w.data = w.data[:w.capacity*w.dims]
+		w.ats = w.ats[:w.capacity]
+		w.out = w.out[:w.capacity]
+	}
 }
 
 // slot returns the ring index of the k-th oldest row.
