@@ -286,8 +286,8 @@ type dashboardReader struct {
 	staleAfter time.Duration
 }
 
-func (d dashboardReader) Services(ctx context.Context) ([]postgres.ServiceState, error) {
-	return postgres.Services(ctx, d.pool, time.Now(), d.staleAfter, 60)
+func (d dashboardReader) Services(ctx context.Context, after string, limit int) ([]postgres.ServiceState, error) {
+	return postgres.Services(ctx, d.pool, time.Now(), d.staleAfter, 60, after, limit)
 }
 
 func (d dashboardReader) Samples(ctx context.Context, service string, from, to time.Time, limit int) ([]sample.Scored, error) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -191,6 +192,13 @@ func TestDashboardInABrowser(t *testing.T) {
 		t.Errorf("services page shows %q, want api in incident, db silenced and auth healthy", services)
 	}
 	servicesShot := shot()
+	// A page from a cursor: the services after it, in name order, and a way back to the first.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#/services/after/api"), chromedp.WaitVisible(chromedp.CSS(`#main a[href="#/services"]`))); err != nil {
+		t.Fatalf("services after api: %v", err)
+	}
+	if names, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#services tbody tr td:first-child")].map((td) => td.textContent)`)); err != nil || !slices.Equal(names, []string{"auth", "db"}) {
+		t.Errorf("services after api: %v (%v), want [auth db]", names, err)
+	}
 	// Screenshots go to SCREENSHOT_DIR when set (the README's, in docs/, were made with
 	// SCREENSHOT_DIR=$PWD/docs), else to a temporary directory.
 	shots := os.Getenv("SCREENSHOT_DIR")

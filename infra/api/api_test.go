@@ -223,9 +223,16 @@ func (f *fakeDeadLetters) Replay(_ context.Context, s deadletter.Selection, dryR
 
 type fakeDashboard struct{}
 
-func (fakeDashboard) Services(context.Context) ([]postgres.ServiceState, error) {
+// Services pages over five services named svc-1 to svc-5, as the store does.
+func (fakeDashboard) Services(_ context.Context, after string, limit int) ([]postgres.ServiceState, error) {
 	at := t0
-	return []postgres.ServiceState{{Service: "api", State: "healthy", LastSampleAt: &at, ModelVersion: 1, RecentScores: []float64{0.4, 0.5}}}, nil
+	var out []postgres.ServiceState
+	for i := 1; i <= 5 && len(out) < limit; i++ {
+		if name := fmt.Sprintf("svc-%d", i); name > after {
+			out = append(out, postgres.ServiceState{Service: name, State: "healthy", LastSampleAt: &at, ModelVersion: 1, RecentScores: []float64{0.4, 0.5}})
+		}
+	}
+	return out, nil
 }
 
 func (fakeDashboard) Samples(_ context.Context, service string, from, _ time.Time, _ int) ([]sample.Scored, error) {
@@ -805,6 +812,46 @@ func TestDeadLetterListingIsBounded(t *testing.T) {
 	for _, bad := range []string{"0", "1001", "many"} {
 		if status, _ := e.do("GET", "/api/v1/deadletters?limit="+bad, "", ""); status != 400 {
 			t.Errorf("limit=%s: %d, want 400", bad, status)
+		}
+	}
+}
+
+// TestServicesComeInPages walks the services a page at a time: every service once, in name
+// order, a next_cursor while more follow and none on the last page; a bad limit or an
+// unknown parameter is a 400 (the checking client holds every answer to the document).
+func TestServicesComeInPages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, api.Config{})
+	var got []string
+	cursor, pages := "", 0
+	for {
+		path := "/api/v1/services?limit=2"
+		if cursor != "" {
+			path += "&cursor=" + cursor
+		}
+		status, body := e.do("GET", path, "", "")
+		if status != http.StatusOK {
+			t.Fatalf("GET %s: %d %v", path, status, body)
+		}
+		pages++
+		for _, s := range body["services"].([]any) {
+			got = append(got, s.(map[string]any)["service"].(string))
+		}
+		next, ok := body["next_cursor"].(string)
+		if !ok {
+			break
+		}
+		cursor = next
+	}
+	if want := []string{"svc-1", "svc-2", "svc-3", "svc-4", "svc-5"}; !slices.Equal(got, want) || pages != 3 {
+		t.Errorf("%d pages of %v, want 3 pages of %v", pages, got, want)
+	}
+	if status, body := e.do("GET", "/api/v1/services", "", ""); status != http.StatusOK || len(body["services"].([]any)) != 5 || body["next_cursor"] != nil {
+		t.Errorf("default page: %d %v, want all 5 and no next_cursor", status, body)
+	}
+	for _, path := range []string{"/api/v1/services?limit=0", "/api/v1/services?limit=1001", "/api/v1/services?limit=x", "/api/v1/services?page=2"} {
+		if status, _ := e.do("GET", path, "", ""); status != http.StatusBadRequest {
+			t.Errorf("GET %s: %d, want 400", path, status)
 		}
 	}
 }

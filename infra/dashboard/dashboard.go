@@ -25,9 +25,16 @@ var static embed.FS
 
 // Reader is what the pages read besides the incident API.
 type Reader interface {
-	Services(ctx context.Context) ([]postgres.ServiceState, error)
+	// Services returns at most limit services in name order, those after the named one.
+	Services(ctx context.Context, after string, limit int) ([]postgres.ServiceState, error)
 	Samples(ctx context.Context, service string, from, to time.Time, limit int) ([]sample.Scored, error)
 }
+
+// The pages of GET /api/v1/services: so many services by default, at most so many.
+const (
+	DefaultServicesPage = 200
+	MaxServicesPage     = 1000
+)
 
 // Register adds the dashboard's pages and API calls to mux.
 func Register(mux *http.ServeMux, r Reader, logger *slog.Logger) {
@@ -35,16 +42,39 @@ func Register(mux *http.ServeMux, r Reader, logger *slog.Logger) {
 	fileServer := http.FileServerFS(files)
 	mux.Handle("GET /", fileServer)
 	mux.HandleFunc("GET /api/v1/services", func(w http.ResponseWriter, req *http.Request) {
-		services, err := r.Services(req.Context())
+		q := req.URL.Query()
+		for name := range q {
+			if name != "limit" && name != "cursor" {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unknown parameter " + strconv.Quote(name) + "; services take limit and cursor"})
+				return
+			}
+		}
+		limit := DefaultServicesPage
+		if l := q.Get("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 1 || n > MaxServicesPage {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be 1 to " + strconv.Itoa(MaxServicesPage)})
+				return
+			}
+			limit = n
+		}
+		// One more than the page says whether there is a next one.
+		services, err := r.Services(req.Context(), q.Get("cursor"), limit+1)
 		if err != nil {
 			logger.Error("list services", "err", err)
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "services unavailable, see the worker log"})
 			return
 		}
+		page := map[string]any{}
+		if len(services) > limit {
+			services = services[:limit]
+			page["next_cursor"] = services[limit-1].Service
+		}
 		if services == nil {
 			services = []postgres.ServiceState{}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"services": services})
+		page["services"] = services
+		writeJSON(w, http.StatusOK, page)
 	})
 	mux.HandleFunc("GET /api/v1/services/{service}/samples", func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()

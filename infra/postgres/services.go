@@ -31,10 +31,11 @@ type ServiceState struct {
 	RecentScores []float64 `json:"recent_scores"`
 }
 
-// Services reads every service's state. A service whose last sample arrived more than
-// staleAfter before now is no_data, one inside a silence at now is silenced; now is the
-// caller's wall clock.
-func Services(ctx context.Context, pool *pgxpool.Pool, now time.Time, staleAfter time.Duration, sparkline int) ([]ServiceState, error) {
+// Services reads the state of at most limit services, in name order, those after the
+// service named after (all from the first when empty). A service whose last sample arrived
+// more than staleAfter before now is no_data, one inside a silence at now is silenced; now is
+// the caller's wall clock.
+func Services(ctx context.Context, pool *pgxpool.Pool, now time.Time, staleAfter time.Duration, sparkline int, after string, limit int) ([]ServiceState, error) {
 	rows, err := pool.Query(ctx, `
 		SELECT w.service, w.last_sample_at, w.last_received_at, w.recent, coalesce(i.id::text, ''), coalesce(i.status, ''), coalesce(i.severity, ''),
 			coalesce(m.version, 0), m.trained_at, coalesce(m.threshold, 0),
@@ -44,7 +45,9 @@ func Services(ctx context.Context, pool *pgxpool.Pool, now time.Time, staleAfter
 		FROM service_watch w
 		LEFT JOIN incidents i ON i.id = w.incident_id
 		LEFT JOIN LATERAL (SELECT version, trained_at, threshold FROM models WHERE service = w.service ORDER BY version DESC LIMIT 1) m ON true
-		ORDER BY w.service`, sparkline, now)
+		WHERE w.service > $3
+		ORDER BY w.service
+		LIMIT $4`, sparkline, now, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("load services: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"reflect"
 	"testing"
 	"time"
 
@@ -389,4 +390,35 @@ func TestStoreHonoursTheContract(t *testing.T) {
 		}
 		return store
 	})
+}
+
+// TestServicesPageInNameOrder reads the services a page at a time: each page the next ones in
+// name order after the cursor, the last page short, every service once.
+func TestServicesPageInNameOrder(t *testing.T) {
+	t.Parallel()
+	_, pool := newStore(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO service_watch (service) VALUES ('db'), ('api'), ('cache'), ('edge'), ('auth')`); err != nil {
+		t.Fatal(err)
+	}
+	var got [][]string
+	for after := ""; ; {
+		page, err := postgres.Services(ctx, pool, t0, time.Hour, 5, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, s := range page {
+			names = append(names, s.Service)
+		}
+		got = append(got, names)
+		if len(page) < 2 {
+			break
+		}
+		after = page[len(page)-1].Service
+	}
+	want := [][]string{{"api", "auth"}, {"cache", "db"}, {"edge"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("pages %v, want %v", got, want)
+	}
 }

@@ -205,14 +205,20 @@ function sparkline(scores) {
   return `<svg class="sparkline" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}"><polyline fill="none" stroke="#475467" points="${pts}"/></svg>`;
 }
 
-async function servicesPage() {
-  const data = await api("/api/v1/services");
+// One page of services in name order (the API's page size), with a link to the next page
+// when more follow.
+async function servicesPage(cursor) {
+  const data = await api("/api/v1/services" + (cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""));
+  const more = data.next_cursor
+    ? `<p><a id="services-next" href="#/services/after/${encodeURIComponent(data.next_cursor)}">More services, after ${esc(data.next_cursor)} →</a></p>`
+    : "";
+  const first = cursor ? `<p><a href="#/services">← First services</a></p>` : "";
   $("#main").innerHTML = `<table id="services"><thead><tr><th>Service</th><th>State</th><th>Model</th><th>Last sample</th><th>Recent score</th></tr></thead><tbody>
     ${(data.services || []).map((s) => `<tr><td>${esc(s.service)}</td>
       <td><span class="state state-${esc(s.state)}">${esc(s.state.replace("_", " "))}</span>${s.silenced_until ? ` <span class="muted">until ${fmt(s.silenced_until)}</span>` : ""}${s.incident_status === "open" ? ` <a href="#/incidents/${esc(s.incident_id)}">${sev(s.severity)}</a>` : ""}</td>
       <td>${s.model_version ? `v${esc(s.model_version)}, trained ${fmt(s.model_trained_at)}, threshold ${(+s.threshold).toFixed(3)}` : "warming up"}</td>
       <td>${fmt(s.last_sample_at)}</td><td>${sparkline(s.recent_scores)}</td></tr>`).join("")}
-  </tbody></table>`;
+  </tbody></table>${first}${more}`;
 }
 
 // ---- routing --------------------------------------------------------------------------
@@ -221,7 +227,10 @@ async function route() {
   document.querySelectorAll("nav a").forEach((a) => a.classList.remove("active"));
   try {
     if (h.startsWith("#/incidents/")) await incidentPage(decodeURIComponent(h.slice("#/incidents/".length)));
-    else if (h.startsWith("#/services")) { $("#nav-services").classList.add("active"); await servicesPage(); }
+    else if (h.startsWith("#/services")) {
+      $("#nav-services").classList.add("active");
+      await servicesPage(h.startsWith("#/services/after/") ? decodeURIComponent(h.slice("#/services/after/".length)) : "");
+    }
     else { $("#nav-incidents").classList.add("active"); await incidentsPage(); }
   } catch (e) {
     $("#main").innerHTML = `<p class="muted">Could not load: ${esc(e.message)}</p>`;
