@@ -40,15 +40,24 @@ func NewBacklog(c Config, stages ...Stage) *Backlog {
 // PendingSince returns, per partition with samples still to go through the chain, the
 // receipt time of the oldest of them, and the partition count. Partitions with nothing
 // pending are absent.
+//
+// The broker calls take no context: ctx is checked before each of them, so a check on a
+// broker that has gone away ends with ctx (a worker shutting down waits for no retries).
 func (b *Backlog) PendingSince(ctx context.Context) (map[int32]time.Time, int32, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, 0, fmt.Errorf("backlog: %w", err)
+	}
 	if err := b.connect(); err != nil {
 		return nil, 0, err
 	}
 	pending := map[int32]time.Time{}
 	var partitions int32
 	for _, st := range b.stages {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, fmt.Errorf("backlog: %w", err)
+		}
 		ps, err := b.client.Partitions(st.Topic)
 		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
 			continue
@@ -64,6 +73,9 @@ func (b *Backlog) PendingSince(ctx context.Context) (map[int32]time.Time, int32,
 			return nil, 0, fmt.Errorf("offsets of %s: %w", st.Group, err)
 		}
 		for _, p := range ps {
+			if err := ctx.Err(); err != nil {
+				return nil, 0, fmt.Errorf("backlog: %w", err)
+			}
 			newest, err := b.client.GetOffset(st.Topic, p, sarama.OffsetNewest)
 			if err != nil {
 				b.reset()
@@ -127,7 +139,11 @@ func (b *Backlog) connect() error {
 	if b.client != nil {
 		return nil
 	}
-	client, err := sarama.NewClient(b.cfg.Brokers, saramaConfig(b.cfg))
+	// One retry of the metadata: the check is best effort, the next tick tries again, and a
+	// broker away must not hold a tick (or a shutdown) for the default 20 retries a call.
+	sc := saramaConfig(b.cfg)
+	sc.Metadata.Retry.Max = 1
+	client, err := sarama.NewClient(b.cfg.Brokers, sc)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
