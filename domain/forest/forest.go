@@ -120,16 +120,13 @@ func (s *split) next(v float64) uint32 {
 func left(v float64, at float32) uint32 { return uint32(math.Float64bits(v-float64(at)) >> 63) }
 
 // cutOff is the probability that a split of this node, drawn in its training range extended
-// to v, would cut v off alone: 0 when v lies inside the range. It has no branch: the gap
-// between v and the range, if any, over the extended range.
+// to v, would cut v off alone: 0 when v lies inside the range, else the gap between v and the
+// range over the extended range. ScoreExtended spells the same sum out in its walk.
 func (s *split) cutOff(v float64) float64 {
 	half := float64(s.half)
-	gap := positive(math.Abs(v-float64(s.mid)) - half)
+	gap := max(math.Abs(v-float64(s.mid))-half, 0)
 	return gap / (2*half + gap)
 }
-
-// positive returns v when it is above zero, else zero (of either sign), from its sign bit.
-func positive(v float64) float64 { return v * float64(^math.Float64bits(v)>>63) }
 
 // Forest is a trained Isolation Forest; obtain one from Train or UnmarshalBinary.
 //
