@@ -5,13 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/incident-engine/engine/domain/incident"
-	"github.com/incident-engine/engine/domain/sample"
 	"github.com/incident-engine/engine/handlers"
 )
 
@@ -106,64 +104,42 @@ func TestCorrelateBatchesSamplesThatArriveTogether(t *testing.T) {
 	}
 }
 
-// sampleGate is a sample store that holds its first save until released and refuses any
-// batch holding a sample of service "bad".
-type sampleGate struct {
-	entered, release chan struct{}
-	once             sync.Once
-	mu               sync.Mutex
-	saves            [][]string
-	tried            []int
-}
-
-func (g *sampleGate) Save(_ context.Context, batch ...sample.Scored) error {
-	first := false
-	g.once.Do(func() { first = true })
-	if first {
-		close(g.entered)
-		<-g.release
+// Correlate keeps every sample it correlates, with its score, in the transaction of its
+// batch: a batch refused by the database keeps none of its samples, and each good one is
+// kept when it is correlated alone; a redelivered sample is kept once, as it first was.
+func TestCorrelateKeepsTheSamplesItCorrelates(t *testing.T) {
+	c, err := incident.NewCorrelator(incident.CorrelationConfig{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.tried = append(g.tried, len(batch))
-	var names []string
-	for _, s := range batch {
-		if s.Service == "bad" {
-			return errors.New("refused")
-		}
-		names = append(names, s.Service)
-	}
-	g.saves = append(g.saves, names)
-	return nil
-}
-
-func TestRecordBatchesAndKeepsEachOutcome(t *testing.T) {
-	store := &sampleGate{entered: make(chan struct{}), release: make(chan struct{})}
-	h := handlers.NewRecordHandler(store)
-	services := []string{"s0", "s1", "bad", "s3"}
+	store := &gateStore{fakeStore: newFakeStore(), entered: make(chan struct{}), release: make(chan struct{})}
+	store.FailNth("SaveSamples", 2, errors.New("connection reset")) // the batch of s1, s2, s3
+	h := handlers.NewCorrelateHandler[*fakeTx](store, c, slog.New(slog.DiscardHandler))
+	correlate := h.To(topicCorrelated)
+	services := []string{"s0", "s1", "s2", "s3"}
 	errs := arriveTogether(len(services), store.entered, store.release, h.PendingInBatch, func(i int) error {
-		return h.Handle(scoredMsg(t, services[i], minute(i), 'H'))
+		return correlate(scoredMsg(t, services[i], minute(i), 'H'))
 	})
 	for i, err := range errs {
-		if (err != nil) != (services[i] == "bad") {
+		if err != nil {
 			t.Errorf("sample of %s: %v", services[i], err)
 		}
 	}
-	// s0 alone; s1, bad and s3 together, refused; then each alone.
-	store.mu.Lock()
-	defer store.mu.Unlock()
-	if want := []int{1, 3, 1, 1, 1}; !slices.Equal(store.tried, want) {
-		t.Errorf("saves of %v samples, want %v", store.tried, want)
+	if got := store.txs.Load(); got != 1+1+3 {
+		t.Errorf("%d transactions, want 5: s0 alone, the refused batch, then each alone", got)
 	}
-	var alone []string
-	for _, names := range store.saves {
-		if len(names) != 1 {
-			t.Fatalf("saves %v: want each sample saved alone after the refused batch", store.saves)
+	again := scoredMsg(t, "s1", minute(1), 'A') // the same sample, redelivered with another judgement
+	if err := correlate(again); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range services {
+		kept := store.Samples(s)
+		if len(kept) != 1 || !kept[0].At.Equal(minute(i)) || kept[0].Service != s {
+			t.Errorf("samples of %s: %+v, want its one sample at %s", s, kept, minute(i))
+			continue
 		}
-		alone = append(alone, names[0])
-	}
-	slices.Sort(alone)
-	if want := []string{"s0", "s1", "s3"}; !slices.Equal(alone, want) {
-		t.Errorf("saved %v, want %v", alone, want)
+		if kept[0].Anomalous || kept[0].ModelVersion == 0 {
+			t.Errorf("sample of %s kept as %+v, want the healthy judgement it first came with", s, kept[0])
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/domain/sample"
 	"github.com/incident-engine/engine/domain/silence"
 )
 
@@ -17,16 +18,23 @@ import (
 // most one incident at a time (domain/incident.Correlator). Repeated anomalies open an
 // incident, further ones grow its occurrence count and last_seen, a healthy streak settles
 // it, new anomalies soon after reopen it. The service's watch, the incident row, its timeline
-// entries and the events for the next stage commit in one transaction. A sample not newer
-// than the service's watermark is a redelivery and changes nothing. An anomaly whose time
-// falls inside one of the service's silences (maintenance windows) opens nothing: it is
-// recorded on the open incident, marked silenced, or on the service's own timeline.
+// entries, the events for the next stage and the sample itself, with its score (kept for the
+// dashboard's charts), commit in one transaction. A sample not newer than the service's
+// watermark is a redelivery and changes nothing. An anomaly whose time falls inside one of
+// the service's silences (maintenance windows) opens nothing: it is recorded on the open
+// incident, marked silenced, or on the service's own timeline.
 type CorrelateHandler[T IncidentTx] struct {
 	store      IncidentStore[T]
 	correlator incident.Correlator
 	out        OutboxTopic
 	logger     *slog.Logger
-	batch      *batcher[ScoredSample]
+	batch      *batcher[correlateItem]
+}
+
+// correlateItem is one scored sample as it arrived and as it is kept.
+type correlateItem struct {
+	in   ScoredSample
+	kept sample.Scored
 }
 
 // NewCorrelateHandler returns the correlate stage; the router binds its output (To).
@@ -40,8 +48,13 @@ func NewCorrelateHandler[T IncidentTx](store IncidentStore[T], c incident.Correl
 
 // SetMaxBatch bounds how many samples one transaction correlates (1: one each).
 func (h *CorrelateHandler[T]) SetMaxBatch(n int) {
-	h.batch = newBatcher(n, h.correlateAll, func(ctx context.Context, in ScoredSample) error {
-		return h.store.InTx(ctx, func(tx T) error { return h.correlate(ctx, tx, in) })
+	h.batch = newBatcher(n, h.correlateAll, func(ctx context.Context, it correlateItem) error {
+		return h.store.InTx(ctx, func(tx T) error {
+			if err := h.correlate(ctx, tx, it.in); err != nil {
+				return err
+			}
+			return tx.SaveSamples(it.kept)
+		})
 	})
 }
 
@@ -61,27 +74,35 @@ func (h *CorrelateHandler[T]) handle(msg *message.Message) error {
 	if in.Service == "" || in.Timestamp.IsZero() {
 		return Permanent(errors.New("scored sample without service or timestamp"))
 	}
-	return h.batch.do(msg.Context(), in)
+	s, err := in.Sample()
+	if err != nil {
+		return Permanent(fmt.Errorf("scored sample: %w", err))
+	}
+	return h.batch.do(msg.Context(), correlateItem{in: in, kept: sample.Scored{
+		Sample: s, Judged: in.Judged, Score: in.Score, Threshold: in.Threshold,
+		Anomalous: in.Anomalous, ModelVersion: in.ModelVersion,
+	}})
 }
 
 // correlateAll correlates samples of different services (each service's samples come one at
-// a time, from one partition) in one transaction: their watches are locked in one round trip
-// and saved with the commit.
-func (h *CorrelateHandler[T]) correlateAll(ctx context.Context, items []ScoredSample) error {
+// a time, from one partition) in one transaction: their watches are locked in one round trip,
+// and saved with the samples in another, with the commit.
+func (h *CorrelateHandler[T]) correlateAll(ctx context.Context, items []correlateItem) error {
 	return h.store.InTx(ctx, func(tx T) error {
 		services := make([]string, len(items))
-		for i, in := range items {
-			services[i] = in.Service
+		kept := make([]sample.Scored, len(items))
+		for i, it := range items {
+			services[i], kept[i] = it.in.Service, it.kept
 		}
 		if err := tx.LockWatches(services...); err != nil {
 			return err
 		}
-		for _, in := range items {
-			if err := h.correlate(ctx, tx, in); err != nil {
+		for _, it := range items {
+			if err := h.correlate(ctx, tx, it.in); err != nil {
 				return err
 			}
 		}
-		return nil
+		return tx.SaveSamples(kept...)
 	})
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/domain/sample"
 	"github.com/incident-engine/engine/domain/silence"
 	"github.com/incident-engine/engine/handlers"
 	"github.com/incident-engine/engine/handlers/storetest"
@@ -32,6 +33,8 @@ type fakeStore struct {
 	mu        sync.Mutex
 	state     fakeState
 	published map[string][]*message.Message
+	// samples are kept apart from state, which each transaction copies: they only grow.
+	samples map[sampleKey]sample.Scored
 	faults    []*fault
 	commits   int
 	rollbacks int
@@ -68,7 +71,14 @@ func newFakeStore() *fakeStore {
 			silences:        map[string]silence.Silence{},
 		},
 		published: map[string][]*message.Message{},
+		samples:   map[sampleKey]sample.Scored{},
 	}
+}
+
+// sampleKey is the samples table's key.
+type sampleKey struct {
+	service string
+	at      time.Time
 }
 
 func (s fakeState) clone() fakeState {
@@ -121,6 +131,12 @@ func (s *fakeStore) InTx(ctx context.Context, fn func(*fakeTx) error) error {
 	s.state = tx.state
 	for _, topic := range tx.topics {
 		s.published[topic] = append(s.published[topic], tx.published[topic]...)
+	}
+	for _, x := range tx.samples {
+		k := sampleKey{x.Service, x.At.UTC()}
+		if _, ok := s.samples[k]; !ok {
+			s.samples[k] = x
+		}
 	}
 	s.commits++
 	return nil
@@ -213,6 +229,20 @@ func (s *fakeStore) Watch(service string) (incident.Watch, bool) {
 	return cloneWatch(w), ok
 }
 
+// Samples returns the committed samples of service, oldest first.
+func (s *fakeStore) Samples(service string) []sample.Scored {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []sample.Scored
+	for k, x := range s.samples {
+		if k.service == service {
+			out = append(out, x)
+		}
+	}
+	slices.SortFunc(out, func(a, b sample.Scored) int { return a.At.Compare(b.At) })
+	return out
+}
+
 // Published returns the committed messages of topic, in publishing order.
 func (s *fakeStore) Published(topic handlers.OutboxTopic) []*message.Message {
 	s.mu.Lock()
@@ -245,6 +275,7 @@ type fakeTx struct {
 	state     fakeState
 	published map[string][]*message.Message
 	topics    []string // in order of first publication
+	samples   []sample.Scored
 	done      bool
 }
 
@@ -269,6 +300,16 @@ func (tx *fakeTx) LoadWatch(service string) (incident.Watch, error) {
 		return incident.NewWatch(service), nil
 	}
 	return cloneWatch(w), nil
+}
+
+// SaveSamples keeps samples with the commit; one already kept (same service and time) stays
+// as it was.
+func (tx *fakeTx) SaveSamples(batch ...sample.Scored) error {
+	if err := tx.begin("SaveSamples"); err != nil {
+		return err
+	}
+	tx.samples = append(tx.samples, batch...)
+	return nil
 }
 
 // LockWatches locks nothing: the fake runs one transaction at a time.

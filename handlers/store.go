@@ -7,6 +7,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/domain/sample"
 	"github.com/incident-engine/engine/domain/silence"
 )
 
@@ -42,6 +43,9 @@ type IncidentTx interface {
 	MarkProcessed(stage, id string) (bool, error)
 	// Publish writes messages to an outbox topic within the transaction.
 	Publish(topic string, msgs ...*message.Message) error
+	// SaveSamples keeps scored samples, with their score, threshold and flag, for the
+	// dashboard's charts; a sample already kept (same service and time) stays as it was.
+	SaveSamples(batch ...sample.Scored) error
 	// ActiveSilences returns the service's silences that cover sample time at. It is one
 	// indexed query: correlate asks it for every anomalous sample.
 	ActiveSilences(service string, at time.Time) ([]silence.Silence, error)

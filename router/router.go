@@ -4,12 +4,11 @@
 //	stage      handler                  in                         out
 //	decode     handlers/decode.go       metrics (Kafka)            metrics.decoded (Kafka)
 //	score      handlers/score.go        metrics.decoded (Kafka)    metrics.scored (Kafka)
-//	correlate  handlers/correlate.go    metrics.scored (Kafka)     incidents.correlated (outbox)
+//	correlate  handlers/correlate.go    metrics.scored (Kafka)     incidents.correlated (outbox), samples table
 //	escalate   handlers/escalate.go     incidents.correlated       incidents.outbox (outbox)
 //	resolve    handlers/resolve.go      incidents.checks (ticker)  incidents.outbox (outbox)
 //	persist    handlers/persist.go      incidents.outbox           incidents (Kafka)
 //	notify     handlers/notify.go       incidents (Kafka)          receivers (Slack, PagerDuty, webhooks)
-//	record     handlers/record.go       metrics.scored (Kafka)     samples table (for the dashboard)
 //	remediate  handlers/remediate.go    incidents (Kafka)          hooks; escalations to incidents.outbox
 //
 // Not a stage: the operator API's actions (handlers/operate.go, served over HTTP by infra/api)
@@ -26,6 +25,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -145,7 +145,6 @@ type Stages struct {
 	Resolve   *handlers.ResolveHandler[*postgres.Tx]
 	Persist   *handlers.PersistHandler
 	Notify    *handlers.NotifyHandler
-	Record    *handlers.RecordHandler
 	Remediate *handlers.RemediateHandler[*postgres.Tx]
 }
 
@@ -207,10 +206,6 @@ func New(cfg Config, s Stages, t Transport, logger *slog.Logger) (*message.Route
 	if err != nil {
 		return nil, err
 	}
-	recordIn, err := sub("record")
-	if err != nil {
-		return nil, err
-	}
 	remediateIn, err := sub("remediate")
 	if err != nil {
 		return nil, err
@@ -220,18 +215,52 @@ func New(cfg Config, s Stages, t Transport, logger *slog.Logger) (*message.Route
 	// topic inside their transaction: To binds it.
 	r.AddHandler("decode", cfg.Topics.Metrics, decodeIn, string(TopicDecoded), t.KafkaPublisher, s.Decode.Handle)
 	r.AddHandler("score", string(TopicDecoded), scoreIn, string(TopicScored), t.KafkaPublisher, s.Score.Handle)
-	r.AddConsumerHandler("correlate", string(TopicScored), correlateIn, s.Correlate.To(TopicCorrelated))
+	r.AddConsumerHandler("correlate", string(TopicScored), correlateIn, s.Correlate.To(TopicCorrelated)) // and the samples table, for the charts
 	r.AddConsumerHandler("escalate", string(TopicCorrelated), t.Outbox, s.Escalate.To(TopicOutbox))
 	r.AddConsumerHandler("resolve", string(TopicChecks), t.Outbox, s.Resolve.To(TopicOutbox))
 	r.AddHandler("persist", string(TopicOutbox), t.Outbox, string(TopicIncidents), t.KafkaPublisher, s.Persist.Handle)
 	r.AddConsumerHandler("notify", string(TopicIncidents), notifyIn, s.Notify.Handle)                   // -> receivers, over HTTP
-	r.AddConsumerHandler("record", string(TopicScored), recordIn, s.Record.Handle)                      // -> the samples table
 	r.AddConsumerHandler("remediate", string(TopicIncidents), remediateIn, s.Remediate.To(TopicOutbox)) // -> hooks, and escalations
 	return r, nil
 }
 
 // WatermillLogger adapts logger for Watermill, demoting Watermill's chatty info messages
-// (every subscription and schema check) to debug.
+// (every subscription and schema check) to debug. A message below logger's level costs
+// nothing: Watermill's own adapter converts every message's fields before the level is
+// looked at, and it traces each message of every stage (5% of a worker's CPU at fleet load).
 func WatermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
-	return watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	levels := map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}
+	return gatedLogger{watermill.NewSlogLoggerWithLevelMapping(logger, levels), logger}
+}
+
+// gatedLogger passes a message on to Watermill's adapter only when logger would write it.
+type gatedLogger struct {
+	watermill.LoggerAdapter
+	logger *slog.Logger
+}
+
+func (g gatedLogger) enabled(level slog.Level) bool {
+	return g.logger.Enabled(context.Background(), level)
+}
+
+func (g gatedLogger) Info(msg string, fields watermill.LogFields) {
+	if g.enabled(slog.LevelDebug) { // Watermill's info is demoted to debug above
+		g.LoggerAdapter.Info(msg, fields)
+	}
+}
+
+func (g gatedLogger) Debug(msg string, fields watermill.LogFields) {
+	if g.enabled(slog.LevelDebug) {
+		g.LoggerAdapter.Debug(msg, fields)
+	}
+}
+
+func (g gatedLogger) Trace(msg string, fields watermill.LogFields) {
+	if g.enabled(watermill.LevelTrace) {
+		g.LoggerAdapter.Trace(msg, fields)
+	}
+}
+
+func (g gatedLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return gatedLogger{g.LoggerAdapter.With(fields), g.logger}
 }

@@ -197,7 +197,6 @@ func provideStages(cfg Config, store *postgres.Store, pool *pgxpool.Pool, kc kaf
 		Resolve:   resolve,
 		Persist:   handlers.NewPersistHandler(),
 		Notify:    notifyStage,
-		Record:    handlers.NewRecordHandler(postgres.NewSamples(pool)),
 		Remediate: handlers.NewRemediateHandler[*postgres.Tx](store, hooks, postgres.NewRemediations(pool), nil, logger),
 	}, func() { _ = replay.Close() }, nil
 }

@@ -13,17 +13,21 @@ import (
 	"github.com/incident-engine/engine/domain/sample"
 )
 
-// Samples stores scored samples.
+// Samples reads the scored samples that correlate keeps (Tx.SaveSamples).
 type Samples struct {
 	pool *pgxpool.Pool
 }
 
-// NewSamples returns the sample store over pool.
+// NewSamples returns the sample reader over pool.
 func NewSamples(pool *pgxpool.Pool) *Samples { return &Samples{pool: pool} }
 
-// Save stores samples in one statement; a sample already stored (same service and time) is
-// kept as it was.
-func (s *Samples) Save(ctx context.Context, batch ...sample.Scored) error {
+// SaveSamples keeps scored samples for the dashboard's charts, written with the commit in the
+// same round trip as the watches; a sample already kept (same service and time) stays as it
+// was.
+func (t *Tx) SaveSamples(batch ...sample.Scored) error {
+	if len(batch) == 0 {
+		return nil
+	}
 	n := len(batch)
 	services, metrics := make([]string, n), make([]string, n)
 	at, scores, thresholds := make([]time.Time, n), make([]*float64, n), make([]*float64, n)
@@ -36,21 +40,18 @@ func (s *Samples) Save(ctx context.Context, batch ...sample.Scored) error {
 		}
 		m, err := json.Marshal(values)
 		if err != nil {
-			return fmt.Errorf("encode metrics: %w", err)
+			return fmt.Errorf("encode metrics of %s: %w", x.Service, err)
 		}
 		services[i], at[i], metrics[i], anomalous[i], versions[i] = x.Service, x.At, string(m), x.Anomalous, int32(x.ModelVersion)
 		if x.Judged {
 			scores[i], thresholds[i] = &x.Score, &x.Threshold
 		}
 	}
-	_, err := s.pool.Exec(ctx, `
+	t.saved.Queue(`
 		INSERT INTO samples (service, at, metrics, score, threshold, anomalous, model_version)
 		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[], $4::float8[], $5::float8[], $6::bool[], $7::int[])
 		ON CONFLICT DO NOTHING`,
 		services, at, metrics, scores, thresholds, anomalous, versions)
-	if err != nil {
-		return fmt.Errorf("save %d samples: %w", n, err)
-	}
 	return nil
 }
 

@@ -66,8 +66,9 @@ type Tx struct {
 	// watches are the watches this transaction has locked or saved, as they stand in it, so
 	// that LoadWatch reads them without a round trip.
 	watches map[string]incident.WatchState
-	// saved queues the watch writes; they go to the server together, with the commit. Only
-	// LoadWatch reads service_watch inside a transaction, and it reads watches.
+	// saved queues the watch and sample writes; they go to the server together, with the
+	// commit. Only LoadWatch reads service_watch inside a transaction, and it reads watches;
+	// nothing reads samples inside one.
 	saved pgx.Batch
 }
 
@@ -166,13 +167,13 @@ func (t *Tx) SaveWatch(w incident.Watch) error {
 	return t.appendTimeline(st.Service, "", w.Changes())
 }
 
-// sendWatches writes the saved watches, before the commit.
+// sendWatches writes the saved watches and samples, before the commit.
 func (t *Tx) sendWatches() error {
 	if t.saved.Len() == 0 {
 		return nil
 	}
 	if err := t.tx.SendBatch(t.ctx, &t.saved).Close(); err != nil {
-		return fmt.Errorf("save %d watches: %w", t.saved.Len(), err)
+		return fmt.Errorf("save %d watches and sample batches: %w", t.saved.Len(), err)
 	}
 	return nil
 }

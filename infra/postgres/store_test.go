@@ -238,7 +238,7 @@ func TestStoreInboxAndOutbox(t *testing.T) {
 
 func TestSamplesSaveAndRange(t *testing.T) {
 	t.Parallel()
-	_, pool := newStore(t)
+	store, pool := newStore(t)
 	ctx := context.Background()
 	samples := postgres.NewSamples(pool)
 	mk := func(min int, judged bool) sample.Scored {
@@ -248,11 +248,28 @@ func TestSamplesSaveAndRange(t *testing.T) {
 		}
 		return sample.Scored{Sample: s, Judged: judged, Score: 0.5, Threshold: 0.7, ModelVersion: 1}
 	}
-	if err := samples.Save(ctx, mk(0, false), mk(1, true), mk(2, true)); err != nil {
+	save := func(batch ...sample.Scored) error {
+		return store.InTx(ctx, func(tx *postgres.Tx) error { return tx.SaveSamples(batch...) })
+	}
+	if err := save(mk(0, false), mk(1, true), mk(2, true)); err != nil {
 		t.Fatal(err)
 	}
-	if err := samples.Save(ctx, mk(1, true)); err != nil {
+	again := mk(1, true)
+	again.Score = 0.9
+	if err := save(again); err != nil {
 		t.Fatalf("saving a sample again: %v, want it ignored", err)
+	}
+	// A transaction that fails keeps none of its samples.
+	if err := store.InTx(ctx, func(tx *postgres.Tx) error {
+		if err := tx.SaveSamples(mk(3, true)); err != nil {
+			return err
+		}
+		return errors.New("roll back")
+	}); err == nil {
+		t.Fatal("the failing transaction committed")
+	}
+	if later, err := samples.Range(ctx, "api", t0.Add(3*time.Minute), t0.Add(3*time.Minute), 10); err != nil || len(later) != 0 {
+		t.Errorf("samples of a rolled-back transaction: %+v, %v", later, err)
 	}
 	got, err := samples.Range(ctx, "api", t0, t0.Add(time.Minute), 100)
 	if err != nil {
