@@ -34,7 +34,7 @@ type fakeStore struct {
 	state     fakeState
 	published map[string][]*message.Message
 	// samples are kept apart from state, which each transaction copies: they only grow.
-	samples map[sampleKey]sample.Scored
+	samples   map[sampleKey]sample.Scored
 	faults    []*fault
 	commits   int
 	rollbacks int
