@@ -42,11 +42,14 @@ type DecodeHandler struct {
 const DefaultMaxAhead = 10 * time.Minute
 
 // SetMaxAhead bounds how far ahead of the broker's receipt a sample's timestamp may lie
-// (positive; DefaultMaxAhead otherwise). A sample beyond it is rejected: accepted, it would
+// (zero keeps DefaultMaxAhead; negative: not at all). A sample beyond it is rejected: accepted, it would
 // move its service's watermark into the future and every real sample after it would be
 // dropped as late.
 func (h *DecodeHandler) SetMaxAhead(d time.Duration) {
-	if d > 0 {
+	switch {
+	case d < 0: // none
+		h.maxAhead = 0
+	case d > 0:
 		h.maxAhead = d
 	}
 }

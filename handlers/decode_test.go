@@ -279,6 +279,29 @@ func TestDecodeRejectsSamplesFromTheFuture(t *testing.T) {
 	}
 }
 
+// With no tolerance (a negative bound), a sample a second ahead of the broker's receipt is
+// refused and one at the receipt passes; a zero bound keeps the default.
+func TestDecodeWithNoToleranceAhead(t *testing.T) {
+	t.Parallel()
+	received := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		bound time.Duration
+		at    string
+		ok    bool
+	}{
+		{-1, "2026-12-02T12:00:00Z", true},
+		{-1, "2026-12-02T12:00:01Z", false},
+		{0, "2026-12-02T12:05:00Z", true},
+	} {
+		h := handlers.NewDecodeHandler(func(*message.Message) (time.Time, bool) { return received, true })
+		h.SetMaxAhead(tc.bound)
+		payload := fmt.Sprintf(`{"service":"api","timestamp":%q,"error_rate":0.01,"latency_p95":100,"request_count":10}`, tc.at)
+		if _, err := h.Handle(message.NewMessage("m", []byte(payload))); (err == nil) != tc.ok {
+			t.Errorf("bound %s, sample at %s: %v, want accepted %v", tc.bound, tc.at, err, tc.ok)
+		}
+	}
+}
+
 // TestDecodeRejectsAKeyOfAnotherService checks that a sample keyed as another service is
 // rejected: the key decides the partition, so the sample would be ordered among that
 // service's; a sample keyed by its own service, or not keyed, passes.

@@ -40,7 +40,7 @@ func Middleware(cfg Config, deadLetter message.Publisher, logger watermill.Logge
 	}
 	retry := middleware.Retry{
 		MaxRetries:      max(0, cfg.MaxRetries),
-		InitialInterval: cfg.RetryInterval,
+		InitialInterval: max(0, cfg.RetryInterval), // negative: at once
 		MaxInterval:     2 * time.Second,
 		Multiplier:      2,
 		ShouldRetry:     func(p middleware.RetryParams) bool { return !IsPermanent(p.Err) },

@@ -92,6 +92,7 @@ type Config struct {
 	// negative count retries none.
 	MaxRetries int
 	// RetryInterval is the first wait between retries; it doubles up to 2s (default 100ms).
+	// Zero takes the default; a negative interval retries at once.
 	RetryInterval time.Duration
 	// HandlerTimeout bounds one attempt of a handler (default 30s).
 	HandlerTimeout time.Duration
@@ -130,8 +131,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("router: topic %q is used by the pipeline itself", t))
 		}
 	}
-	if c.RetryInterval < 0 || c.HandlerTimeout <= 0 {
-		errs = append(errs, errors.New("router: the retry interval must not be negative, the timeout positive"))
+	if c.HandlerTimeout <= 0 {
+		errs = append(errs, errors.New("router: the handler timeout must be positive"))
 	}
 	return errors.Join(errs...)
 }

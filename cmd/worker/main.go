@@ -97,8 +97,8 @@ Usage: worker [flags]
 		fs.PrintDefaults()
 	}
 	fs.BoolVar(&cfg.Dev, "dev", env.Bool("DEV", false), "start an in-process Kafka broker and a private PostgreSQL cluster (under --data-dir) for whichever of KAFKA_BROKERS and DATABASE_URL is not set (make run passes it) [DEV]")
-	fs.IntVar(&cfg.EmbeddedKafkaPort, "dev-kafka-port", env.Int("DEV_KAFKA_PORT", 9092), "port of the in-process broker (--dev) [DEV_KAFKA_PORT]")
-	fs.IntVar(&cfg.EmbeddedPostgresPort, "dev-postgres-port", env.Int("DEV_POSTGRES_PORT", 55432), "port of the private PostgreSQL cluster (--dev) [DEV_POSTGRES_PORT]")
+	fs.IntVar(&cfg.EmbeddedKafkaPort, "dev-kafka-port", env.Int("DEV_KAFKA_PORT", 9092), "port of the in-process broker (--dev); 0: any free port [DEV_KAFKA_PORT]")
+	fs.IntVar(&cfg.EmbeddedPostgresPort, "dev-postgres-port", env.Int("DEV_POSTGRES_PORT", 55432), "port of the private PostgreSQL cluster (--dev); 0: any free port [DEV_POSTGRES_PORT]")
 	brokers := fs.String("kafka-brokers", env.String("KAFKA_BROKERS", ""), "comma-separated Kafka brokers; required unless --dev [KAFKA_BROKERS]")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env.String("DATABASE_URL", ""), "PostgreSQL URL; required unless --dev [DATABASE_URL]")
 	fs.StringVar(&cfg.DataDir, "data-dir", env.String("DATA_DIR", ".data"), "directory of the private PostgreSQL cluster and the in-process broker's log [DATA_DIR]")
@@ -113,17 +113,17 @@ Usage: worker [flags]
 	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", env.Int("CHECKPOINT_EVERY", 256), "samples of a service between two saves of its detector state (the most a restore replays) [CHECKPOINT_EVERY]")
 	fs.IntVar(&cfg.Correlation.OpenAfter, "open-after", env.Int("OPEN_AFTER", 2), "anomalies among the last --open-window samples that open an incident [OPEN_AFTER]")
 	fs.IntVar(&cfg.Correlation.Window, "open-window", env.Int("OPEN_WINDOW", 3), "samples the open rule looks at [OPEN_WINDOW]")
-	fs.DurationVar(&cfg.Correlation.OpenSpan, "open-span", env.Duration("OPEN_SPAN", 8*time.Minute), "sample time the open rule also looks at: when it holds more than --open-window samples (at most 64), the same share of them must be anomalous; negative: samples only [OPEN_SPAN]")
+	fs.DurationVar(&cfg.Correlation.OpenSpan, "open-span", env.Duration("OPEN_SPAN", 8*time.Minute), "sample time the open rule also looks at: when it holds more than --open-window samples (at most 64), the same share of them must be anomalous; 0: samples only [OPEN_SPAN]")
 	fs.Float64Var(&cfg.Correlation.ExtremeExcess, "extreme-excess", env.Float("EXTREME_EXCESS", 0.5), "excess over the threshold at which one anomaly opens an incident on its own [EXTREME_EXCESS]")
 	policyFile := fs.String("severity-policy", env.String("SEVERITY_POLICY", ""), "JSON file of severity rules replacing the built-in policy (see README) [SEVERITY_POLICY]")
 	fs.StringVar(&cfg.Router.ConsumerGroupPrefix, "consumer-group-prefix", env.String("CONSUMER_GROUP_PREFIX", "incident-engine"), "prefix of the Kafka consumer groups, one per stage: workers with the same prefix share the work [CONSUMER_GROUP_PREFIX]")
 	fs.IntVar(&cfg.Router.MaxRetries, "max-retries", env.Int("MAX_RETRIES", 3), "retries of a failing message before it is dead-lettered or handed back to the broker; 0: none [MAX_RETRIES]")
-	fs.DurationVar(&cfg.Router.RetryInterval, "retry-interval", env.Duration("RETRY_INTERVAL", 100*time.Millisecond), "first wait between retries, doubling up to 2s [RETRY_INTERVAL]")
+	fs.DurationVar(&cfg.Router.RetryInterval, "retry-interval", env.Duration("RETRY_INTERVAL", 100*time.Millisecond), "first wait between retries, doubling up to 2s; 0: retry at once [RETRY_INTERVAL]")
 	fs.DurationVar(&cfg.Router.HandlerTimeout, "handler-timeout", env.Duration("HANDLER_TIMEOUT", 30*time.Second), "bound of one attempt of a stage on one message [HANDLER_TIMEOUT]")
 	fs.DurationVar(&cfg.IdleAfter, "idle-after", env.Duration("IDLE_AFTER", 30*time.Minute), "wall-clock silence after which a service's detector leaves memory (saved, and restored exactly on its next sample) [IDLE_AFTER]")
 	fs.IntVar(&cfg.MaxServices, "max-services", env.Int("MAX_SERVICES", 1000), "detectors held in memory at most (about 0.36 MB each for three metrics); past it the one used longest ago is saved and dropped [MAX_SERVICES]")
 	fs.BoolVar(&cfg.PerServiceMetrics, "per-service-metrics", env.Bool("PER_SERVICE_METRICS", false), "add series by service to /metrics (counts, score histogram, model); off, a fleet's /metrics stays small [PER_SERVICE_METRICS]")
-	fs.DurationVar(&cfg.MaxAhead, "max-ahead", env.Duration("MAX_AHEAD", 10*time.Minute), "how far a sample's timestamp may lie ahead of the broker's receipt; beyond it the sample is dead-lettered, so one bad clock cannot blind its service [MAX_AHEAD]")
+	fs.DurationVar(&cfg.MaxAhead, "max-ahead", env.Duration("MAX_AHEAD", 10*time.Minute), "how far a sample's timestamp may lie ahead of the broker's receipt; beyond it the sample is dead-lettered, so one bad clock cannot blind its service; 0: none [MAX_AHEAD]")
 	fs.DurationVar(&cfg.OutboxPollInterval, "outbox-poll-interval", env.Duration("OUTBOX_POLL_INTERVAL", 100*time.Millisecond), "how long an outbox stage waits after finding nothing new [OUTBOX_POLL_INTERVAL]")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", env.String("HTTP_ADDR", ":8080"), "address of the dashboard, the operator API (/api/v1), /metrics, /healthz and /readyz [HTTP_ADDR]")
 	// The tokens' environment variables are read after parsing, not as flag defaults, so that
@@ -131,8 +131,8 @@ Usage: worker [flags]
 	fs.StringVar(&cfg.API.Token, "api-token", "", "bearer token for the operator API's writes (and reads), at least 16 characters; empty refuses writes. Prefer the environment: flags show in ps [API_TOKEN]")
 	fs.StringVar(&cfg.API.ReadToken, "api-read-token", "", "bearer token required for the operator API's reads (API_TOKEN works too); empty leaves reads open [API_READ_TOKEN]")
 	fs.DurationVar(&cfg.TickInterval, "tick-interval", env.Duration("TICK_INTERVAL", 5*time.Second), "how often resolution checks run [TICK_INTERVAL]")
-	fs.DurationVar(&cfg.Correlation.Recovery, "recovery-window", env.Duration("RECOVERY_WINDOW", 15*time.Minute), "healthy time (sample time) before an incident resolves [RECOVERY_WINDOW]")
-	fs.IntVar(&cfg.Correlation.RecoverySamples, "recovery-samples", env.Int("RECOVERY_SAMPLES", 5), "healthy samples in a row an incident's recovery also needs [RECOVERY_SAMPLES]")
+	fs.DurationVar(&cfg.Correlation.Recovery, "recovery-window", env.Duration("RECOVERY_WINDOW", 15*time.Minute), "healthy time (sample time) before an incident resolves; 0: judged in samples alone [RECOVERY_WINDOW]")
+	fs.IntVar(&cfg.Correlation.RecoverySamples, "recovery-samples", env.Int("RECOVERY_SAMPLES", 5), "healthy samples in a row an incident's recovery also needs; 0: judged in time alone [RECOVERY_SAMPLES]")
 	fs.DurationVar(&cfg.Correlation.ReopenWindow, "reopen-window", env.Duration("REOPEN_WINDOW", 30*time.Minute), "anomalies this soon after resolution reopen the incident; 0: never [REOPEN_WINDOW]")
 	fs.DurationVar(&cfg.Correlation.StaleAfter, "stale-after", env.Duration("STALE_AFTER", 5*time.Minute), "wall-clock silence after which an open incident records that data stopped [STALE_AFTER]")
 	fs.DurationVar(&cfg.Retention.Samples, "retain-samples", env.Duration("RETAIN_SAMPLES", 30*24*time.Hour), "how long scored samples are kept, by sample time; negative: for ever [RETAIN_SAMPLES]")
@@ -149,6 +149,9 @@ Usage: worker [flags]
 		return cfg, 0, err
 	}
 	if err := env.Err(); err != nil {
+		return cfg, 0, err
+	}
+	if err := zeroesMeanZero(fs, &cfg); err != nil {
 		return cfg, 0, err
 	}
 	if cfg.API.Token == "" {
@@ -168,14 +171,6 @@ Usage: worker [flags]
 			return cfg, 0, err
 		}
 		cfg.Policy = p
-	}
-	// Zero given for a setting where zero means something is that, not "the default" (which
-	// the flags already carry): the configuration spells it as negative.
-	if cfg.Correlation.ReopenWindow == 0 {
-		cfg.Correlation.ReopenWindow = -1 // never reopen
-	}
-	if cfg.Router.MaxRetries == 0 {
-		cfg.Router.MaxRetries = -1 // no retries
 	}
 	metricKinds, err := parseKinds(*kinds)
 	if err != nil {
@@ -201,6 +196,64 @@ Usage: worker [flags]
 		return cfg, 0, fmt.Errorf("log level: %w", err)
 	}
 	return cfg, level, nil
+}
+
+// zeroMeans names the settings whose zero is a value of its own, and what it is. The
+// configuration spells it as negative, since a zero field there is unset and takes the
+// default.
+var zeroMeans = map[string]string{
+	"max-retries":      "no retries",
+	"retry-interval":   "retry at once",
+	"open-span":        "the open rule counts samples only",
+	"recovery-window":  "recovery is judged in samples alone",
+	"recovery-samples": "recovery is judged in time alone",
+	"reopen-window":    "never reopen",
+	"max-ahead":        "no sample may lie ahead of its receipt",
+}
+
+// zeroesMeanZero keeps unset apart from zero. Every numeric flag carries its default, none of
+// which is zero, so a zero left after parsing was given (as a flag or in the environment): it
+// becomes the setting's own zero (zeroMeans; for the dev ports, any free port), or an error
+// naming the setting where zero means nothing, instead of silently becoming the default.
+func zeroesMeanZero(fs *flag.FlagSet, cfg *wire.Config) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		g, ok := f.Value.(flag.Getter)
+		if !ok {
+			return
+		}
+		none := "-1"
+		switch v := g.Get().(type) {
+		case int:
+			ok = v == 0
+		case float64:
+			ok = v == 0
+		case time.Duration:
+			ok, none = v == 0, "-1ns"
+		default:
+			ok = false
+		}
+		if !ok {
+			return
+		}
+		switch {
+		case f.Name == "dev-kafka-port":
+			cfg.EmbeddedKafkaAnyPort = true
+		case f.Name == "dev-postgres-port":
+			cfg.EmbeddedPostgresAnyPort = true
+		case zeroMeans[f.Name] != "":
+			if err := fs.Set(f.Name, none); err != nil {
+				errs = append(errs, fmt.Errorf("--%s: %w", f.Name, err))
+			}
+		default:
+			env := ""
+			if i := strings.LastIndex(f.Usage, "["); i >= 0 {
+				env = " (" + strings.Trim(f.Usage[i:], "[]") + ")"
+			}
+			errs = append(errs, fmt.Errorf("--%s%s is 0, which this setting cannot be; leave it unset for the default, %s", f.Name, env, f.DefValue))
+		}
+	})
+	return errors.Join(errs...)
 }
 
 // parseKinds reads --metric-kinds: comma-separated metric=kind or service/metric=kind.

@@ -82,7 +82,7 @@ func TestConfigurationTable(t *testing.T) {
 		t.Fatalf("--help: %v", err)
 	}
 	flagLine := regexp.MustCompile(`^  -(\S+)`)
-	envDefault := regexp.MustCompile(`\[([A-Z_]+)\](?: \(default "?(.*?)"?\))?$`)
+	envDefault := regexp.MustCompile(`^(.*) \[([A-Z_]+)\](?: \(default "?(.*?)"?\))?$`)
 	fromHelp := map[string]string{}
 	lines := strings.Split(string(help), "\n")
 	for i := 0; i+1 < len(lines); i++ {
@@ -95,16 +95,16 @@ func TestConfigurationTable(t *testing.T) {
 			t.Errorf("--%s: its usage names no environment variable: %q", m[1], lines[i+1])
 			continue
 		}
-		fromHelp[m[1]] = ed[1] + " " + ed[2]
+		fromHelp[m[1]] = ed[2] + " " + ed[3] + " | " + ed[1]
 	}
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	row := regexp.MustCompile("(?m)^\\| `--([a-z-]+)` \\| `([A-Z_]+)` \\| (?:`([^`]*)`|–) \\|")
+	row := regexp.MustCompile("(?m)^\\| `--([a-z-]+)` \\| `([A-Z_]+)` \\| (?:`([^`]*)`|–) \\| (.*) \\|$")
 	fromREADME := map[string]string{}
 	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
-		fromREADME[m[1]] = m[2] + " " + m[3]
+		fromREADME[m[1]] = m[2] + " " + m[3] + " | " + m[4]
 	}
 	if len(fromHelp) < 30 {
 		t.Fatalf("found %d flags in --help; the parse of its output is broken", len(fromHelp))
@@ -170,10 +170,14 @@ func helpOutput(t *testing.T) ([]byte, error) {
 }
 
 // TestZeroMeansZero checks that a zero given for a setting where zero means something is that,
-// not the default: REOPEN_WINDOW=0 never reopens and MAX_RETRIES=0 retries none, through
-// the configuration's defaults and validation.
+// not the default (REOPEN_WINDOW=0 never reopens, MAX_RETRIES=0 retries none,
+// RETRY_INTERVAL=0 retries at once...), through the configuration's defaults and validation;
+// that unset still takes the default; and that a zero where zero means nothing is refused.
 func TestZeroMeansZero(t *testing.T) {
-	cfg, _, err := parse([]string{"--reopen-window", "0", "--max-retries", "0", "--kafka-brokers", "k:9092", "--database-url", "postgres://x"})
+	required := []string{"--kafka-brokers", "k:9092", "--database-url", "postgres://x"}
+	zeroes := []string{"--reopen-window", "0", "--max-retries", "0", "--retry-interval", "0s", "--open-span", "0",
+		"--recovery-window", "0", "--recovery-samples", "0", "--max-ahead", "0", "--dev-kafka-port", "0"}
+	cfg, _, err := parse(append(zeroes, required...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,12 +185,30 @@ func TestZeroMeansZero(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Correlation.ReopenWindow >= 0 || cfg.Router.MaxRetries >= 0 {
-		t.Errorf("reopen window %s, max retries %d after the defaults; want both kept as none (negative)", cfg.Correlation.ReopenWindow, cfg.Router.MaxRetries)
+	c := cfg.Correlation
+	if c.ReopenWindow >= 0 || cfg.Router.MaxRetries >= 0 || cfg.Router.RetryInterval >= 0 || c.OpenSpan >= 0 ||
+		c.Recovery >= 0 || c.RecoverySamples >= 0 || cfg.MaxAhead >= 0 || !cfg.EmbeddedKafkaAnyPort || cfg.EmbeddedKafkaPort != 0 {
+		t.Errorf("after the defaults: reopen %s, retries %d, retry interval %s, open span %s, recovery %s and %d samples, max ahead %s, kafka port %d (any %v); want each kept as its zero",
+			c.ReopenWindow, cfg.Router.MaxRetries, cfg.Router.RetryInterval, c.OpenSpan, c.Recovery, c.RecoverySamples, cfg.MaxAhead, cfg.EmbeddedKafkaPort, cfg.EmbeddedKafkaAnyPort)
 	}
+	// The environment is read the same way.
+	t.Setenv("RETRY_INTERVAL", "0s")
+	if cfg, _, err = parse(required); err != nil || cfg.Router.RetryInterval >= 0 {
+		t.Errorf("RETRY_INTERVAL=0s: %v, %v; want retry at once", cfg.Router.RetryInterval, err)
+	}
+	t.Setenv("RETRY_INTERVAL", "")
+
 	cfg, _, _ = parse(nil)
 	cfg.SetDefaults()
-	if cfg.Correlation.ReopenWindow != 30*time.Minute || cfg.Router.MaxRetries != 3 {
-		t.Errorf("unset: reopen window %s, max retries %d; want the defaults 30m and 3", cfg.Correlation.ReopenWindow, cfg.Router.MaxRetries)
+	if cfg.Correlation.ReopenWindow != 30*time.Minute || cfg.Router.MaxRetries != 3 || cfg.Router.RetryInterval != 100*time.Millisecond {
+		t.Errorf("unset: reopen window %s, max retries %d, retry interval %s; want the defaults 30m, 3 and 100ms", cfg.Correlation.ReopenWindow, cfg.Router.MaxRetries, cfg.Router.RetryInterval)
+	}
+
+	// Where zero means nothing it is refused, naming the setting, not taken as the default.
+	_, _, err = parse(append([]string{"--warm-up", "0", "--tick-interval", "0s", "--false-alarms-per-day", "0"}, required...))
+	for _, want := range []string{"--warm-up (WARM_UP) is 0", "default, 256", "--tick-interval (TICK_INTERVAL) is 0", "--false-alarms-per-day (FALSE_ALARMS_PER_DAY) is 0"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("zero warm-up, tick interval and budget: %v; want it to say %q", err, want)
+		}
 	}
 }

@@ -28,11 +28,14 @@ type CorrelationConfig struct {
 	// reaches it (default 0.5, see Signal.Excess).
 	ExtremeExcess float64
 	// Recovery is how long a service must send only healthy samples before its incident
-	// resolves (default 15m, event time).
+	// resolves (default 15m, event time). Zero takes the default; a negative window judges
+	// recovery by RecoverySamples alone.
 	Recovery time.Duration
 	// RecoverySamples is how many healthy samples in a row that takes at least (default 5):
 	// recovery is judged in time and in samples, so a service sampled every five minutes
 	// does not resolve, and page again, on three calm samples of an oscillating failure.
+	// Zero takes the default; a negative count judges recovery by Recovery alone (with both
+	// negative, the first healthy sample resolves).
 	RecoverySamples int
 	// ReopenWindow is how soon after resolution new anomalies reopen the same incident
 	// instead of opening another (default 30m, event time). Zero takes the default; a
@@ -80,8 +83,8 @@ func (c CorrelationConfig) Validate() error {
 	if c.ExtremeExcess <= 0 || c.ExtremeExcess > 1 {
 		errs = append(errs, fmt.Errorf("extreme excess %g must be in (0,1]", c.ExtremeExcess))
 	}
-	if c.Recovery <= 0 || c.StaleAfter <= 0 || c.RecoverySamples < 1 {
-		errs = append(errs, errors.New("recovery, recovery samples and stale-after must be positive"))
+	if c.StaleAfter <= 0 {
+		errs = append(errs, errors.New("stale-after must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -386,7 +389,7 @@ func (c Correlator) Settle(w *Watch, cur *Incident) error {
 	if cur == nil || cur.Status() != StatusOpen || w.recoveredAt.IsZero() || w.recoveredAt.Before(cur.LastSeen()) {
 		return nil
 	}
-	reason := fmt.Sprintf("healthy since %s, for the recovery window of %s and %d samples", w.healthySince.Format(time.RFC3339), c.cfg.Recovery, c.cfg.RecoverySamples)
+	reason := fmt.Sprintf("healthy since %s, for the recovery window of %s and %d samples", w.healthySince.Format(time.RFC3339), max(0, c.cfg.Recovery), max(0, c.cfg.RecoverySamples))
 	if err := cur.Resolve(w.recoveredAt, reason); err != nil {
 		return fmt.Errorf("settle %s: %w", cur.ID(), err)
 	}

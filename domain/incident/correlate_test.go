@@ -636,8 +636,10 @@ func TestCorrelationConfig(t *testing.T) {
 		{"window too large", func(c *incident.CorrelationConfig) { c.Window, c.OpenAfter = 65, 3 }, false, "the watch is stored per service and bounded"},
 		{"extreme excess 0", func(c *incident.CorrelationConfig) { c.ExtremeExcess = 0 }, false, "every anomaly would be extreme"},
 		{"extreme excess above 1", func(c *incident.CorrelationConfig) { c.ExtremeExcess = 1.5 }, false, "excess never exceeds 1: the rule would be dead"},
-		{"recovery 0", func(c *incident.CorrelationConfig) { c.Recovery = 0 }, false, "one healthy sample would resolve"},
-		{"recovery samples 0", func(c *incident.CorrelationConfig) { c.RecoverySamples = 0 }, false, "a recovery of no samples"},
+		{"recovery 0", func(c *incident.CorrelationConfig) { c.Recovery = 0 }, true, "Validate allows zero (SetDefaults replaces it: unset)"},
+		{"recovery samples 0", func(c *incident.CorrelationConfig) { c.RecoverySamples = 0 }, true, "Validate allows zero (SetDefaults replaces it: unset)"},
+		{"recovery negative", func(c *incident.CorrelationConfig) { c.Recovery = -time.Minute }, true, "recovery judged by its samples alone"},
+		{"recovery samples negative", func(c *incident.CorrelationConfig) { c.RecoverySamples = -1 }, true, "recovery judged by its time alone"},
 		{"reopen window negative", func(c *incident.CorrelationConfig) { c.ReopenWindow = -time.Minute }, true, "a negative window never reopens"},
 		{"stale after negative", func(c *incident.CorrelationConfig) { c.StaleAfter = -time.Minute }, false, "silence cannot be negative"},
 	}
@@ -654,11 +656,11 @@ func TestCorrelationConfig(t *testing.T) {
 
 	t.Run("negative values reach Validate", func(t *testing.T) {
 		t.Parallel()
-		_, err := incident.NewCorrelator(incident.CorrelationConfig{OpenAfter: -1, ExtremeExcess: 2, Recovery: -time.Minute})
+		_, err := incident.NewCorrelator(incident.CorrelationConfig{OpenAfter: -1, ExtremeExcess: 2, StaleAfter: -time.Minute})
 		if err == nil {
 			t.Fatal("NewCorrelator with three bad settings = nil error")
 		}
-		for _, frag := range []string{"open after -1", "extreme excess 2", "recovery"} {
+		for _, frag := range []string{"open after -1", "extreme excess 2", "stale-after"} {
 			if !strings.Contains(err.Error(), frag) {
 				t.Errorf("error %q does not mention %q: every problem is reported", err, frag)
 			}
@@ -1043,5 +1045,33 @@ func TestCorrelatorNeverReopensWithANegativeWindow(t *testing.T) {
 	r.feed(t, 19, ".xxx")
 	if len(r.all) != 2 || r.cur == first || first.Status() != incident.StatusResolved || first.Reopens() != 0 {
 		t.Errorf("%d incidents, the first %s with %d reopens; want it left resolved and a second one opened", len(r.all), first.Status(), first.Reopens())
+	}
+}
+
+// A negative recovery window judges recovery by its samples alone, a negative sample count by
+// its time alone (zero takes the defaults: 15 minutes and 5 samples, minute 18 here).
+func TestCorrelatorRecoveryJudgedByOneRule(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		cfg  incident.CorrelationConfig
+		want int // minute of the resolution; the healthy streak starts at minute 3
+	}{
+		{"defaults", incident.CorrelationConfig{}, 18},
+		{"samples alone", incident.CorrelationConfig{Recovery: -1, RecoverySamples: 4}, 6},
+		{"time alone", incident.CorrelationConfig{Recovery: 5 * time.Minute, RecoverySamples: -1}, 8},
+		{"neither", incident.CorrelationConfig{Recovery: -1, RecoverySamples: -1}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRun(t, tc.cfg)
+			r.feed(t, 0, resolvedAt18)
+			if err := r.c.Settle(&r.w, r.cur); err != nil { // as the ticker would
+				t.Fatal(err)
+			}
+			if len(r.all) != 1 || r.all[0].Status() != incident.StatusResolved || !r.all[0].ResolvedAt().Equal(at(tc.want)) {
+				t.Fatalf("%d incidents, the first %s at %s; want one, resolved at minute %d", len(r.all), r.all[0].Status(), r.all[0].ResolvedAt(), tc.want)
+			}
+		})
 	}
 }

@@ -164,6 +164,7 @@ type Config struct {
 	// MaxAttempts per delivery (default 5).
 	MaxAttempts int `json:"max_attempts,omitempty"`
 	// Backoff is the wait before the second attempt; it doubles each time (default 500ms).
+	// Zero takes the default; a negative backoff retries at once ("0s" in a file).
 	Backoff Duration `json:"backoff,omitempty"`
 	// Timeout bounds one HTTP attempt (default 10s).
 	Timeout Duration `json:"timeout,omitempty"`
@@ -207,7 +208,48 @@ func LoadConfig(path string) (Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return Config{}, fmt.Errorf("parse notification config %s: %w", path, err)
 	}
-	return c, nil
+	zeroes, err := GivenZeroes(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("parse notification config %s: %w", path, err)
+	}
+	var errs []error
+	for _, field := range zeroes {
+		if field == "backoff" {
+			c.Backoff = -1 // retry at once
+			continue
+		}
+		errs = append(errs, fmt.Errorf("notification config %s: %s is 0, which it cannot be; leave it out for the default", path, field))
+	}
+	return c, errors.Join(errs...)
+}
+
+// GivenZeroes lists the fields of a JSON object given as zero (0 or a zero duration such as
+// "0s"), so that a configuration file can tell a zero given from a field left out, which
+// takes the default.
+func GivenZeroes(object []byte) ([]string, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(object, &fields); err != nil {
+		return nil, err
+	}
+	var out []string
+	for name, raw := range fields {
+		var n float64
+		var s string
+		switch {
+		case json.Unmarshal(raw, &n) == nil && n == 0:
+		case json.Unmarshal(raw, &s) == nil && isZeroDuration(s):
+		default:
+			continue
+		}
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func isZeroDuration(s string) bool {
+	d, err := time.ParseDuration(s)
+	return err == nil && d == 0
 }
 
 // SetDefaults fills every zero field with its default.
@@ -263,8 +305,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("receiver %s: %w", r.Name, err))
 		}
 	}
-	if c.MaxAttempts < 1 || c.Backoff < 0 || c.Timeout <= 0 || c.Budget <= 0 {
-		errs = append(errs, errors.New("max_attempts must be at least 1, backoff not negative, timeout and budget positive"))
+	if c.MaxAttempts < 1 || c.Timeout <= 0 || c.Budget <= 0 {
+		errs = append(errs, errors.New("max_attempts must be at least 1, timeout and budget positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -361,7 +403,7 @@ func (n *Notifier) deliver(ctx context.Context, receiver string, ev incident.Eve
 	if err != nil {
 		return 0, err
 	}
-	wait := time.Duration(n.cfg.Backoff)
+	wait := max(0, time.Duration(n.cfg.Backoff)) // negative: at once
 	var last error
 	for attempt := 1; attempt <= n.cfg.MaxAttempts; attempt++ {
 		last = PostJSON(ctx, n.clients[r.Name], r.URL, body, r.HTTP)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -426,6 +428,56 @@ func TestReceiversAuthenticate(t *testing.T) {
 	} {
 		if _, err := New(Config{Receivers: []Receiver{{Name: "r", Kind: KindWebhook, URL: srv.URL, HTTP: bad}}}); err == nil {
 			t.Errorf("http_config %+v accepted", bad)
+		}
+	}
+}
+
+// A zero given in the file is that zero where it means something (backoff "0s": retry at
+// once) and an error naming the field where it means nothing; a field left out takes the
+// default.
+func TestLoadConfigTellsZeroFromUnset(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{failures: 2, status: http.StatusServiceUnavailable}
+	srv := httptest.NewServer(rec)
+	defer srv.Close()
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	waits := func(path string) []time.Duration {
+		c, err := LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := New(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var slept []time.Duration
+		n.sleep = func(_ context.Context, d time.Duration) error { slept = append(slept, d); return nil }
+		rec.mu.Lock()
+		rec.failures = 2
+		rec.mu.Unlock()
+		if attempts, err := n.Deliver(context.Background(), "am", event(incident.KindOpened, "low", "open")); err != nil || attempts != 3 {
+			t.Fatalf("Deliver = %d attempts, %v; want success on the third", attempts, err)
+		}
+		return slept
+	}
+	receivers := `"receivers":[{"name":"am","kind":"webhook","url":"` + srv.URL + `"}]`
+	if got := waits(write("zero.json", `{`+receivers+`,"backoff":"0s"}`)); len(got) != 2 || got[0] != 0 || got[1] != 0 {
+		t.Errorf("backoff 0s: waited %v, want two retries at once", got)
+	}
+	if got := waits(write("unset.json", `{`+receivers+`}`)); len(got) != 2 || got[0] < 400*time.Millisecond {
+		t.Errorf("backoff unset: waited %v, want the default 500ms (±20%%) first", got)
+	}
+	_, err := LoadConfig(write("bad.json", `{`+receivers+`,"max_attempts":0,"budget":"0s"}`))
+	for _, want := range []string{"max_attempts is 0", "budget is 0"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("max_attempts 0 and budget 0s: %v, want it to say %q", err, want)
 		}
 	}
 }

@@ -66,7 +66,17 @@ func LoadConfig(path string) (Config, error) {
 	if dec.More() {
 		return Config{}, fmt.Errorf("parse remediation config %s: trailing data after the JSON object", path)
 	}
-	return c, nil
+	// None of the file's settings has a zero of its own: a zero given is refused rather than
+	// taken for the default, which leaving the field out gives.
+	zeroes, err := notify.GivenZeroes(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("parse remediation config %s: %w", path, err)
+	}
+	var errs []error
+	for _, field := range zeroes {
+		errs = append(errs, fmt.Errorf("remediation config %s: %s is 0, which it cannot be; leave it out for the default", path, field))
+	}
+	return c, errors.Join(errs...)
 }
 
 // SetDefaults fills every zero field with its default.

@@ -92,4 +92,14 @@ func TestLoadConfigRefusesUnknownFields(t *testing.T) {
 	if _, err := LoadConfig(bad); err == nil || !strings.Contains(err.Error(), `"dryrun"`) {
 		t.Errorf("LoadConfig with a misspelt dry_run: %v, want an error naming \"dryrun\"", err)
 	}
+	zero := write("zero.json", `{"hooks":[{"name":"restart","url":"http://runbooks.local/restart"}],"max_runs":0,"timeout":"0s","per":"2h"}`)
+	_, err = LoadConfig(zero)
+	for _, want := range []string{"max_runs is 0", "timeout is 0"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadConfig with max_runs 0 and timeout 0s: %v, want it to say %q, not take the defaults", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "per is 0") {
+		t.Errorf("LoadConfig: %v names per, which is 2h", err)
+	}
 }
