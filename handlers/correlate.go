@@ -140,7 +140,7 @@ func (h *CorrelateHandler[T]) correlate(ctx context.Context, tx T, in ScoredSamp
 		return Permanent(fmt.Errorf("correlate %s at %s: %w", in.Service, in.Timestamp, err))
 	}
 	for _, changed := range uniqueIncidents(cur, inc) {
-		if err := saveAndPublish(ctx, tx, changed, h.out); err != nil {
+		if err := SaveAndPublish(ctx, tx, changed, h.out); err != nil {
 			return err
 		}
 	}
@@ -158,9 +158,10 @@ func uniqueIncidents(a, b *incident.Incident) []*incident.Incident {
 	return out
 }
 
-// saveAndPublish stores inc with its pending timeline entries and publishes one event per
-// entry to the outbox topic, all in tx.
-func saveAndPublish[T IncidentTx](ctx context.Context, tx T, inc *incident.Incident, topic OutboxTopic) error {
+// SaveAndPublish stores inc with its pending timeline entries and publishes one event per
+// entry to the outbox topic, all in tx: what every change of an incident does, the stages'
+// and the operator's (infra/api.Actions).
+func SaveAndPublish[T IncidentTx](ctx context.Context, tx T, inc *incident.Incident, topic OutboxTopic) error {
 	entries, err := tx.SaveIncident(inc)
 	if err != nil {
 		return err

@@ -1,7 +1,8 @@
 // Package handlers holds the pipeline's stages, one Watermill handler per file: decode, score,
-// correlate, escalate, resolve and persist. Each stage turns one input message into its output
-// messages or state change; router/router.go decides which topic feeds which stage and where
-// its output goes.
+// correlate (which also keeps each sample for the dashboard's charts), escalate, resolve,
+// persist (the relay of committed incident events from the outbox to Kafka), notify and
+// remediate. Each stage turns one input message into its output messages or state change;
+// router/router.go decides which topic feeds which stage and where its output goes.
 //
 // Handlers are idempotent: a redelivered message changes nothing twice. Stages that change
 // incident state do it in one transaction with the events they emit (the outbox). Errors that
@@ -9,9 +10,9 @@
 // to the dead-letter topic at once; every other error is retried. The package does not choose
 // topics, retry policies or transports.
 //
-// operate.go is not a stage: it is the application side of the operator API, running
-// operators' actions (acknowledge, resolve, reopen, silences) in the same kind of
-// transaction as the stages.
+// The operator API's actions (acknowledge, resolve, reopen, silences) are not a stage: they
+// live with the API (infra/api.Actions) and change incidents through the same store contract
+// (IncidentStore, OperatorTx) and SaveAndPublish, in the same kind of transaction.
 package handlers
 
 import (

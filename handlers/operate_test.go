@@ -1,5 +1,9 @@
 package handlers_test
 
+// The operator API's actions (infra/api.Actions) tested here, against the state the stages
+// leave (incidents opened, resolved and reopened by correlate and resolve), on the store fake
+// the stage tests use.
+
 import (
 	"context"
 	"errors"
@@ -9,7 +13,7 @@ import (
 	"time"
 
 	"github.com/incident-engine/engine/domain/incident"
-	"github.com/incident-engine/engine/handlers"
+	"github.com/incident-engine/engine/infra/api"
 )
 
 // wall is an operator's request time in these tests: well after the samples.
@@ -20,7 +24,7 @@ type operateCase struct {
 	why  string
 	// setup brings the pipeline to the state before the action and returns the incident id.
 	setup func(t *testing.T, s *stages) string
-	act   func(ctx context.Context, op *handlers.OperateHandler[*fakeTx], id string) (incident.Snapshot, error)
+	act   func(ctx context.Context, op *api.Actions[*fakeTx], id string) (incident.Snapshot, error)
 	// For a legal action: the entry it appends and a check of the state after it.
 	wantKind    incident.Kind
 	wantDetails incident.Details
@@ -44,8 +48,8 @@ func resolvedIncident(t *testing.T, s *stages) string {
 	return s.only(t).ID
 }
 
-func ackOf(by string) func(context.Context, *handlers.OperateHandler[*fakeTx], string) (incident.Snapshot, error) {
-	return func(ctx context.Context, op *handlers.OperateHandler[*fakeTx], id string) (incident.Snapshot, error) {
+func ackOf(by string) func(context.Context, *api.Actions[*fakeTx], string) (incident.Snapshot, error) {
+	return func(ctx context.Context, op *api.Actions[*fakeTx], id string) (incident.Snapshot, error) {
 		return op.Acknowledge(ctx, id, by, wall)
 	}
 }
@@ -81,7 +85,7 @@ func TestOperateIncidents(t *testing.T) {
 		{
 			name: "acknowledge unknown", why: "no such incident",
 			setup: openIncident,
-			act: func(ctx context.Context, op *handlers.OperateHandler[*fakeTx], _ string) (incident.Snapshot, error) {
+			act: func(ctx context.Context, op *api.Actions[*fakeTx], _ string) (incident.Snapshot, error) {
 				return op.Acknowledge(ctx, "no-such-incident", "alice", wall)
 			},
 			wantErr: incident.ErrNotFound,
@@ -93,7 +97,7 @@ func TestOperateIncidents(t *testing.T) {
 		{
 			name: "resolve", why: "a manual resolution names the operator and the reason and forgets the recent samples",
 			setup: openIncident,
-			act: func(ctx context.Context, op *handlers.OperateHandler[*fakeTx], id string) (incident.Snapshot, error) {
+			act: func(ctx context.Context, op *api.Actions[*fakeTx], id string) (incident.Snapshot, error) {
 				return op.Resolve(ctx, id, "alice", "rolled back", wall)
 			},
 			wantKind: incident.KindResolved, wantDetails: incident.Details{By: "alice", Reason: "rolled back", Manual: true, Occurrences: 3},
@@ -109,7 +113,7 @@ func TestOperateIncidents(t *testing.T) {
 		{
 			name: "resolve resolved", why: "an incident resolves once",
 			setup: resolvedIncident,
-			act: func(ctx context.Context, op *handlers.OperateHandler[*fakeTx], id string) (incident.Snapshot, error) {
+			act: func(ctx context.Context, op *api.Actions[*fakeTx], id string) (incident.Snapshot, error) {
 				return op.Resolve(ctx, id, "alice", "again", wall)
 			},
 			wantErr: incident.ErrResolved,
@@ -117,7 +121,7 @@ func TestOperateIncidents(t *testing.T) {
 		{
 			name: "resolve without reason", why: "a manual resolution must say why",
 			setup: openIncident,
-			act: func(ctx context.Context, op *handlers.OperateHandler[*fakeTx], id string) (incident.Snapshot, error) {
+			act: func(ctx context.Context, op *api.Actions[*fakeTx], id string) (incident.Snapshot, error) {
 				return op.Resolve(ctx, id, "alice", "", wall)
 			},
 			wantErr: incident.ErrNoReason,
@@ -125,7 +129,7 @@ func TestOperateIncidents(t *testing.T) {
 		{
 			name: "reopen", why: "an operator reopens regardless of the reopen window, and the recovery streak restarts",
 			setup: resolvedIncident,
-			act: func(ctx context.Context, op *handlers.OperateHandler[*fakeTx], id string) (incident.Snapshot, error) {
+			act: func(ctx context.Context, op *api.Actions[*fakeTx], id string) (incident.Snapshot, error) {
 				return op.Reopen(ctx, id, "bob", wall.Add(24*time.Hour))
 			},
 			wantKind: incident.KindReopened, wantDetails: incident.Details{By: "bob", Manual: true, Occurrences: 3, Reason: "reopened by an operator"},
@@ -147,7 +151,7 @@ func TestOperateIncidents(t *testing.T) {
 		{
 			name: "reopen open", why: "only a resolved incident reopens",
 			setup: openIncident,
-			act: func(ctx context.Context, op *handlers.OperateHandler[*fakeTx], id string) (incident.Snapshot, error) {
+			act: func(ctx context.Context, op *api.Actions[*fakeTx], id string) (incident.Snapshot, error) {
 				return op.Reopen(ctx, id, "bob", wall)
 			},
 			wantErr: incident.ErrNotResolved,
@@ -193,8 +197,8 @@ func TestOperateIncidents(t *testing.T) {
 	}
 }
 
-func operator(s *stages) *handlers.OperateHandler[*fakeTx] {
-	return handlers.NewOperateHandler(s.store, s.correlator, topicOutbox, slog.New(slog.DiscardHandler))
+func operator(s *stages) *api.Actions[*fakeTx] {
+	return api.NewActions(s.store, s.correlator, topicOutbox, slog.New(slog.DiscardHandler))
 }
 
 // TestOperateRollsBack checks that an action whose outbox write fails leaves nothing behind.

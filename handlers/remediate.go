@@ -158,6 +158,6 @@ func (h *RemediateHandler[T]) ineffective(msg *message.Message, r incident.Remed
 			return Permanent(err)
 		}
 		h.logger.Warn("remediation did not help; incident escalated", "stage", "remediate", "hook", r.Hook, "service", ev.Service, "incident", ev.IncidentID, "severity", inc.Severity().String())
-		return saveAndPublish(msg.Context(), tx, inc, h.out)
+		return SaveAndPublish(msg.Context(), tx, inc, h.out)
 	})
 }

@@ -92,7 +92,7 @@ func (h *ResolveHandler[T]) check(msg *message.Message, svc string, check Resolu
 		if inc.Status() == incident.StatusResolved {
 			h.logger.Info("incident resolved", "stage", "resolve", "service", svc, "incident", inc.ID())
 		}
-		if err := saveAndPublish(msg.Context(), tx, inc, h.out); err != nil {
+		if err := SaveAndPublish(msg.Context(), tx, inc, h.out); err != nil {
 			return err
 		}
 		return tx.SaveWatch(w)

@@ -15,12 +15,13 @@ import (
 	"github.com/incident-engine/engine/domain/incident"
 	"github.com/incident-engine/engine/domain/silence"
 	"github.com/incident-engine/engine/handlers"
+	"github.com/incident-engine/engine/infra/api"
 )
 
 // silenceFor stores a silence of service covering minutes [from, to) and returns its id.
 func (s *stages) silenceFor(t *testing.T, service string, from, to int) string {
 	t.Helper()
-	op := handlers.NewOperateHandler(s.store, s.correlator, topicOutbox, slog.New(slog.DiscardHandler))
+	op := api.NewActions(s.store, s.correlator, topicOutbox, slog.New(slog.DiscardHandler))
 	sil, err := op.Silence(t.Context(), service, minute(from), minute(to), "maintenance", "alice")
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +165,7 @@ func TestRemediationNotJudgedOnSilencedAnomalies(t *testing.T) {
 func TestOperateSilences(t *testing.T) {
 	t.Parallel()
 	s := newStages(t)
-	op := handlers.NewOperateHandler(s.store, s.correlator, topicOutbox, slog.New(slog.DiscardHandler))
+	op := api.NewActions(s.store, s.correlator, topicOutbox, slog.New(slog.DiscardHandler))
 	ctx := t.Context()
 
 	if _, err := op.Silence(ctx, "api", minute(10), minute(5), "upgrade", "alice"); !errors.Is(err, silence.ErrInvalid) {

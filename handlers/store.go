@@ -50,3 +50,17 @@ type IncidentTx interface {
 	// indexed query: correlate asks it for every anomalous sample.
 	ActiveSilences(service string, at time.Time) ([]silence.Silence, error)
 }
+
+// OperatorTx is what the operator API's actions (infra/api.Actions) need from a transaction,
+// besides what the incident stages need.
+type OperatorTx interface {
+	IncidentTx
+	// IncidentService returns the service of incident id without locking anything, or an
+	// error wrapping incident.ErrNotFound.
+	IncidentService(id string) (string, error)
+	// LoadSilence locks and returns the silence with id, or an error wrapping
+	// silence.ErrNotFound.
+	LoadSilence(id string) (silence.Silence, error)
+	// SaveSilence stores a new silence or the new end of an existing one.
+	SaveSilence(s silence.Silence) error
+}

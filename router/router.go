@@ -11,7 +11,7 @@
 //	notify     handlers/notify.go       incidents (Kafka)          receivers (Slack, PagerDuty, webhooks)
 //	remediate  handlers/remediate.go    incidents (Kafka)          hooks; escalations to incidents.outbox
 //
-// Not a stage: the operator API's actions (handlers/operate.go, served over HTTP by infra/api)
+// Not a stage: the operator API's actions (infra/api/actions.go, served over HTTP by infra/api)
 // write their incident changes to OperatorTopic (TopicOutbox) in their own transactions, so
 // persist relays them to incidents like every other change.
 //

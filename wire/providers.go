@@ -260,7 +260,7 @@ func provideAPI(cfg Config, store *postgres.Store, pool *pgxpool.Pool, c inciden
 		}
 		return pub, nil
 	})
-	op := handlers.NewOperateHandler[*postgres.Tx](store, c, router.OperatorTopic, logger)
+	op := api.NewActions[*postgres.Tx](store, c, router.OperatorTopic, logger)
 	return api.New(cfg.API, op, postgres.NewViews(pool), dlq, nil, logger)
 }
 

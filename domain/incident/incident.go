@@ -5,8 +5,8 @@
 // and return a named error when it is not. Each successful change appends an Entry to the
 // incident's pending timeline, which the caller saves together with the new state. Times are
 // the metric samples' own timestamps (event time), except for operators' actions
-// (operate.go), which are dated by the operator's request; either way the time is an input and
-// the package never reads the clock. It does not persist, publish or log anything: infra and
+// (infra/api/actions.go), which are dated by the operator's request; either way the time is
+// an input and the package never reads the clock. It does not persist, publish or log anything: infra and
 // handlers do.
 package incident
 
@@ -81,7 +81,7 @@ const (
 	KindDataStopped     Kind = "data_stopped"
 	KindDataResumed     Kind = "data_resumed"
 	KindResolved        Kind = "resolved"
-	// KindAcknowledged records that an operator took the incident on (operate.go).
+	// KindAcknowledged records that an operator took the incident on (infra/api/actions.go).
 	KindAcknowledged Kind = "acknowledged"
 	// KindAnomalySilenced records an anomaly of a silenced service that has no open
 	// incident: a service-level entry, belonging to no incident (Watch.Changes).

@@ -3,7 +3,7 @@
 // the OpenAPI document that describes all of it (openapi.json, embedded in the binary).
 //
 // It checks bearer tokens, turns requests into calls of the application layer
-// (handlers.OperateHandler for changes, the postgres read views for queries) and their errors
+// (Actions for changes, the postgres read views for queries) and their errors
 // into HTTP statuses: a client's mistake is a 4xx with {"error": "..."}, never a 500. It
 // decides nothing about incidents itself. Operators' actions are dated by the wall clock at
 // the request, read here and passed in.
@@ -50,7 +50,7 @@ const (
 //go:embed openapi.json
 var openAPI []byte
 
-// Operator changes incidents and silences; handlers.OperateHandler is the real one. Each
+// Operator changes incidents and silences; Actions is the real one. Each
 // method is one transaction, and returns the domain's named errors for illegal moves.
 type Operator interface {
 	Acknowledge(ctx context.Context, id, by string, at time.Time) (incident.Snapshot, error)

@@ -22,7 +22,6 @@ import (
 
 	"github.com/incident-engine/engine/domain/incident"
 	"github.com/incident-engine/engine/domain/sample"
-	"github.com/incident-engine/engine/handlers"
 	"github.com/incident-engine/engine/infra/api"
 	"github.com/incident-engine/engine/infra/dashboard"
 	"github.com/incident-engine/engine/infra/deadletter"
@@ -88,7 +87,7 @@ func newEnv(t *testing.T, cfg api.Config) *testEnv {
 		{ID: "0-0", Topic: "metrics", Handler: "decode", Reason: "not a JSON sample", Payload: "junk", Time: t0},
 		{ID: "0-1", Topic: "metrics", Handler: "decode", Reason: "error_rate 1.5 is outside [0,1]", Service: "api", Payload: `{"error_rate":1.5}`, Time: t0},
 	}}
-	a, err := api.New(cfg, handlers.NewOperateHandler[*postgres.Tx](store, c, router.OperatorTopic, logger), postgres.NewViews(pool), dlq,
+	a, err := api.New(cfg, api.NewActions[*postgres.Tx](store, c, router.OperatorTopic, logger), postgres.NewViews(pool), dlq,
 		func() time.Time { return wall }, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -773,7 +772,7 @@ func TestDatabaseAwayIs503(t *testing.T) {
 	t.Cleanup(pool.Close)
 	logger := slog.New(slog.DiscardHandler)
 	c, _ := incident.NewCorrelator(incident.CorrelationConfig{})
-	a, err := api.New(api.Config{Token: writeToken}, handlers.NewOperateHandler[*postgres.Tx](postgres.NewStore(pool, watermill.NopLogger{}), c, router.OperatorTopic, logger),
+	a, err := api.New(api.Config{Token: writeToken}, api.NewActions[*postgres.Tx](postgres.NewStore(pool, watermill.NopLogger{}), c, router.OperatorTopic, logger),
 		postgres.NewViews(pool), &fakeDeadLetters{}, time.Now, logger)
 	if err != nil {
 		t.Fatal(err)
