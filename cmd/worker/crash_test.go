@@ -315,8 +315,8 @@ func TestFaultsDecideAlike(t *testing.T) {
 		// 300 samples is 50 a service, inside the 256-sample warm-up; 6 × 20 h is the failure.
 		for _, at := range []int{300, 2400, 4800, 6 * 20 * 60, 6*20*60 + 240, 9000} {
 			p.start(t)
-			// Kill once the record stage has stored this many samples: the other stages are
-			// somewhere around there, in any order.
+			// Kill once correlate has kept this many samples: decode and score are somewhere
+			// ahead, the outbox stages somewhere around there.
 			recorded(p, at, "before a kill")
 			p.kill(t)
 			t.Logf("killed at %d samples recorded", p.count(t, `SELECT count(*) FROM samples`))
