@@ -49,7 +49,7 @@ def go_bench(pkg, pattern, benchtime):
     return results
 
 
-def pipeline(r):
+def pipeline_cell(r):
     """A pipeline benchmark's rate and CPU per sample, the steadier figure on a shared machine."""
     return (f"{r['samples/s']:,.0f} samples/s; CPU per sample {r['go-cpu-µs/sample']:.0f} µs in the process, "
             f"{r['pg-cpu-µs/sample']:.0f} µs in PostgreSQL")
@@ -127,8 +127,8 @@ def main():
     ]
     if pipeline:
         rows += [
-            ("whole pipeline, 3 services (`BenchmarkPipeline`)", pipeline(go['BenchmarkPipeline']), ""),
-            ("whole pipeline, 1,000 services (`BenchmarkPipelineFleet`)", pipeline(go['BenchmarkPipelineFleet']), ""),
+            ("whole pipeline, 3 services (`BenchmarkPipeline`)", pipeline_cell(go['BenchmarkPipeline']), ""),
+            ("whole pipeline, 1,000 services (`BenchmarkPipelineFleet`)", pipeline_cell(go['BenchmarkPipelineFleet']), ""),
         ]
     print(f"Machine: {machine()}; scikit-learn {sk['version'] if sk else 'not installed'}\n")
     print("| | this engine | scikit-learn 100 trees, 256 samples |")
