@@ -82,6 +82,7 @@ func (f *backtestFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.explain, "explain", "", "explanation method: deviation (default), isolation (forest.Attribute) or path (forest.PathFeatures)")
 	fs.IntVar(&f.shape.Volatility, "volatility", 0, "derived feature: spread of each metric over this many previous samples and the current one; 0 is the detector's default, -1 leaves it out")
 	fs.IntVar(&f.shape.Change, "change", 0, "derived feature: each metric's difference to the mean of this many previous samples; 0 leaves it out")
+	fs.Uint64Var(&f.detect.Forest.Seed, "seed", 0, "the forests' seed, mixed with each input's name and model version (0: the worker's); another seed shows how much of a figure is chance")
 	fs.Float64Var(&f.detect.FalseAlarmsPerDay, "false-alarms-per-day", 0, "the detector's noise budget (0: its default)")
 	fs.DurationVar(&f.detect.RetrainSpan, "retrain-span", 0, "time the retraining window covers once full (0: the detector's default)")
 	fs.IntVar(&f.detect.Context, "context", 0, "samples whose mean surprise is the evidence (0: the detector's default)")

@@ -193,6 +193,33 @@ func writeSeries(t *testing.T, path string, seed uint64, unix, labelled bool, sh
 	}
 }
 
+// TestBacktestSeed checks --seed: the same seed scores every row alike, another seed grows other
+// forests, so other scores, while the shift stays found.
+func TestBacktestSeed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeSeries(t, filepath.Join(dir, "shifted.csv"), 1, false, true, 600, 60, 8)
+	scores := func(seed string) string {
+		out := t.TempDir()
+		runBacktest(t, "--seed", seed, "--scores", filepath.Join(out, "scores.csv"), "--summary", filepath.Join(out, "summary.csv"), dir)
+		if found := num(t, readCSV(t, filepath.Join(out, "summary.csv"))[0], "segments_found"); found != 1 {
+			t.Errorf("seed %s: %v segments found, want the shift", seed, found)
+		}
+		b, err := os.ReadFile(filepath.Join(out, "scores.csv"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	first, again, other := scores("0"), scores("0"), scores("7")
+	if first != again {
+		t.Error("the same seed scored the rows differently")
+	}
+	if first == other {
+		t.Error("seeds 0 and 7 scored every row alike: the seed does not reach the forests")
+	}
+}
+
 // TestBacktestLevelShift generates a directory of univariate services, one with a level
 // shift of 8 standard deviations for an hour and labels, one without either (and with Unix
 // timestamps), and checks that the backtest finds the shift at once and scores both.

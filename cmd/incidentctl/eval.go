@@ -47,6 +47,7 @@ type evalFlags struct {
 	python, scorer, scripts, out string
 	interval                     time.Duration
 	chanceDraws                  int
+	seed                         uint64
 }
 
 func evalCmd(args []string, stdout io.Writer) error {
@@ -59,6 +60,7 @@ func evalCmd(args []string, stdout io.Writer) error {
 	fs.StringVar(&f.out, "out", "", "keep every score file and summary in this directory")
 	fs.DurationVar(&f.interval, "interval", asdInterval, "row spacing of an ASD-layout set that is neither asd nor smd-*")
 	fs.IntVar(&f.chanceDraws, "chance-draws", 5, "NAB: draws of random openings averaged for the chance score")
+	fs.Uint64Var(&f.seed, "seed", 0, "the engine's forest seed (0: the worker's); the figures of another seed show how much of them is chance")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, evalUsage)
@@ -100,6 +102,7 @@ func evalCmd(args []string, stdout io.Writer) error {
 			continue
 		}
 		bf := backtestFlags{warmUp: 256, asdWarmUp: 1440, interval: f.interval, top: 3}
+		bf.detect.Forest.Seed = f.seed
 		switch {
 		case e.Name() == "asd":
 			bf.interval = 5 * time.Minute
