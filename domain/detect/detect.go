@@ -424,7 +424,10 @@ func (d *Detector) Observe(s sample.Sample) (Result, error) {
 		// A young model retrains as soon as its window holds twice the rows it was trained on,
 		// so a model whose warm-up saw a few hours of a daily cycle soon sees the rest.
 		grown := d.trainRows < d.cfg.RetrainWindow && d.win.clean >= 2*d.trainRows
-		if !relearned && (grown || s.At.Sub(d.trainedAt) >= d.cfg.RetrainEvery) && d.win.clean >= d.cfg.WarmUp {
+		// A retraining needs the rows of a warm-up clean, or half the window when a warm-up
+		// fills it: a window as large as the warm-up is never clean again once it has held
+		// one anomaly, and the model would never retrain.
+		if !relearned && (grown || s.At.Sub(d.trainedAt) >= d.cfg.RetrainEvery) && d.win.clean >= min(d.cfg.WarmUp, d.cfg.RetrainWindow/2) {
 			if err := d.train(s.At); err != nil {
 				return Result{}, err
 			}

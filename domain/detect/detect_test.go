@@ -740,3 +740,38 @@ func TestDeclaredMetricKinds(t *testing.T) {
 		t.Errorf("ParseKind(higher_is_better) = %v, %v", k, err)
 	}
 }
+
+// TestRetrainsAfterAnAnomalyWhenTheWarmUpFillsTheWindow checks that a detector whose warm-up is
+// as large as its retraining window keeps retraining on schedule after an anomaly: the
+// anomaly's rows are left out of the window, which is then never wholly clean again (found on
+// smd-dev, where such a detector kept one model for its last three weeks and, with an unlucky
+// seed, flagged a machine's normal drift by the dozen a day).
+func TestRetrainsAfterAnAnomalyWhenTheWarmUpFillsTheWindow(t *testing.T) {
+	t.Parallel()
+	src := newSource(11)
+	// The window takes every sample (it spans 256 minutes), so the anomaly's rows stay in it
+	// for the 200 minutes looked at.
+	d := newDetector(t, detect.Config{WarmUp: 256, RetrainWindow: 256, RetrainSpan: 256 * time.Minute, RetrainEvery: time.Hour})
+	for range 256 {
+		observe(t, d, src.next(t, nil))
+	}
+	anomalous := false
+	for range 10 {
+		r := observe(t, d, src.next(t, func(lat, _, _ *float64) { *lat = 900 }))
+		anomalous = anomalous || r.Anomalous
+	}
+	if !anomalous {
+		t.Fatal("ten samples at 900 ms latency: none anomalous, the test needs an anomaly")
+	}
+	var first, last int
+	for k := range 200 {
+		r := observe(t, d, src.next(t, nil))
+		if k == 0 {
+			first = r.ModelVersion
+		}
+		last = r.ModelVersion
+	}
+	if last < first+2 {
+		t.Errorf("model v%d 200 minutes after the anomaly, v%d just after it; want a retraining every hour", last, first)
+	}
+}
