@@ -152,7 +152,13 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 // drained.
 func (e *engine) waitProcessed(t testing.TB, last time.Time, services ...string) {
 	t.Helper()
-	waitFor(t, 4*time.Minute, "the stream to be processed", func() (bool, string) {
+	e.waitProcessedWithin(t, 4*time.Minute, last, services...)
+}
+
+// waitProcessedWithin is waitProcessed with its own bound, for long benchmarks.
+func (e *engine) waitProcessedWithin(t testing.TB, limit time.Duration, last time.Time, services ...string) {
+	t.Helper()
+	waitFor(t, limit, "the stream to be processed", func() (bool, string) {
 		var n, outbox int
 		err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM service_watch WHERE service = ANY($1) AND last_sample_at = $2`, services, last).Scan(&n)
 		if err != nil {
