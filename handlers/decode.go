@@ -41,9 +41,9 @@ type DecodeHandler struct {
 // (clock skew) unless SetMaxAhead says otherwise.
 const DefaultMaxAhead = 10 * time.Minute
 
-// SetMaxAhead bounds how far ahead of the broker's receipt a sample's timestamp may lie
-// (zero keeps DefaultMaxAhead; negative: not at all). A sample beyond it is rejected: accepted, it would
-// move its service's watermark into the future and every real sample after it would be
+// SetMaxAhead bounds how far ahead of the broker's receipt a sample's timestamp may lie (zero
+// keeps DefaultMaxAhead; negative: not at all). A sample beyond it is rejected: accepted, it
+// would move its service's watermark into the future and every real sample after it would be
 // dropped as late.
 func (h *DecodeHandler) SetMaxAhead(d time.Duration) {
 	switch {

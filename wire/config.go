@@ -72,7 +72,8 @@ type Config struct {
 	// make millions of series.
 	PerServiceMetrics bool
 	// MaxAhead is how far a sample's timestamp may lie ahead of the broker's receipt of it
-	// (default handlers.DefaultMaxAhead, 10m; negative: none); a sample beyond it is dead-lettered.
+	// (default handlers.DefaultMaxAhead, 10m; negative: none); a sample beyond it is
+	// dead-lettered.
 	MaxAhead time.Duration
 	Policy   incident.Policy
 }

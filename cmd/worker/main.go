@@ -198,23 +198,18 @@ Usage: worker [flags]
 	return cfg, level, nil
 }
 
-// zeroMeans names the settings whose zero is a value of its own, and what it is. The
-// configuration spells it as negative, since a zero field there is unset and takes the
+// zeroMeansNone names the settings whose zero is a value of its own (their usage says which):
+// the configuration spells it as negative, since a zero field there is unset and takes the
 // default.
-var zeroMeans = map[string]string{
-	"max-retries":      "no retries",
-	"retry-interval":   "retry at once",
-	"open-span":        "the open rule counts samples only",
-	"recovery-window":  "recovery is judged in samples alone",
-	"recovery-samples": "recovery is judged in time alone",
-	"reopen-window":    "never reopen",
-	"max-ahead":        "no sample may lie ahead of its receipt",
+var zeroMeansNone = map[string]bool{
+	"max-retries": true, "retry-interval": true, "open-span": true, "recovery-window": true,
+	"recovery-samples": true, "reopen-window": true, "max-ahead": true,
 }
 
 // zeroesMeanZero keeps unset apart from zero. Every numeric flag carries its default, none of
 // which is zero, so a zero left after parsing was given (as a flag or in the environment): it
-// becomes the setting's own zero (zeroMeans; for the dev ports, any free port), or an error
-// naming the setting where zero means nothing, instead of silently becoming the default.
+// becomes the setting's own zero (zeroMeansNone; for the dev ports, any free port), or an
+// error naming the setting where zero means nothing, instead of silently becoming the default.
 func zeroesMeanZero(fs *flag.FlagSet, cfg *wire.Config) error {
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -222,18 +217,17 @@ func zeroesMeanZero(fs *flag.FlagSet, cfg *wire.Config) error {
 		if !ok {
 			return
 		}
+		var zero bool
 		none := "-1"
 		switch v := g.Get().(type) {
 		case int:
-			ok = v == 0
+			zero = v == 0
 		case float64:
-			ok = v == 0
+			zero = v == 0
 		case time.Duration:
-			ok, none = v == 0, "-1ns"
-		default:
-			ok = false
+			zero, none = v == 0, "-1ns"
 		}
-		if !ok {
+		if !zero {
 			return
 		}
 		switch {
@@ -241,7 +235,7 @@ func zeroesMeanZero(fs *flag.FlagSet, cfg *wire.Config) error {
 			cfg.EmbeddedKafkaAnyPort = true
 		case f.Name == "dev-postgres-port":
 			cfg.EmbeddedPostgresAnyPort = true
-		case zeroMeans[f.Name] != "":
+		case zeroMeansNone[f.Name]:
 			if err := fs.Set(f.Name, none); err != nil {
 				errs = append(errs, fmt.Errorf("--%s: %w", f.Name, err))
 			}

@@ -6,8 +6,8 @@
 // incident's pending timeline, which the caller saves together with the new state. Times are
 // the metric samples' own timestamps (event time), except for operators' actions
 // (infra/api/actions.go), which are dated by the operator's request; either way the time is
-// an input and the package never reads the clock. It does not persist, publish or log anything: infra and
-// handlers do.
+// an input and the package never reads the clock. It does not persist, publish or log
+// anything: infra and handlers do.
 package incident
 
 import (

@@ -16,11 +16,10 @@ import (
 // Actions are what the operator API's requests do: acknowledging, resolving and reopening
 // incidents, and creating and ending silences. They are not a pipeline stage but the
 // application side of the operator API (the Operator the API is built with): each method is
-// one transaction that locks the service's watch (in the
-// order the stages lock it, so it serialises with correlation), loads the incident, applies
-// the domain's rule, saves the incident with its timeline entry and publishes the entry's
-// event to the outbox topic out, from which persist relays it to Kafka like every other
-// change.
+// one transaction that locks the service's watch (in the order the stages lock it, so it
+// serialises with correlation), loads the incident, applies the domain's rule, saves the
+// incident with its timeline entry and publishes the entry's event to the outbox topic out,
+// from which persist relays it to Kafka like every other change.
 //
 // Operator actions are dated by the time the caller passes in, the wall-clock time of the
 // operator's request: they are people's decisions, not judgements of metrics, so unlike the
