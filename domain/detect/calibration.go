@@ -88,13 +88,14 @@ func (c *calibration) alarmLevel(budget float64) float64 {
 // samples of an anomaly, judged normal until the evidence adds up, join the ring without
 // teaching it that the anomaly is normal, and rare outliers do not widen the tail. Adding a
 // value costs two binary searches and a move of part of the sorted values; nothing is
-// allocated once made.
+// allocated once made. Values are kept in float32, half the bytes, which is more precision
+// than a few thousand samples of a distribution can tell apart.
 type empirical struct {
 	size   int       // values kept at most
-	ring   []float64 // allocated with the first value: a service in its warm-up holds none
+	ring   []float32 // allocated with the first value: a service in its warm-up holds none
 	next   int
 	n      int // values in the ring, and in sorted
-	sorted []float64
+	sorted []float32
 }
 
 // surpriseShape is the shape of an empirical's tail beyond its 99th percentile: heavier than
@@ -107,7 +108,7 @@ func newEmpirical(size int) empirical { return empirical{size: size} }
 // alloc gives the empirical its storage, once.
 func (e *empirical) alloc() {
 	if e.ring == nil {
-		e.ring, e.sorted = make([]float64, e.size), make([]float64, e.size)
+		e.ring, e.sorted = make([]float32, e.size), make([]float32, e.size)
 	}
 }
 
@@ -117,18 +118,22 @@ func (e *empirical) seed(vs []float64) {
 		e.alloc()
 	}
 	vs = vs[max(0, len(vs)-e.size):]
-	e.n = copy(e.ring, vs)
+	for i, v := range vs {
+		e.ring[i] = float32(v)
+	}
+	e.n = len(vs)
 	e.next = e.n % e.size
-	copy(e.sorted, vs)
+	copy(e.sorted, e.ring[:e.n])
 	slices.Sort(e.sorted[:e.n])
 }
 
 // add records a value, dropping the oldest when full.
-func (e *empirical) add(v float64) {
-	if math.IsNaN(v) {
+func (e *empirical) add(value float64) {
+	if math.IsNaN(value) {
 		return
 	}
 	e.alloc()
+	v := float32(value)
 	// The oldest value leaves its place in the sorted values (past their end while the ring
 	// fills) and v takes its own: only the values between the two places move.
 	n, free := e.n, e.n
@@ -152,7 +157,7 @@ func (e *empirical) add(v float64) {
 
 // quantile returns the q-quantile of the values (the lower one at a tie of positions).
 func (e *empirical) quantile(q float64) float64 {
-	return e.sorted[int(q*float64(e.n-1))]
+	return float64(e.sorted[int(q*float64(e.n-1))])
 }
 
 // ignoredTop is how many of its largest values an empirical's tail never looks at: enough for
@@ -173,7 +178,7 @@ func (e *empirical) surprise(v float64) float64 {
 	tailLo := min(0.5, 10*tailHi)
 	hi, lo := e.quantile(1-tailHi), e.quantile(1-tailLo)
 	if v <= hi {
-		i, _ := slices.BinarySearch(s, v)
+		i, _ := slices.BinarySearch(s, float32(v))
 		return math.Log(float64(len(s)+1) / float64(len(s)-i+1))
 	}
 	beta := max((hi-lo)/math.Log(tailLo/tailHi), 1e-6*max(1, math.Abs(hi)))
@@ -218,7 +223,7 @@ func (c *calibration) marshal() []byte {
 	for _, e := range []*empirical{&c.scores, &c.single, &c.means} {
 		b = le.AppendUint32(b, uint32(e.n))
 		for _, v := range e.sorted[:e.n] {
-			f(v)
+			f(float64(v))
 		}
 	}
 	return b

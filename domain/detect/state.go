@@ -229,8 +229,8 @@ func (e *stateEncoder) window(w *window) {
 	for range pad * w.dims {
 		e.f64(0)
 	}
-	for _, t := range w.ats {
-		e.time(t)
+	for _, ns := range w.ats {
+		e.time(timeOf(ns))
 	}
 	for range pad {
 		e.time(time.Time{})
@@ -259,7 +259,10 @@ func (e *stateEncoder) calibration(c *calibration) {
 	e.floats(c.hi)
 	e.u64(uint64(c.step))
 	for _, em := range []*empirical{&c.scores, &c.single, &c.means} {
-		e.floats(em.ring[:em.n])
+		e.u64(uint64(em.n))
+		for _, v := range em.ring[:em.n] {
+			e.f64(float64(v))
+		}
 		e.u64(uint64(em.next))
 	}
 }
@@ -374,7 +377,11 @@ func (d *stateDecoder) window(w *window) {
 	w.fill()
 	d.floatsInto(w.data)
 	for i := range w.ats {
-		w.ats[i] = d.time()
+		if t := d.time(); t.IsZero() {
+			w.ats[i] = noTime
+		} else {
+			w.ats[i] = t.UnixNano()
+		}
 	}
 	for i := range w.out {
 		w.out[i] = d.bool()
@@ -404,9 +411,12 @@ func (d *stateDecoder) calibration(c *calibration) {
 		if len(vs) > 0 {
 			em.alloc()
 		}
-		em.n = copy(em.ring, vs)
+		for i, v := range vs {
+			em.ring[i] = float32(v)
+		}
+		em.n = len(vs)
 		em.next = next
-		copy(em.sorted, vs)
+		copy(em.sorted, em.ring[:em.n])
 		slices.Sort(em.sorted[:em.n])
 	}
 }

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"math"
 	"slices"
 	"time"
 )
@@ -10,18 +11,22 @@ import (
 // can thin out what it takes (see push), so that its rows span more time than its capacity
 // of consecutive samples would. Its storage grows with the rows it holds, doubling up to the
 // capacity, so a service that has sent little holds little; once grown, pushing copies the
-// row into place and the scoring path does not allocate.
+// row into place and the scoring path does not allocate. Sample times are kept as Unix
+// nanoseconds (a third of a time.Time's bytes) and read back in UTC.
 type window struct {
 	dims     int
 	capacity int
 	data     []float64
-	ats      []time.Time
-	out      []bool // left out of training
+	ats      []int64 // Unix nanoseconds; noTime in a slot no row has reached (see fill)
+	out      []bool  // left out of training
 	next     int
 	count    int
 	clean    int // rows not left out
 	last     time.Time
 }
+
+// noTime marks a slot of a filled window that holds no row yet (see fill).
+const noTime = math.MinInt64
 
 func newWindow(capacity, dims int) window { return window{dims: dims, capacity: capacity} }
 
@@ -40,7 +45,7 @@ func (w *window) push(row []float64, at time.Time, leaveOut bool, gap time.Durat
 			w.grow(min(w.capacity, max(64, 2*len(w.ats))))
 		}
 		w.data = append(w.data, row...)
-		w.ats = append(w.ats, at)
+		w.ats = append(w.ats, at.UnixNano())
 		w.out = append(w.out, leaveOut)
 		if !leaveOut {
 			w.clean++
@@ -53,7 +58,7 @@ func (w *window) push(row []float64, at time.Time, leaveOut bool, gap time.Durat
 		w.clean--
 	}
 	copy(w.data[w.next*w.dims:(w.next+1)*w.dims], row)
-	w.ats[w.next] = at
+	w.ats[w.next] = at.UnixNano()
 	w.out[w.next] = leaveOut
 	if !leaveOut {
 		w.clean++
@@ -65,18 +70,21 @@ func (w *window) push(row []float64, at time.Time, leaveOut bool, gap time.Durat
 // grow gives the window room for rows rows, keeping those it holds.
 func (w *window) grow(rows int) {
 	w.data = append(make([]float64, 0, rows*w.dims), w.data...)
-	w.ats = append(make([]time.Time, 0, rows), w.ats...)
+	w.ats = append(make([]int64, 0, rows), w.ats...)
 	w.out = append(make([]bool, 0, rows), w.out...)
 }
 
 // fill extends the storage to the whole capacity, the empty slots zero: the layout a saved
 // state holds.
 func (w *window) fill() {
-	if len(w.ats) < w.capacity {
+	if n := len(w.ats); n < w.capacity {
 		w.grow(w.capacity)
 		w.data = w.data[:w.capacity*w.dims]
 		w.ats = w.ats[:w.capacity]
 		w.out = w.out[:w.capacity]
+		for i := n; i < w.capacity; i++ {
+			w.ats[i] = noTime
+		}
 	}
 }
 
@@ -92,7 +100,15 @@ func (w *window) row(k int) []float64 {
 }
 
 // at returns the sample time of the k-th oldest row.
-func (w *window) at(k int) time.Time { return w.ats[w.slot(k)] }
+func (w *window) at(k int) time.Time { return timeOf(w.ats[w.slot(k)]) }
+
+// timeOf returns the time of a slot's Unix nanoseconds, in UTC (the zero time for noTime).
+func timeOf(ns int64) time.Time {
+	if ns == noTime {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
 
 // trainingRows returns copies of the rows not left out, oldest first, and their first and
 // last sample times.
@@ -104,9 +120,9 @@ func (w *window) trainingRows() (rows [][]float64, from, to time.Time) {
 			continue
 		}
 		if len(rows) == 0 {
-			from = w.ats[i]
+			from = timeOf(w.ats[i])
 		}
-		to = w.ats[i]
+		to = timeOf(w.ats[i])
 		rows = append(rows, append([]float64(nil), w.data[i*w.dims:(i+1)*w.dims]...))
 	}
 	return rows, from, to
@@ -114,8 +130,8 @@ func (w *window) trainingRows() (rows [][]float64, from, to time.Time) {
 
 // since returns the index of the oldest row at or after t (w.len() if none).
 func (w *window) since(t time.Time) int {
-	k := w.count
-	for k > 0 && !w.at(k-1).Before(t) {
+	k, ns := w.count, t.UnixNano()
+	for k > 0 && w.ats[w.slot(k-1)] >= ns {
 		k--
 	}
 	return k
@@ -138,7 +154,7 @@ func (w *window) spacing() time.Duration {
 	}
 	gaps := make([]time.Duration, w.count-1)
 	for k := range gaps {
-		gaps[k] = w.at(k + 1).Sub(w.at(k))
+		gaps[k] = time.Duration(w.ats[w.slot(k+1)] - w.ats[w.slot(k)])
 	}
 	slices.Sort(gaps)
 	return gaps[len(gaps)/2]

@@ -8,17 +8,21 @@ import (
 	"sort"
 )
 
-// Binary format, version 3 (all integers little-endian):
+// Binary format, version 4 (all integers little-endian):
 //
 //	magic      [4]byte  "IFOR"
-//	version    uint32   3
+//	version    uint32   4
 //	dims       uint32
 //	sampleSize uint32
 //	trees      uint32
 //	splits     uint32
 //	trees      trees  x {start uint32, root uint32}
-//	splits     splits x {at, mid, half float32 bits, link uint32} (see split)
+//	splits     splits x {at float32 bits, below, above uint16, link uint32} (see split)
 //	crc        uint32   CRC-32 (IEEE) of every preceding byte
+//
+// Version 3, read and converted, held each split's range as mid ± half:
+//
+//	splits     splits x {at, mid, half float32 bits, link uint32}
 //
 // Version 2, read and converted, held every node, leaves included, in float64:
 //
@@ -27,13 +31,14 @@ import (
 //	nodes      nodes  x {value, lo, hi float64 bits, feature int32, right int32}
 const (
 	magic         = "IFOR"
-	formatVersion = 3
+	formatVersion = 4
 	headerSize    = 4 + 5*4
 	treeSize      = 8
-	splitSize     = 16
+	splitSize     = 12
 	crcSize       = 4
 
-	v2NodeSize = 32
+	v3SplitSize = 16
+	v2NodeSize  = 32
 )
 
 // MarshalBinary encodes the forest in a versioned, checksummed binary format; it implements encoding.BinaryMarshaler.
@@ -55,8 +60,8 @@ func (f *Forest) MarshalBinary() ([]byte, error) {
 	}
 	for _, s := range f.splits {
 		buf = le.AppendUint32(buf, math.Float32bits(s.at))
-		buf = le.AppendUint32(buf, math.Float32bits(s.mid))
-		buf = le.AppendUint32(buf, math.Float32bits(s.half))
+		buf = le.AppendUint16(buf, uint16(s.below))
+		buf = le.AppendUint16(buf, uint16(s.above))
 		buf = le.AppendUint32(buf, s.link)
 	}
 	buf = le.AppendUint32(buf, crc32.ChecksumIEEE(buf))
@@ -68,7 +73,9 @@ func (f *Forest) MarshalBinary() ([]byte, error) {
 // It validates the header, checksum and tree structure and returns an error
 // wrapping ErrInvalidModel, leaving f unchanged, if data is truncated,
 // corrupt or of an unsupported version. It never panics. A model of version
-// 2 (float64 nodes) is converted: its thresholds and ranges are rounded to
+// 3 is converted: its ranges are rounded outwards to 16 bits, so ScoreExtended may rate a
+// point outside them a little lower (by at most 1/256 of a range's width). A model of
+// version 2 (float64 nodes) is converted too: its thresholds and ranges are rounded to
 // float32, so it may score a sample on a threshold's rounding differently.
 func (f *Forest) UnmarshalBinary(data []byte) error {
 	if len(data) < headerSize+crcSize {
@@ -87,6 +94,8 @@ func (f *Forest) UnmarshalBinary(data []byte) error {
 	switch version {
 	case formatVersion:
 		want = uint64(headerSize) + treeSize*trees + splitSize*count + crcSize
+	case 3:
+		want = uint64(headerSize) + treeSize*trees + v3SplitSize*count + crcSize
 	case 2:
 		want = uint64(headerSize) + 4*trees + v2NodeSize*count + crcSize
 	default:
@@ -124,12 +133,23 @@ func (f *Forest) UnmarshalBinary(data []byte) error {
 		}
 		p = p[treeSize*trees:]
 		for i := range g.splits {
+			if version == 3 {
+				q := p[v3SplitSize*i:]
+				at, mid, half := math.Float32frombits(le.Uint32(q)), math.Float32frombits(le.Uint32(q[4:])), math.Float32frombits(le.Uint32(q[8:]))
+				if !finite(float64(at)) || !finite(float64(mid)) || !finite(float64(half)) ||
+					!(half > 0 && math.Abs(float64(at)-float64(mid)) <= float64(half)) {
+					return invalid("split %d at %v outside its range %v ± %v", i, at, mid, half)
+				}
+				g.splits[i] = newSplit(0, at, float64(mid)-float64(half), float64(mid)+float64(half))
+				g.splits[i].link = le.Uint32(q[12:])
+				continue
+			}
 			q := p[splitSize*i:]
 			g.splits[i] = split{
-				at:   math.Float32frombits(le.Uint32(q)),
-				mid:  math.Float32frombits(le.Uint32(q[4:])),
-				half: math.Float32frombits(le.Uint32(q[8:])),
-				link: le.Uint32(q[12:]),
+				at:    math.Float32frombits(le.Uint32(q)),
+				below: span(le.Uint16(q[4:])),
+				above: span(le.Uint16(q[6:])),
+				link:  le.Uint32(q[8:]),
 			}
 		}
 	}
@@ -177,11 +197,11 @@ func (g *Forest) validate() error {
 		// Children come after their parents: their depths are known, walking backwards.
 		for j := end - start - 1; j >= 0; j-- {
 			s := g.splits[start+j]
-			if !finite(float64(s.at)) || !finite(float64(s.mid)) || !finite(float64(s.half)) {
+			if !finite(float64(s.at)) || s.below > spanInf || s.above > spanInf {
 				return invalid("split %d has a non-finite value", start+j)
 			}
-			if !(s.half > 0 && math.Abs(float64(s.at)-float64(s.mid)) <= float64(s.half)) {
-				return invalid("split %d at %v outside its range %v ± %v", start+j, s.at, s.mid, s.half)
+			if s.below == 0 && s.above == 0 {
+				return invalid("split %d at %v has an empty range", start+j, s.at)
 			}
 			if s.feature() >= g.dims {
 				return invalid("split %d tests feature %d of %d", start+j, s.feature(), g.dims)
@@ -264,13 +284,13 @@ func (g *Forest) fromV2(p []byte, trees, count int) error {
 		if self >= leafFlag-1 {
 			return 0, invalid("tree of node %d has more than %d splits", i, leafFlag-1)
 		}
-		s := newSplit(int(nd.feature), float32(clamp(nd.value)), clamp(nd.lo), clamp(nd.hi))
 		// Rounded, the threshold stays in the range.
-		mid, half := float64(s.mid), float64(s.half)
-		s.at = min(max(s.at, ceil32(mid-half)), floor32(mid+half))
-		if s.at == 0 {
-			s.at = float32(math.Copysign(0, -1)) // see threshold32
+		lo, hi := clamp(nd.lo), clamp(nd.hi)
+		at := min(max(float32(clamp(nd.value)), ceil32(lo)), floor32(hi))
+		if at == 0 {
+			at = float32(math.Copysign(0, -1)) // see threshold32
 		}
+		s := newSplit(int(nd.feature), at, lo, hi)
 		g.splits = append(g.splits, s)
 		left, err := convert(i+1, end)
 		if err != nil {

@@ -10,14 +10,14 @@
 // and c is [AveragePathLength]. Scores lie in (0, 1]; values well above 0.5
 // indicate anomalies and values well below 0.5 indicate normal samples.
 //
-// Trees are stored in one flat array of 16-byte splits with float32
-// thresholds, their leaves folded into their parents' links, so a model of
-// 100 trees of 256 rows takes about 110 KB; [Forest.Score] and
+// Trees are stored in one flat array of 12-byte splits with float32
+// thresholds and their ranges in 16 bits, their leaves folded into their
+// parents' links, so a model of 100 trees of 256 rows takes about 80 KB; [Forest.Score] and
 // [Forest.ScoreExtended] walk four trees at once in lock-step, run without
 // allocating and are safe for concurrent use. Training draws and partitions
 // in float64 and keeps each threshold on the same side of every training row.
 // A trained forest can be persisted with [Forest.MarshalBinary] and restored
-// with [Forest.UnmarshalBinary], which also reads the earlier float64 format.
+// with [Forest.UnmarshalBinary], which also reads the two earlier formats.
 //
 // The package deliberately does not update a model incrementally (retrain
 // on a new window instead), does not engineer or scale features, and does

@@ -151,7 +151,7 @@ func TestLockStepWalks(t *testing.T) {
 			for ref&leafFlag == 0 {
 				nd := nodes[ref]
 				v := x[nd.feature()]
-				lo, hi := float64(nd.mid)-float64(nd.half), float64(nd.mid)+float64(nd.half)
+				lo, hi := nd.bounds()
 				if p := 0.0; extended && (v < lo || v > hi) {
 					if v < lo {
 						p = (lo - v) / (hi - v)

@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"slices"
+	"unsafe"
 )
 
 // Default configuration values, used when the corresponding Config field is zero.
@@ -62,16 +63,17 @@ type Config struct {
 	Seed uint64
 }
 
-// split is one internal node of a tree: 16 bytes, four to a cache line. A sample goes to the
-// left child when x[feature] < at (see left), else to the right one; mid ± half covers the range of the
-// node's training rows on that feature (rounded outwards to float32), which ScoreExtended
-// uses. link packs the feature (bits 24–31) and the references of the left (12–23) and right
-// (0–11) children. A reference is either the tree-local index of another split, which always
-// comes after its parent (pre-order), or leafFlag | (n−1) for a leaf of n training rows, whose
-// path length is its depth + c(n). Leaves take no space of their own.
+// split is one internal node of a tree: 12 bytes. A sample goes to the left child when
+// x[feature] < at (see left), else to the right one; [at − below, at + above] covers the range of
+// the node's training rows on that feature (each distance rounded up to 16 bits, see span16),
+// which ScoreExtended uses. link packs the feature (bits 24–31) and the references of the left
+// (12–23) and right (0–11) children. A reference is either the tree-local index of another
+// split, which always comes after its parent (pre-order), or leafFlag | (n−1) for a leaf of n
+// training rows, whose path length is its depth + c(n). Leaves take no space of their own.
 type split struct {
-	at, mid, half float32
-	link          uint32
+	at           float32
+	below, above span
+	link         uint32
 }
 
 // newSplit returns the split at at on feature feat of a node whose rows range over
@@ -79,12 +81,35 @@ type split struct {
 // range covers at as well: rows closer together than float32 can tell apart may leave no
 // float32 threshold between them (see threshold32).
 func newSplit(feat int, at float32, lowest, highest float64) split {
-	mid := float32(lowest/2 + highest/2)
-	half := ceil32(max(highest-float64(mid), float64(mid)-lowest, math.Abs(float64(at)-float64(mid))))
-	if math.IsInf(float64(half), 0) {
-		half = math.MaxFloat32
+	return split{
+		at:    at,
+		below: span16(float64(at) - lowest),
+		above: span16(highest - float64(at)),
+		link:  uint32(feat) << 24,
 	}
-	return split{at: at, mid: mid, half: half, link: uint32(feat) << 24}
+}
+
+// span is a distance d ≥ 0 in 16 bits: the upper half of its float32 (8 bits of exponent, 8
+// of mantissa), rounded up, so it is never shorter than d and at most 1/256 of d longer.
+// Distances beyond float32, and spanInf, are infinite; above spanInf is no distance.
+type span uint16
+
+const spanInf span = 0xFF00
+
+// span16 returns the span of d, 0 for d ≤ 0.
+func span16(d float64) span {
+	if !(d > 0) {
+		return 0
+	}
+	return span(min((uint64(math.Float32bits(ceil32(min(d, math.MaxFloat32))))+1<<15-1)>>15, uint64(spanInf)))
+}
+
+// float returns the distance s stands for.
+func (s span) float() float64 { return float64(math.Float32frombits(uint32(s) << 15)) }
+
+// bounds returns the node's training range on the split's feature, rounded outwards.
+func (s *split) bounds() (lo, hi float64) {
+	return float64(s.at) - s.below.float(), float64(s.at) + s.above.float()
 }
 
 // Child references.
@@ -123,9 +148,12 @@ func left(v float64, at float32) uint32 { return uint32(math.Float64bits(v-float
 // to v, would cut v off alone: 0 when v lies inside the range, else the gap between v and the
 // range over the extended range. ScoreExtended spells the same sum out in its walk.
 func (s *split) cutOff(v float64) float64 {
-	half := float64(s.half)
-	gap := max(math.Abs(v-float64(s.mid))-half, 0)
-	return gap / (2*half + gap)
+	lo, hi := s.bounds()
+	gap := max(lo-v, v-hi, 0)
+	if gap == 0 {
+		return 0
+	}
+	return gap / (hi - lo + gap)
 }
 
 // Forest is a trained Isolation Forest; obtain one from Train or UnmarshalBinary.
@@ -488,9 +516,9 @@ func (f *Forest) Trees() int { return len(f.roots) }
 func (f *Forest) Splits() int { return len(f.splits) }
 
 // MemoryBytes returns the bytes the forest holds on the heap: its splits and its per-tree
-// index, 16 bytes a split and 6 a tree.
+// index, 12 bytes a split and 6 a tree.
 func (f *Forest) MemoryBytes() int {
-	return cap(f.splits)*16 + cap(f.starts)*4 + cap(f.roots)*2
+	return cap(f.splits)*int(unsafe.Sizeof(split{})) + cap(f.starts)*4 + cap(f.roots)*2
 }
 
 // Score returns the anomaly score 2^(-E[h(x)]/c(SampleSize())) of x, in (0, 1].

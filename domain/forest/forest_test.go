@@ -292,7 +292,7 @@ func TestExtremeValues(t *testing.T) {
 	rows[0][0], rows[1][0] = math.MaxFloat64, -math.MaxFloat64
 	f := mustTrain(t, rows, Config{})
 	for i, nd := range f.splits {
-		if !finite(float64(nd.at)) || !finite(float64(nd.mid)) || !finite(float64(nd.half)) {
+		if !finite(float64(nd.at)) || nd.below > spanInf || nd.above > spanInf {
 			t.Fatalf("split %d has a non-finite value: %+v", i, nd)
 		}
 	}
@@ -451,8 +451,8 @@ func TestUnmarshalStructure(t *testing.T) {
 		}, "a child in another tree"},
 		{"leaf-too-big", func(g *Forest) { g.splits[last].link = g.splits[last].link&^refMask | leafRef(257) }, "a leaf holds at most the subsample"},
 		{"nan-threshold", func(g *Forest) { g.splits[0].at = float32(math.NaN()) }, "NaN thresholds are never produced"},
-		{"threshold-outside-range", func(g *Forest) { g.splits[0].at = g.splits[0].mid + 3*g.splits[0].half }, "a split lies in its node's range"},
-		{"empty-range", func(g *Forest) { g.splits[0].half = 0; g.splits[0].at = g.splits[0].mid }, "a split has rows on both sides"},
+		{"range-not-a-distance", func(g *Forest) { g.splits[0].above = spanInf + 1 }, "a span above infinity is NaN"},
+		{"empty-range", func(g *Forest) { g.splits[0].below, g.splits[0].above = 0, 0 }, "a split has rows on both sides"},
 		{"root-not-first", func(g *Forest) { g.roots[1] = 1 }, "a tree's walk starts at its first split"},
 		{"leaf-root-with-splits", func(g *Forest) { g.roots[1] = uint16(leafRef(10)) }, "a tree with splits starts at one"},
 		{"first-tree-late", func(g *Forest) { g.starts[0] = 1 }, "the first tree starts at split 0"},
@@ -511,8 +511,26 @@ func marshalUnchecked(g *Forest) []byte {
 	}
 	for _, s := range g.splits {
 		b = le.AppendUint32(b, math.Float32bits(s.at))
-		b = le.AppendUint32(b, math.Float32bits(s.mid))
-		b = le.AppendUint32(b, math.Float32bits(s.half))
+		b = le.AppendUint16(b, uint16(s.below))
+		b = le.AppendUint16(b, uint16(s.above))
+		b = le.AppendUint32(b, s.link)
+	}
+	return le.AppendUint32(b, crc32.ChecksumIEEE(b))
+}
+
+// marshalV3 encodes g as version 3 did: each split's range as mid ± half in float32, the
+// midpoint rounded to nearest and half rounded up to cover the range and the threshold.
+func marshalV3(g *Forest) []byte {
+	b := marshalUnchecked(g)[:headerSize+treeSize*len(g.roots)]
+	le := binary.LittleEndian
+	le.PutUint32(b[4:], 3)
+	for _, s := range g.splits {
+		lo, hi := s.bounds()
+		mid := float32(lo/2 + hi/2)
+		half := ceil32(max(hi-float64(mid), float64(mid)-lo, math.Abs(float64(s.at)-float64(mid))))
+		b = le.AppendUint32(b, math.Float32bits(s.at))
+		b = le.AppendUint32(b, math.Float32bits(mid))
+		b = le.AppendUint32(b, math.Float32bits(half))
 		b = le.AppendUint32(b, s.link)
 	}
 	return le.AppendUint32(b, crc32.ChecksumIEEE(b))
@@ -541,7 +559,8 @@ func marshalV2(g *Forest) []byte {
 			return
 		}
 		s := g.splits[int(g.starts[t])+int(ref)]
-		self := node(float64(s.at), float64(s.mid)-float64(s.half), float64(s.mid)+float64(s.half), int32(s.feature()), 0)
+		lo, hi := s.bounds()
+		self := node(float64(s.at), lo, hi, int32(s.feature()), 0)
 		emit(t, s.link>>12&refMask, depth+1)
 		le.PutUint32(nodes[v2NodeSize*self+28:], uint32(count))
 		emit(t, s.link&refMask, depth+1)
@@ -585,6 +604,59 @@ func TestUnmarshalVersion2(t *testing.T) {
 	binary.LittleEndian.PutUint32(bad[len(bad)-4:], crc32.ChecksumIEEE(bad[:len(bad)-4]))
 	if err := g.UnmarshalBinary(bad); !errors.Is(err, ErrInvalidModel) {
 		t.Errorf("version 2 model with a split on feature 7 of 3: err = %v, want ErrInvalidModel", err)
+	}
+}
+
+// TestUnmarshalVersion3 reads a model of the previous format, whose ranges were mid ± half
+// in float32: it keeps every split and scores every point inside the ranges as before, and
+// points beyond them within the 16-bit rounding of the ranges.
+func TestUnmarshalVersion3(t *testing.T) {
+	t.Parallel()
+	f := mustTrain(t, gaussianRows(2000, 3, 3), Config{Trees: 20, Seed: 4})
+	var g Forest
+	if err := g.UnmarshalBinary(marshalV3(f)); err != nil {
+		t.Fatalf("version 3 model rejected: %v", err)
+	}
+	if g.Trees() != f.Trees() || g.Splits() != f.Splits() || g.depth != f.depth {
+		t.Fatalf("converted: %d trees, %d splits, depth %d; want %d, %d, %d", g.Trees(), g.Splits(), g.depth, f.Trees(), f.Splits(), f.depth)
+	}
+	for i, s := range g.splits {
+		lo, hi := s.bounds()
+		flo, fhi := f.splits[i].bounds()
+		if s.at != f.splits[i].at || s.link != f.splits[i].link || lo > flo || hi < fhi {
+			t.Fatalf("split %d converted to %v in [%v, %v], want %v covering [%v, %v]", i, s.at, lo, hi, f.splits[i].at, flo, fhi)
+		}
+	}
+	for _, x := range gaussianRows(200, 3, 9) {
+		if a, b := f.Score(x), g.Score(x); a != b {
+			t.Fatalf("Score(%v) = %v after conversion, want %v", x, b, a)
+		}
+		x[0] *= 8 // far outside most ranges
+		if a, b := f.ScoreExtended(x), g.ScoreExtended(x); math.Abs(a-b) > 0.01 {
+			t.Fatalf("ScoreExtended(%v) = %v after conversion, want about %v", x, b, a)
+		}
+	}
+}
+
+// TestSpan16 checks the 16-bit distances of the splits' ranges: never shorter than the
+// distance, at most 1/256 of it longer, infinite beyond float32.
+func TestSpan16(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(5, 5))
+	for range 100000 {
+		d := math.Exp(rng.Float64()*160 - 80)
+		got := span16(d).float()
+		if got < d || got > d*(1+1.0/256) {
+			t.Fatalf("span16(%v) = %v, want within [d, d·(1+1/256)]", d, got)
+		}
+		if span16(got).float() != got {
+			t.Fatalf("span16 of a span's own value %v moved it to %v", got, span16(got).float())
+		}
+	}
+	for _, tc := range []struct{ d, want float64 }{{0, 0}, {-1, 0}, {math.NaN(), 0}, {math.MaxFloat32, math.Inf(1)}, {math.MaxFloat64, math.Inf(1)}, {math.Inf(1), math.Inf(1)}} {
+		if got := span16(tc.d).float(); got != tc.want {
+			t.Errorf("span16(%v) = %v, want %v", tc.d, got, tc.want)
+		}
 	}
 }
 

@@ -110,8 +110,9 @@ func (f *Forest) ScoreExtended(x []float64) float64 {
 				nd := &splits[at[k]]
 				v := x[nd.feature()]
 				hk := h[k] + s
-				if gap := math.Abs(v-float64(nd.mid)) - float64(nd.half); gap > 0 {
-					p := gap / (2*float64(nd.half) + gap)
+				if lo, hi := nd.bounds(); v < lo || v > hi {
+					gap := max(lo-v, v-hi)
+					p := gap / (hi - lo + gap)
 					hk -= s * p * p
 					s -= s * p
 				}
