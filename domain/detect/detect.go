@@ -735,6 +735,10 @@ func (d *Detector) fit(rows [][]float64, at time.Time) error {
 	return nil
 }
 
+// insideShare is what Explain gives a feature within its usual range per nat of its
+// surprise: next to nothing, enough to rank the metrics that did not move.
+const insideShare = 1e-6
+
 // recentRows bounds the latest rows kept for relearning; scoresSize and normSize the forest
 // scores and surprises of normal samples the detector calibrates on.
 const (
@@ -835,25 +839,32 @@ func fnv64(s string) uint64 {
 // Explain writes into out, for the sample last observed, each metric's share in its
 // judgement; shares sum to 1. By default (ExplainDeviation) a metric's share follows how
 // surprising its features' deviations from their normal are, beyond what one sample in ten
-// shows: a metric inside its usual range gets nothing. When no metric is outside its usual
-// range (an odd combination of usual values), the forest's attribution decides, as it does
-// for ExplainIsolation and ExplainPath. out must have one entry per metric (see Features). It
-// reports false, leaving out unchanged, when there is no model yet. Explain allocates
-// nothing.
+// shows: a metric inside its usual range gets next to nothing, a millionth of its surprise,
+// which shows as 0% and only ranks such metrics by how far they are from their normal. When no
+// metric is outside its usual range (an odd combination of usual values), the forest's
+// attribution decides, as it does for ExplainIsolation and ExplainPath. out must have one
+// entry per metric (see Features). It reports false, leaving out unchanged, when there is no
+// model yet. Explain allocates nothing.
 func (d *Detector) Explain(out []float64) bool {
 	if d.model == nil || len(out) != len(d.names) {
 		return false
 	}
 	clear(out)
 	if d.cfg.Explanation == ExplainDeviation {
-		total := 0.0
-		for f, u := range d.surprise {
-			if w := u - math.Ln10; w > 0 {
+		excess := 0.0
+		for _, u := range d.surprise {
+			excess += max(u-math.Ln10, 0)
+		}
+		if excess > 0 {
+			total := 0.0
+			for f, u := range d.surprise {
+				w := u - math.Ln10
+				if w <= 0 {
+					w = insideShare * max(u, 0)
+				}
 				out[d.owner[f]] += w
 				total += w
 			}
-		}
-		if total > 0 {
 			for i := range out {
 				out[i] /= total
 			}

@@ -9,7 +9,8 @@ type Explanation int
 const (
 	// ExplainDeviation gives each metric a share that follows how surprising its deviation
 	// from its normal is (beyond what one sample in ten shows), so a metric inside its usual
-	// range gets nothing; an odd combination of usual values falls back to ExplainIsolation.
+	// range gets next to nothing, which only ranks it; an odd combination of usual values
+	// falls back to ExplainIsolation.
 	ExplainDeviation Explanation = iota
 	// ExplainIsolation follows the forest's own extended decision (forest.Attribute): the
 	// probability with which a sample is cut off because one metric lies beyond the training
