@@ -1,6 +1,7 @@
 -- +goose Up
 -- samples: every scored sample, for the dashboard's charts and for looking back at what the
--- model saw. The record stage writes them; old ones can be dropped by time.
+-- model saw. Correlate writes them, in the transaction that correlates them; old ones can be
+-- dropped by time.
 CREATE TABLE samples (
     service       text             NOT NULL,
     at            timestamptz      NOT NULL,

@@ -7,8 +7,8 @@ pipeline benchmarks of cmd/worker, then scikit-learn's IsolationForest on the sa
 data (scripts/bench_sklearn.py) when python3-sklearn is installed, and prints one table. The
 raw `go test` output goes to stderr as it comes.
 
-Run: /usr/bin/python3 scripts/bench_table.py [--no-pipeline]   (about 2 minutes, 10 with the
-pipeline)
+Run: /usr/bin/python3 scripts/bench_table.py [--no-pipeline]   (about 2 minutes, 13 with the
+pipeline and its latency at two live rates)
 """
 
 import os
@@ -28,16 +28,21 @@ RUNS = [
 PIPELINE = [
     ("./cmd/worker", "Pipeline$", "3000x"),
     ("./cmd/worker", "PipelineFleet$", "20000x"),
+    # Live traffic at a steady rate: the latency from a sample's arrival to its correlation.
+    ("./cmd/worker", "PipelineLatency$", "20000x", "1000"),
+    ("./cmd/worker", "PipelineLatency$", "30000x", "3000"),
 ]
 
 LINE = re.compile(r"^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+(.*)$")
 
 
-def go_bench(pkg, pattern, benchtime):
-    """Runs one go test -bench and returns {name: {unit: value}}."""
+def go_bench(pkg, pattern, benchtime, rate=None):
+    """Runs one go test -bench and returns {name: {unit: value}}; with rate, the latency
+    benchmark's offered samples a second (PIPELINE_RATE), named name@rate."""
     cmd = [GO, "test", "-run", "^$", "-bench", pattern, "-benchtime", benchtime, "-benchmem", "-timeout", "30m", pkg]
-    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    env = dict(os.environ, PIPELINE_RATE=rate) if rate else None
+    print(("PIPELINE_RATE=" + rate + " " if rate else "") + "$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     sys.stderr.write(out)
     results = {}
     for line in out.splitlines():
@@ -45,7 +50,7 @@ def go_bench(pkg, pattern, benchtime):
         if not m:
             continue
         fields = m.group(3).split()
-        results[m.group(1)] = {unit: float(value) for value, unit in zip(fields[::2], fields[1::2])}
+        results[m.group(1) + (f"@{rate}" if rate else "")] = {unit: float(value) for value, unit in zip(fields[::2], fields[1::2])}
     return results
 
 
@@ -53,6 +58,12 @@ def pipeline_cell(r):
     """A pipeline benchmark's rate and CPU per sample, the steadier figure on a shared machine."""
     return (f"{r['samples/s']:,.0f} samples/s; CPU per sample {r['go-cpu-µs/sample']:.0f} µs in the process, "
             f"{r['pg-cpu-µs/sample']:.0f} µs in PostgreSQL")
+
+
+def latency_cell(r):
+    """A latency benchmark's percentiles, with the rate the pipeline kept up with."""
+    return (f"p50 {r['p50-ms']:,.0f} ms, p99 {r['p99-ms']:,.0f} ms, max {r['max-ms']:,.0f} ms "
+            f"({r['offered-samples/s']:,.0f} samples/s offered, {r['samples/s']:,.0f} kept up with)")
 
 
 def machine():
@@ -129,6 +140,9 @@ def main():
         rows += [
             ("whole pipeline, 3 services (`BenchmarkPipeline`)", pipeline_cell(go['BenchmarkPipeline']), ""),
             ("whole pipeline, 1,000 services (`BenchmarkPipelineFleet`)", pipeline_cell(go['BenchmarkPipelineFleet']), ""),
+            ("from arrival to correlation, 1,000 services live at 1,000 samples/s (`BenchmarkPipelineLatency`)",
+             latency_cell(go['BenchmarkPipelineLatency@1000']), ""),
+            ("the same at 3,000 samples/s", latency_cell(go['BenchmarkPipelineLatency@3000']), ""),
         ]
     print(f"Machine: {machine()}; scikit-learn {sk['version'] if sk else 'not installed'}\n")
     print("| | this engine | scikit-learn 100 trees, 256 samples |")
