@@ -25,22 +25,32 @@ func BenchmarkPipeline(b *testing.B) {
 // that every partition is busy and each service's samples are few and far between, as in a
 // fleet. Run it with a count of at least 10,000:
 // go test -run '^$' -bench 'PipelineFleet$' -benchtime 20000x -timeout 30m ./cmd/worker/ (make bench does)
-func BenchmarkPipelineFleet(b *testing.B) {
-	services := make([]string, 1000)
+func BenchmarkPipelineFleet(b *testing.B) { benchPipeline(b, fleet("fleet", 1000), 32) }
+
+// fleet names n services.
+func fleet(prefix string, n int) []string {
+	services := make([]string, n)
 	for i := range services {
-		services[i] = fmt.Sprintf("fleet-%04d", i)
+		services[i] = fmt.Sprintf("%s-%04d", prefix, i)
 	}
-	benchPipeline(b, services, 32)
+	return services
 }
 
-// benchPipeline warms up each service's model with warmUp samples, then times b.N samples
-// spread over the services until every one is correlated.
-func benchPipeline(b *testing.B, services []string, warmUp int) {
+// warmedUp starts an engine and warms up each service's model with warmUp samples from
+// simStart on, a minute apart.
+func warmedUp(b *testing.B, services []string, warmUp int) *engine {
 	e := startEngine(b, func(c *wire.Config) { c.Detect.WarmUp = warmUp })
 	for _, s := range services {
 		e.publishRaw(b, s, samplesJSON(s, simStart, warmUp, normalLatency)...)
 	}
 	e.waitProcessed(b, simStart.Add(time.Duration(warmUp-1)*time.Minute), services...)
+	return e
+}
+
+// benchPipeline warms up each service's model with warmUp samples, then times b.N samples
+// spread over the services until every one is correlated.
+func benchPipeline(b *testing.B, services []string, warmUp int) {
+	e := warmedUp(b, services, warmUp)
 
 	per := max(1, b.N/len(services))
 	from := simStart.Add(time.Duration(warmUp) * time.Minute)

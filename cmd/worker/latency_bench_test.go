@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/incident-engine/engine/infra/kafka"
-	"github.com/incident-engine/engine/wire"
 )
 
 // BenchmarkPipelineLatency offers live traffic at a steady rate (PIPELINE_RATE samples a
@@ -32,15 +30,8 @@ func BenchmarkPipelineLatency(b *testing.B) {
 		rate = r
 	}
 	const warmUp = 32
-	services := make([]string, 1000)
-	for i := range services {
-		services[i] = fmt.Sprintf("live-%04d", i)
-	}
-	e := startEngine(b, func(c *wire.Config) { c.Detect.WarmUp = warmUp })
-	for _, s := range services {
-		e.publishRaw(b, s, samplesJSON(s, simStart, warmUp, normalLatency)...)
-	}
-	e.waitProcessed(b, simStart.Add(time.Duration(warmUp-1)*time.Minute), services...)
+	services := fleet("live", 1000)
+	e := warmedUp(b, services, warmUp)
 
 	sc := sarama.NewConfig()
 	sc.Version = kafka.ProtocolVersion

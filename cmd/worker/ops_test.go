@@ -454,12 +454,12 @@ func TestKeyThatIsNotUTF8IsNoPoisonPill(t *testing.T) {
 	}
 }
 
-// TestFarFutureSampleBlindsNothing sends a sample stamped in the year 9999, then a service's
+// TestFarFutureSampleBlindsNothing sends a sample stamped in the year 2200, then a service's
 // real samples: the far-future one is dead-lettered with the reason, and every real sample is
 // judged and correlated (accepted, it would have moved the watermark past them all).
 func TestFarFutureSampleBlindsNothing(t *testing.T) {
 	e := startEngine(t, func(c *wire.Config) { c.Detect.WarmUp = 32 })
-	e.publishRaw(t, "future-api", `{"service":"future-api","timestamp":"9999-01-01T00:00:00Z","error_rate":0.01,"latency_p95":100,"request_count":10}`)
+	e.publishRaw(t, "future-api", `{"service":"future-api","timestamp":"2200-01-01T00:00:00Z","error_rate":0.01,"latency_p95":100,"request_count":10}`)
 	e.publishRaw(t, "future-api", samplesJSON("future-api", simStart, 5, normalLatency)...)
 	e.waitProcessed(t, simStart.Add(4*time.Minute), "future-api")
 	recs, err := kafka.ReadAll(kafka.Config{Brokers: e.brokers}, "metrics.deadletter")

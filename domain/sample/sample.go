@@ -79,9 +79,14 @@ func (s Sample) Names() []string {
 	return names
 }
 
+// lastYear is the last year of a sample's timestamp (see New).
+const lastYear = 2261
+
 // New validates and normalises a sample: the service name is trimmed, the timestamp converted
-// to UTC and truncated to microseconds (the database's precision), metrics sorted by name. Every problem found is reported, joined, each wrapping
-// ErrInvalid.
+// to UTC and truncated to microseconds (the database's precision), metrics sorted by name.
+// Timestamps lie in the years 2000 to 2261 (UTC): earlier is a clock error, and the detector
+// keeps sample times as Unix nanoseconds, which end in April 2262. Every problem found is
+// reported, joined, each wrapping ErrInvalid.
 func New(service string, at time.Time, metrics []Metric) (Sample, error) {
 	var errs []error
 	service = strings.TrimSpace(service)
@@ -95,7 +100,7 @@ func New(service string, at time.Time, metrics []Metric) (Sample, error) {
 	}
 	if at.IsZero() {
 		errs = append(errs, fmt.Errorf("%w: timestamp is missing", ErrInvalid))
-	} else if y := at.UTC().Year(); y < 2000 || y > 9999 {
+	} else if y := at.UTC().Year(); y < 2000 || y > lastYear {
 		errs = append(errs, fmt.Errorf("%w: timestamp %s is out of range", ErrInvalid, at.UTC().Format(time.RFC3339)))
 	}
 	if len(metrics) == 0 {
