@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-
-	"github.com/incident-engine/engine/infra/kafka"
 )
 
 // BenchmarkPipelineLatency offers live traffic at a steady rate (PIPELINE_RATE samples a
@@ -33,14 +31,7 @@ func BenchmarkPipelineLatency(b *testing.B) {
 	services := fleet("live", 1000)
 	e := warmedUp(b, services, warmUp)
 
-	sc := sarama.NewConfig()
-	sc.Version = kafka.ProtocolVersion
-	sc.Producer.Return.Successes = true
-	sc.Producer.Partitioner = sarama.NewHashPartitioner
-	producer, err := sarama.NewSyncProducer(e.brokers, sc)
-	if err != nil {
-		b.Fatal(err)
-	}
+	producer := e.producer(b, sarama.NewHashPartitioner)
 	defer producer.Close()
 
 	per := max(1, b.N/len(services))

@@ -31,6 +31,16 @@ func (e *engine) publishRaw(t testing.TB, key string, payloads ...string) {
 // own Partition).
 func (e *engine) send(t testing.TB, partitioner sarama.PartitionerConstructor, msgs ...*sarama.ProducerMessage) {
 	t.Helper()
+	p := e.producer(t, partitioner)
+	defer p.Close()
+	if err := p.SendMessages(msgs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// producer returns a synchronous producer to the engine's broker with the partitioner given.
+func (e *engine) producer(t testing.TB, partitioner sarama.PartitionerConstructor) sarama.SyncProducer {
+	t.Helper()
 	sc := sarama.NewConfig()
 	sc.Version = kafka.ProtocolVersion
 	sc.Producer.Return.Successes = true
@@ -39,10 +49,7 @@ func (e *engine) send(t testing.TB, partitioner sarama.PartitionerConstructor, m
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
-	if err := p.SendMessages(msgs); err != nil {
-		t.Fatal(err)
-	}
+	return p
 }
 
 func samplesJSON(service string, from time.Time, n int, latency func(i int) float64) []string {

@@ -851,25 +851,24 @@ func (d *Detector) Explain(out []float64) bool {
 	}
 	clear(out)
 	if d.cfg.Explanation == ExplainDeviation {
-		excess := 0.0
-		for _, u := range d.surprise {
-			excess += max(u-math.Ln10, 0)
+		excess, total := 0.0, 0.0
+		for f, u := range d.surprise {
+			w := u - math.Ln10
+			if w > 0 {
+				excess += w
+			} else {
+				w = insideShare * max(u, 0)
+			}
+			out[d.owner[f]] += w
+			total += w
 		}
 		if excess > 0 {
-			total := 0.0
-			for f, u := range d.surprise {
-				w := u - math.Ln10
-				if w <= 0 {
-					w = insideShare * max(u, 0)
-				}
-				out[d.owner[f]] += w
-				total += w
-			}
 			for i := range out {
 				out[i] /= total
 			}
 			return true
 		}
+		clear(out)
 	}
 	switch d.cfg.Explanation {
 	case ExplainPath:

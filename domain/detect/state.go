@@ -408,16 +408,8 @@ func (d *stateDecoder) calibration(c *calibration) {
 	for _, em := range []*empirical{&c.scores, &c.single, &c.means} {
 		vs := d.floatsUpTo(em.size)
 		next := d.int(max(0, em.size-1))
-		if len(vs) > 0 {
-			em.alloc()
-		}
-		for i, v := range vs {
-			em.ring[i] = float32(v)
-		}
-		em.n = len(vs)
+		em.seed(vs)
 		em.next = next
-		copy(em.sorted, em.ring[:em.n])
-		slices.Sort(em.sorted[:em.n])
 	}
 }
 
