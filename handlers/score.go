@@ -84,8 +84,8 @@ type Durability struct {
 	// saved and dropped from memory (default 30m); its next sample restores it exactly. Memory
 	// follows the services that are sending, not every service ever seen.
 	IdleAfter time.Duration
-	// MaxServices caps the detectors held in memory (default 1,000, about 0.36 GB: an active
-	// service of three metrics holds about 0.36 MB, its forest a third of it): past it, the
+	// MaxServices caps the detectors held in memory (default 1,000, about 0.22 GB: an active
+	// service of three metrics holds about 0.22 MB, its forest half of it): past it, the
 	// one used longest ago is saved and dropped to make room.
 	MaxServices int
 	// Now reads the wall clock for IdleAfter (default time.Now): eviction manages memory and

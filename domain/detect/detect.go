@@ -704,6 +704,9 @@ func (d *Detector) fit(rows [][]float64, at time.Time) error {
 		sides[j] = d.side(j)
 	}
 	d.cal.fit(rows, sides, d.minFloor, d.recent.spacing())
+	// The windows keep their rows from the new medians, close to where the values now lie.
+	d.win.rebase(d.cal.median)
+	d.recent.rebase(d.cal.median)
 	d.cal.scores.seed(oob)
 	d.model = m
 	// The raw surprise of the training rows themselves starts the calibration of surprise;
@@ -775,7 +778,7 @@ func (d *Detector) maybeRelearn(at time.Time) (bool, error) {
 		rows = append(rows, old[int(i)])
 	}
 	for i := range n {
-		rows = append(rows, slices.Clone(d.recent.row(k+i)))
+		rows = append(rows, d.recent.rowOf(d.recent.slot(k+i)))
 	}
 	if err := d.fit(rows, at); err != nil {
 		return false, err
@@ -800,7 +803,7 @@ func (d *Detector) steady(k int) bool {
 	for j := range d.names {
 		col := d.scratch[:n]
 		for i := range n {
-			col[i] = d.recent.row(k + i)[j]
+			col[i] = d.recent.value(k+i, j)
 		}
 		first, second := median(col[:n/2]), median(col[n/2:])
 		m := median(col)

@@ -20,10 +20,12 @@ var ErrStateMismatch = errors.New("detector state does not fit this detector")
 // Binary form of a detector's state (little-endian): "DSTA", format version, then every field
 // the detector's judgements depend on, in the order MarshalState writes them. The forest is not
 // in it: the state names its model's version, and RestoreState takes the model from the
-// registry, which stores every version.
+// registry, which stores every version. Version 2 keeps a window's rows as they are held: a
+// reference per dimension and float32 offsets from it (see window); version 1, whose rows
+// were float64 values, is still read, each window's rows then kept from its oldest row.
 const (
 	stateMagic   = "DSTA"
-	stateVersion = 1
+	stateVersion = 2
 )
 
 // MarshalState encodes everything the detector's future judgements depend on: its warm-up or
@@ -31,10 +33,13 @@ const (
 // every live value in arrival order, the recent surprises, its schedule and its last result.
 // A detector restored from it (RestoreState) judges the samples that follow exactly as this
 // one would. It allocates the encoding.
-func (d *Detector) MarshalState() []byte {
-	var e stateEncoder
+func (d *Detector) MarshalState() []byte { return d.marshalState(stateVersion) }
+
+// marshalState encodes the state in format version.
+func (d *Detector) marshalState(version int) []byte {
+	e := stateEncoder{version: version}
 	e.b = append(e.b, stateMagic...)
-	e.u64(stateVersion)
+	e.u64(uint64(version))
 	e.str(d.service)
 	e.bool(d.hasFirst)
 	e.time(d.lastAt)
@@ -183,11 +188,18 @@ func metricsNamed(names []string) []sample.Metric {
 	return ms
 }
 
-// stateEncoder appends a state's fields.
-type stateEncoder struct{ b []byte }
+// stateEncoder appends a state's fields in the format version (0: stateVersion; the tests
+// write version 1 to check that it is still read).
+type stateEncoder struct {
+	b       []byte
+	version int
+}
 
 func (e *stateEncoder) u64(v uint64)  { e.b = binary.LittleEndian.AppendUint64(e.b, v) }
 func (e *stateEncoder) f64(v float64) { e.u64(math.Float64bits(v)) }
+func (e *stateEncoder) f32(v float32) {
+	e.b = binary.LittleEndian.AppendUint32(e.b, math.Float32bits(v))
+}
 func (e *stateEncoder) bool(v bool) {
 	if v {
 		e.b = append(e.b, 1)
@@ -222,12 +234,27 @@ func (e *stateEncoder) window(w *window) {
 	// The whole capacity, the slots a growing window has not reached yet zero: the layout
 	// does not depend on how much storage the window holds.
 	pad := w.capacity - len(w.ats)
-	e.u64(uint64(w.capacity * w.dims))
-	for _, x := range w.data {
-		e.f64(x)
-	}
-	for range pad * w.dims {
-		e.f64(0)
+	if e.version == 1 {
+		e.u64(uint64(w.capacity * w.dims))
+		for i, off := range w.data {
+			if w.ref == nil {
+				e.f64(0) // no row yet
+			} else {
+				e.f64(w.ref[i%w.dims] + float64(off))
+			}
+		}
+		for range pad * w.dims {
+			e.f64(0)
+		}
+	} else {
+		e.floats(w.ref)
+		e.u64(uint64(w.capacity * w.dims))
+		for _, x := range w.data {
+			e.f32(x)
+		}
+		for range pad * w.dims {
+			e.f32(0)
+		}
 	}
 	for _, ns := range w.ats {
 		e.time(timeOf(ns))
@@ -269,8 +296,9 @@ func (e *stateEncoder) calibration(c *calibration) {
 
 // stateDecoder reads what stateEncoder wrote; the first problem sticks in err.
 type stateDecoder struct {
-	b   []byte
-	err error
+	b       []byte
+	version uint64 // of the format, read by header
+	err     error
 }
 
 func (d *stateDecoder) fail(format string, args ...any) {
@@ -284,7 +312,8 @@ func (d *stateDecoder) header() bool {
 		return false
 	}
 	d.b = d.b[len(stateMagic):]
-	return d.u64() == stateVersion
+	d.version = d.u64()
+	return d.version == 1 || d.version == stateVersion
 }
 
 func (d *stateDecoder) u64() uint64 {
@@ -308,6 +337,16 @@ func (d *stateDecoder) int(limit int) int {
 }
 
 func (d *stateDecoder) f64() float64 { return math.Float64frombits(d.u64()) }
+
+func (d *stateDecoder) f32() float32 {
+	if len(d.b) < 4 {
+		d.fail("truncated")
+		return 0
+	}
+	v := math.Float32frombits(binary.LittleEndian.Uint32(d.b))
+	d.b = d.b[4:]
+	return v
+}
 
 func (d *stateDecoder) bool() bool {
 	if len(d.b) < 1 || d.b[0] > 1 {
@@ -375,7 +414,23 @@ func (d *stateDecoder) result() Result {
 
 func (d *stateDecoder) window(w *window) {
 	w.fill()
-	d.floatsInto(w.data)
+	var values []float64 // version 1: the rows' values
+	if d.version == 1 {
+		values = make([]float64, len(w.data))
+		d.floatsInto(values)
+	} else {
+		if ref := d.floatsUpTo(w.dims); len(ref) == w.dims {
+			w.ref = ref
+		} else if len(ref) != 0 {
+			d.fail("a reference of %d values for %d dimensions", len(ref), w.dims)
+		}
+		if n := d.u64(); n != uint64(len(w.data)) {
+			d.fail("%d values where %d fit", n, len(w.data))
+		}
+		for i := range w.data {
+			w.data[i] = d.f32()
+		}
+	}
 	for i := range w.ats {
 		if t := d.time(); t.IsZero() {
 			w.ats[i] = noTime
@@ -390,6 +445,26 @@ func (d *stateDecoder) window(w *window) {
 	w.count = d.int(len(w.ats))
 	w.clean = d.int(w.count)
 	w.last = d.time()
+	if values != nil {
+		d.convertRows(w, values)
+	}
+	if d.err == nil && w.ref == nil && w.count > 0 {
+		d.fail("a window of %d rows without a reference", w.count)
+	}
+}
+
+// convertRows keeps a version-1 window's row values as offsets from its oldest row's.
+func (d *stateDecoder) convertRows(w *window, values []float64) {
+	if w.count == 0 || d.err != nil {
+		return
+	}
+	first := w.slot(0)
+	w.ref = slices.Clone(values[first*w.dims : (first+1)*w.dims])
+	for i, ns := range w.ats {
+		if ns != noTime {
+			w.store(i, values[i*w.dims:(i+1)*w.dims])
+		}
+	}
 }
 
 func (d *stateDecoder) calibration(c *calibration) {

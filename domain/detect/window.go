@@ -13,12 +13,20 @@ import (
 // capacity, so a service that has sent little holds little; once grown, pushing copies the
 // row into place and the scoring path does not allocate. Sample times are kept as Unix
 // nanoseconds (a third of a time.Time's bytes) and read back in UTC.
+//
+// A row is kept in half the bytes of its float64 values: each value as a float32 offset from
+// a reference per dimension (the first row's values, then the training medians: see rebase).
+// A float32 keeps 24 bits, so a value is off by at most one part in 16 million of its
+// distance from the reference, never of its magnitude: a large counter whose variation lies
+// below a float32's resolution at its size keeps that variation. An offset beyond ±3.4e38
+// (float32's range, which the forest's thresholds keep to as well) is kept at that bound.
 type window struct {
 	dims     int
 	capacity int
-	data     []float64
-	ats      []int64 // Unix nanoseconds; noTime in a slot no row has reached (see fill)
-	out      []bool  // left out of training
+	ref      []float64 // per dimension: what the offsets are from
+	data     []float32 // offsets from ref, row after row
+	ats      []int64   // Unix nanoseconds; noTime in a slot no row has reached (see fill)
+	out      []bool    // left out of training
 	next     int
 	count    int
 	clean    int // rows not left out
@@ -44,7 +52,12 @@ func (w *window) push(row []float64, at time.Time, leaveOut bool, gap time.Durat
 		if len(w.ats) == cap(w.ats) {
 			w.grow(min(w.capacity, max(64, 2*len(w.ats))))
 		}
-		w.data = append(w.data, row...)
+		if w.ref == nil {
+			w.ref = append([]float64(nil), row...)
+		}
+		for j, v := range row {
+			w.data = append(w.data, offset(v, w.ref[j]))
+		}
 		w.ats = append(w.ats, at.UnixNano())
 		w.out = append(w.out, leaveOut)
 		if !leaveOut {
@@ -57,7 +70,7 @@ func (w *window) push(row []float64, at time.Time, leaveOut bool, gap time.Durat
 	if w.count == len(w.ats) && !w.out[w.next] {
 		w.clean--
 	}
-	copy(w.data[w.next*w.dims:(w.next+1)*w.dims], row)
+	w.store(w.next, row)
 	w.ats[w.next] = at.UnixNano()
 	w.out[w.next] = leaveOut
 	if !leaveOut {
@@ -67,9 +80,40 @@ func (w *window) push(row []float64, at time.Time, leaveOut bool, gap time.Durat
 	w.count = min(w.count+1, len(w.ats))
 }
 
+// store writes row into slot i, as offsets from the reference.
+func (w *window) store(i int, row []float64) {
+	dst := w.data[i*w.dims : (i+1)*w.dims]
+	for j, v := range row {
+		dst[j] = offset(v, w.ref[j])
+	}
+}
+
+// offset returns v's offset from ref as a float32, at most ±math.MaxFloat32 (3.4e38) away,
+// as far as the forest's own thresholds reach.
+func offset(v, ref float64) float32 {
+	return float32(max(-math.MaxFloat32, min(math.MaxFloat32, v-ref)))
+}
+
+// rebase makes ref the reference the rows are kept from, rewriting every row: the training
+// calls it with the medians it learned, so the offsets stay small as a metric's level moves.
+func (w *window) rebase(ref []float64) {
+	if w.ref == nil {
+		return // no row yet: the first one sets the reference
+	}
+	for i, ns := range w.ats {
+		if ns == noTime {
+			continue // an empty slot of a restored window stays zero, as saved
+		}
+		for j, off := range w.data[i*w.dims : (i+1)*w.dims] {
+			w.data[i*w.dims+j] = offset(w.ref[j]+float64(off), ref[j])
+		}
+	}
+	copy(w.ref, ref)
+}
+
 // grow gives the window room for rows rows, keeping those it holds.
 func (w *window) grow(rows int) {
-	w.data = append(make([]float64, 0, rows*w.dims), w.data...)
+	w.data = append(make([]float32, 0, rows*w.dims), w.data...)
 	w.ats = append(make([]int64, 0, rows), w.ats...)
 	w.out = append(make([]bool, 0, rows), w.out...)
 }
@@ -93,10 +137,18 @@ func (w *window) slot(k int) int {
 	return (w.next - w.count + k + 2*len(w.ats)) % len(w.ats)
 }
 
-// row returns the k-th oldest row, in place.
-func (w *window) row(k int) []float64 {
-	i := w.slot(k)
-	return w.data[i*w.dims : (i+1)*w.dims]
+// value returns dimension j of the k-th oldest row.
+func (w *window) value(k, j int) float64 {
+	return w.ref[j] + float64(w.data[w.slot(k)*w.dims+j])
+}
+
+// rowOf returns a copy of the row in slot i.
+func (w *window) rowOf(i int) []float64 {
+	row := make([]float64, w.dims)
+	for j, off := range w.data[i*w.dims : (i+1)*w.dims] {
+		row[j] = w.ref[j] + float64(off)
+	}
+	return row
 }
 
 // at returns the sample time of the k-th oldest row.
@@ -123,7 +175,7 @@ func (w *window) trainingRows() (rows [][]float64, from, to time.Time) {
 			from = timeOf(w.ats[i])
 		}
 		to = timeOf(w.ats[i])
-		rows = append(rows, append([]float64(nil), w.data[i*w.dims:(i+1)*w.dims]...))
+		rows = append(rows, w.rowOf(i))
 	}
 	return rows, from, to
 }

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -35,8 +36,8 @@ func TestWindowGrowsWithWhatItHolds(t *testing.T) {
 		t.Fatalf("%d rows held, want %d", w.len(), capacity)
 	}
 	for k := range w.len() {
-		if want := float64(100 + k); w.row(k)[0] != want || !w.at(k).Equal(at.Add(time.Duration(100+k)*time.Minute)) {
-			t.Fatalf("row %d holds sample %v at %v, want sample %v", k, w.row(k)[0], w.at(k), want)
+		if want := float64(100 + k); w.value(k, 0) != want || !w.at(k).Equal(at.Add(time.Duration(100+k)*time.Minute)) {
+			t.Fatalf("row %d holds sample %v at %v, want sample %v", k, w.value(k, 0), w.at(k), want)
 		}
 	}
 	if want := capacity - capacity/10; w.clean != want {
@@ -68,5 +69,36 @@ func TestWarmUpHoldsLittle(t *testing.T) {
 		if e.ring != nil {
 			t.Errorf("calibration %s holds %d values' room before any model", name, len(e.ring))
 		}
+	}
+}
+
+// TestWindowKeepsSmallVariationsOfLargeValues checks that the float32 offsets a window keeps
+// lose nothing a float64 would keep of a large counter's variation, before and after the
+// rows are rebased on other medians, and that an absurd value is kept at float32's range
+// rather than as an infinity.
+func TestWindowKeepsSmallVariationsOfLargeValues(t *testing.T) {
+	t.Parallel()
+	w := newWindow(8, 2)
+	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 6 {
+		w.push([]float64{4e9 + float64(i), 0.25 * float64(i)}, at.Add(time.Duration(i)*time.Minute), false, 0)
+	}
+	check := func(when string) {
+		t.Helper()
+		for k := range w.len() {
+			if got, want := w.value(k, 0), 4e9+float64(k); got != want {
+				t.Errorf("%s: row %d holds %.1f, want %.1f", when, k, got, want)
+			}
+			if got, want := w.value(k, 1), 0.25*float64(k); got != want {
+				t.Errorf("%s: row %d holds %g in its second dimension, want %g", when, k, got, want)
+			}
+		}
+	}
+	check("as pushed")
+	w.rebase([]float64{4e9 + 3, 0.5})
+	check("rebased")
+	w.push([]float64{1e300, 0}, at.Add(time.Hour), false, 0)
+	if got := w.value(w.len()-1, 0); math.IsInf(got, 0) || got < 3e38 {
+		t.Errorf("a value of 1e300 is kept as %g, want a finite value at float32's range", got)
 	}
 }
