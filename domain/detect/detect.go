@@ -778,7 +778,7 @@ func (d *Detector) maybeRelearn(at time.Time) (bool, error) {
 		rows = append(rows, old[int(i)])
 	}
 	for i := range n {
-		rows = append(rows, d.recent.rowOf(d.recent.slot(k+i)))
+		rows = append(rows, d.recent.row(k+i))
 	}
 	if err := d.fit(rows, at); err != nil {
 		return false, err

@@ -142,8 +142,11 @@ func (w *window) value(k, j int) float64 {
 	return w.ref[j] + float64(w.data[w.slot(k)*w.dims+j])
 }
 
-// rowOf returns a copy of the row in slot i.
-func (w *window) rowOf(i int) []float64 {
+// row returns a copy of the k-th oldest row.
+func (w *window) row(k int) []float64 { return w.rowAt(w.slot(k)) }
+
+// rowAt returns a copy of the row in slot i.
+func (w *window) rowAt(i int) []float64 {
 	row := make([]float64, w.dims)
 	for j, off := range w.data[i*w.dims : (i+1)*w.dims] {
 		row[j] = w.ref[j] + float64(off)
@@ -175,7 +178,7 @@ func (w *window) trainingRows() (rows [][]float64, from, to time.Time) {
 			from = timeOf(w.ats[i])
 		}
 		to = timeOf(w.ats[i])
-		rows = append(rows, w.rowOf(i))
+		rows = append(rows, w.rowAt(i))
 	}
 	return rows, from, to
 }
