@@ -20,6 +20,9 @@ import (
 // MaxPayload is the largest input message decode accepts, in bytes.
 const MaxPayload = 64 << 10
 
+// MaxBatch is the most samples one input message may carry.
+const MaxBatch = 1_000
+
 // DecodeHandler is the decode stage: it validates the services' raw JSON samples and
 // normalises them. The input format is
 //
@@ -29,8 +32,12 @@ const MaxPayload = 64 << 10
 //
 // where timestamp is RFC 3339 or Unix seconds, the three named metrics are optional, and
 // "metrics" carries any further numeric metrics. Unknown top-level fields are rejected, so a
-// misspelt metric is reported instead of silently ignored. Invalid messages fail with a
-// Permanent error naming every problem found.
+// misspelt metric is reported instead of silently ignored. A message may also carry a batch:
+// a JSON array of up to MaxBatch samples of one service, in time order, each in the format
+// above (a shipper that buffers, or a backlog sent after an outage, costs the broker and the
+// engine one message instead of one a sample). Invalid messages fail with a Permanent error
+// naming every problem found; a batch with an invalid sample fails whole, with the sample's
+// place in it, so it goes to the dead letters as it came and can be replayed once fixed.
 type DecodeHandler struct {
 	receivedAt func(*message.Message) (time.Time, bool)
 	maxAhead   time.Duration
@@ -72,53 +79,108 @@ type wireSample struct {
 	Metrics      map[string]float64 `json:"metrics"`
 }
 
-// Handle decodes one message into one DecodedSample message keyed by service.
+// Handle decodes one message, a sample or a batch of one service's samples, into one
+// DecodedSample message per sample, keyed by service, in the order given.
 func (h *DecodeHandler) Handle(msg *message.Message) ([]*message.Message, error) {
-	s, err := Decode(msg.Payload)
+	samples, err := DecodeMessage(msg.Payload)
 	if err != nil {
 		return nil, err
 	}
-	if key := msg.Metadata.Get(MetadataService); key != "" && key != s.Service {
+	service := samples[0].Service
+	if key := msg.Metadata.Get(MetadataService); key != "" && key != service {
 		// The key decides the partition, so the service's order: a sample keyed as another
 		// service would be ordered among that one's.
-		return nil, Permanent(fmt.Errorf("%w: the message is keyed %q but its service is %q; key each sample by its service", sample.ErrInvalid, strings.ToValidUTF8(key, "\ufffd"), s.Service))
+		return nil, Permanent(fmt.Errorf("%w: the message is keyed %q but its service is %q; key each sample by its service", sample.ErrInvalid, strings.ToValidUTF8(key, "\ufffd"), service))
 	}
-	out := DecodedSample{Service: s.Service, Timestamp: s.At, Metrics: make(map[string]float64, len(s.Metrics)), ReceivedAt: s.At}
-	for _, m := range s.Metrics {
-		out.Metrics[m.Name] = m.Value
-	}
+	var received time.Time
 	if h.receivedAt != nil {
 		if at, ok := h.receivedAt(msg); ok && !at.IsZero() {
-			out.ReceivedAt = at.UTC()
-			if ahead := s.At.Sub(at); ahead > h.maxAhead {
-				return nil, Permanent(fmt.Errorf("%w: timestamp %s is %s ahead of the broker's receipt (%s), beyond the %s allowed",
-					sample.ErrInvalid, s.At.Format(time.RFC3339), ahead.Round(time.Second), at.UTC().Format(time.RFC3339), h.maxAhead))
-			}
+			received = at.UTC()
 		}
 	}
-	payload, err := json.Marshal(out)
-	if err != nil {
-		return nil, fmt.Errorf("encode decoded sample: %w", err)
+	out := make([]*message.Message, len(samples))
+	for i, s := range samples {
+		d := DecodedSample{Service: s.Service, Timestamp: s.At, Metrics: make(map[string]float64, len(s.Metrics)), ReceivedAt: s.At}
+		for _, m := range s.Metrics {
+			d.Metrics[m.Name] = m.Value
+		}
+		if !received.IsZero() {
+			d.ReceivedAt = received
+			if ahead := s.At.Sub(received); ahead > h.maxAhead {
+				return nil, Permanent(inBatch(i, len(samples), fmt.Errorf("%w: timestamp %s is %s ahead of the broker's receipt (%s), beyond the %s allowed",
+					sample.ErrInvalid, s.At.Format(time.RFC3339), ahead.Round(time.Second), received.Format(time.RFC3339), h.maxAhead)))
+			}
+		}
+		payload, err := json.Marshal(d)
+		if err != nil {
+			return nil, fmt.Errorf("encode decoded sample: %w", err)
+		}
+		out[i] = message.NewMessage(sampleID(s.Service, s.At), payload)
+		out[i].Metadata.Set(MetadataService, s.Service)
 	}
-	m := message.NewMessage(sampleID(s.Service, s.At), payload)
-	m.Metadata.Set(MetadataService, s.Service)
-	metricsOrNone(h.metrics).Decoded(s.Service)
-	return []*message.Message{m}, nil
+	for range out {
+		metricsOrNone(h.metrics).Decoded(service)
+	}
+	return out, nil
 }
 
-// Decode parses and validates one input message. Its errors are Permanent.
-func Decode(payload []byte) (sample.Sample, error) {
+// DecodeMessage parses and validates one input message: one sample, or a batch of one
+// service's samples in time order (see DecodeHandler). Its errors are Permanent.
+func DecodeMessage(payload []byte) ([]sample.Sample, error) {
 	if len(payload) > MaxPayload {
-		return sample.Sample{}, Permanent(fmt.Errorf("%w: payload of %d bytes exceeds %d", sample.ErrInvalid, len(payload), MaxPayload))
+		return nil, Permanent(fmt.Errorf("%w: payload of %d bytes exceeds %d", sample.ErrInvalid, len(payload), MaxPayload))
 	}
+	if trimmed := bytes.TrimLeft(payload, " \t\r\n"); len(trimmed) == 0 || trimmed[0] != '[' {
+		s, err := decodeSample(payload)
+		if err != nil {
+			return nil, Permanent(err)
+		}
+		return []sample.Sample{s}, nil
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(payload, &raws); err != nil {
+		return nil, Permanent(fmt.Errorf("%w: not a JSON array of samples: %w", sample.ErrInvalid, err))
+	}
+	if len(raws) == 0 || len(raws) > MaxBatch {
+		return nil, Permanent(fmt.Errorf("%w: a batch of %d samples; send 1 to %d", sample.ErrInvalid, len(raws), MaxBatch))
+	}
+	out := make([]sample.Sample, len(raws))
+	for i, raw := range raws {
+		s, err := decodeSample(raw)
+		if err != nil {
+			return nil, Permanent(inBatch(i, len(raws), err))
+		}
+		if i > 0 {
+			if prev := out[i-1]; s.Service != prev.Service {
+				return nil, Permanent(inBatch(i, len(raws), fmt.Errorf("%w: service %q in a batch of %q; a batch holds one service's samples", sample.ErrInvalid, s.Service, prev.Service)))
+			} else if !s.At.After(prev.At) {
+				return nil, Permanent(inBatch(i, len(raws), fmt.Errorf("%w: timestamp %s is not after the previous sample's (%s); a batch is in time order",
+					sample.ErrInvalid, s.At.Format(time.RFC3339Nano), prev.At.Format(time.RFC3339Nano))))
+			}
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// inBatch names the place in its batch of a sample's error; a lone sample's error is as it is.
+func inBatch(i, n int, err error) error {
+	if n == 1 {
+		return err
+	}
+	return fmt.Errorf("sample %d of %d: %w", i+1, n, err)
+}
+
+// decodeSample parses and validates one sample.
+func decodeSample(payload []byte) (sample.Sample, error) {
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	var w wireSample
 	if err := dec.Decode(&w); err != nil {
-		return sample.Sample{}, Permanent(fmt.Errorf("%w: not a JSON sample: %w", sample.ErrInvalid, err))
+		return sample.Sample{}, fmt.Errorf("%w: not a JSON sample: %w", sample.ErrInvalid, err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return sample.Sample{}, Permanent(fmt.Errorf("%w: trailing data after the JSON object", sample.ErrInvalid))
+		return sample.Sample{}, fmt.Errorf("%w: trailing data after the JSON object", sample.ErrInvalid)
 	}
 	var errs []error
 	if err := duplicateKey(payload); err != nil {
@@ -159,7 +221,7 @@ func Decode(payload []byte) (sample.Sample, error) {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
-		return sample.Sample{}, Permanent(errors.Join(errs...))
+		return sample.Sample{}, errors.Join(errs...)
 	}
 	return s, nil
 }

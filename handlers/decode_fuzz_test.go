@@ -13,8 +13,9 @@ import (
 
 // FuzzDecode feeds the decode stage arbitrary payloads: it never panics; it either rejects
 // the payload with a permanent error (the dead-letter topic's) or passes on one decoded
-// sample, keyed by its service, whose metrics are all finite and which the score stage reads
-// back as a valid sample.
+// sample per sample of the message (up to MaxBatch of one service, in time order), keyed by
+// its service, whose metrics are all finite and which the score stage reads back as a valid
+// sample.
 func FuzzDecode(f *testing.F) {
 	for _, seed := range []string{
 		`{"service":"api","timestamp":"2026-11-26T17:00:00Z","error_rate":0.01,"latency_p95":120,"request_count":1000}`,
@@ -23,6 +24,8 @@ func FuzzDecode(f *testing.F) {
 		`{"service":"api","service":"db","timestamp":"2026-11-26T17:00:00Z","request_count":1}`,
 		`{"service":"","timestamp":"x"}`,
 		`not json`, `{}`, `[]`, `null`, `{"metrics":{"a":1e400}}`,
+		`[{"service":"api","timestamp":1764176400,"error_rate":0.1},{"service":"api","timestamp":1764176460,"error_rate":0.2}]`,
+		`[{"service":"api","timestamp":1764176460,"error_rate":0.1},{"service":"api","timestamp":1764176400,"error_rate":0.2}]`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -35,23 +38,30 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		if len(out) != 1 {
-			t.Fatalf("%d messages out, want 1", len(out))
+		if len(out) < 1 || len(out) > handlers.MaxBatch {
+			t.Fatalf("%d messages out, want 1 to %d", len(out), handlers.MaxBatch)
 		}
-		var d handlers.DecodedSample
-		if err := json.Unmarshal(out[0].Payload, &d); err != nil {
-			t.Fatalf("output is not a decoded sample: %v", err)
-		}
-		if d.Service == "" || out[0].Metadata.Get(handlers.MetadataService) != d.Service {
-			t.Fatalf("service %q keyed %q", d.Service, out[0].Metadata.Get(handlers.MetadataService))
-		}
-		for name, v := range d.Metrics {
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				t.Fatalf("metric %s = %v passed on", name, v)
+		var prev handlers.DecodedSample
+		for i, m := range out {
+			var d handlers.DecodedSample
+			if err := json.Unmarshal(m.Payload, &d); err != nil {
+				t.Fatalf("output is not a decoded sample: %v", err)
 			}
-		}
-		if _, err := d.Sample(); err != nil {
-			t.Fatalf("the score stage rejects what decode passed on: %v", err)
+			if d.Service == "" || m.Metadata.Get(handlers.MetadataService) != d.Service {
+				t.Fatalf("service %q keyed %q", d.Service, m.Metadata.Get(handlers.MetadataService))
+			}
+			if i > 0 && (d.Service != prev.Service || !d.Timestamp.After(prev.Timestamp)) {
+				t.Fatalf("sample %d (%s at %s) after %s at %s: a batch is one service's, in time order", i+1, d.Service, d.Timestamp, prev.Service, prev.Timestamp)
+			}
+			for name, v := range d.Metrics {
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					t.Fatalf("metric %s = %v passed on", name, v)
+				}
+			}
+			if _, err := d.Sample(); err != nil {
+				t.Fatalf("the score stage rejects what decode passed on: %v", err)
+			}
+			prev = d
 		}
 	})
 }

@@ -35,7 +35,15 @@ func TestDecodeRejectsPoisonMessages(t *testing.T) {
 	}{
 		{"not JSON", "plain text is not a sample", `service=api error_rate=0.1`, []string{"not a JSON sample"}},
 		{"empty payload", "an empty message carries nothing", ``, []string{"not a JSON sample"}},
-		{"JSON array", "a sample is an object, not a list", `[{"service":"api"}]`, []string{"not a JSON sample", "array"}},
+		{"batch with an incomplete sample", "a batch is valid only when every sample is, and the error says which", `[` + seedSample + `,{"service":"api"}]`, []string{"sample 2 of 2", "timestamp is missing", "no metrics"}},
+		{"empty batch", "a batch carries at least one sample", `[]`, []string{"a batch of 0 samples"}},
+		{"oversized batch", "a batch is bounded in samples as well as bytes", `[` + strings.Repeat(`{"service":"a","timestamp":1,"error_rate":0},`, handlers.MaxBatch) + `{"service":"a","timestamp":2,"error_rate":0}]`, []string{"a batch of 1001 samples"}},
+		{"batch of numbers", "a batch holds samples", `[1,2]`, []string{"sample 1 of 2", "not a JSON sample"}},
+		{"batch of batches", "batches do not nest", `[[` + seedSample + `],` + seedSample + `]`, []string{"sample 1 of 2", "not a JSON sample"}},
+		{"batch of two services", "a batch is keyed by one service, so it holds that service's samples", `[` + seedSample + `,` + strings.NewReplacer(`"api"`, `"db"`, "17:00:00", "17:01:00").Replace(seedSample) + `]`, []string{"sample 2 of 2", `service "db" in a batch of "api"`}},
+		{"batch out of order", "a batch is in time order", `[` + strings.Replace(seedSample, "17:00:00", "17:01:00", 1) + `,` + seedSample + `]`, []string{"sample 2 of 2", "not after the previous sample's"}},
+		{"batch with a repeated sample", "two samples of one service at one time are one too many", `[` + seedSample + `,` + seedSample + `]`, []string{"sample 2 of 2", "not after the previous sample's"}},
+		{"batch with trailing data", "bytes after the array mean a broken producer", `[` + seedSample + `] x`, []string{"not a JSON array of samples"}},
 		{"JSON null", "null decodes to an empty sample", `null`, []string{"service is missing", "timestamp is missing", "no metrics"}},
 		{"trailing garbage", "bytes after the object mean a broken producer", seedSample + ` xyz`, []string{"trailing data"}},
 		{"second object", "two samples in one message are not accepted", seedSample + seedSample, []string{"trailing data"}},
@@ -317,5 +325,42 @@ func TestDecodeRejectsAKeyOfAnotherService(t *testing.T) {
 		if ok != (err == nil) || (!ok && !strings.Contains(err.Error(), "keyed")) {
 			t.Errorf("key %q: %v, want accepted %v", key, err, ok)
 		}
+	}
+}
+
+// TestDecodeAcceptsABatch checks that a batch of one service's samples decodes into one
+// message per sample, in order, each exactly the message the sample alone would give, and that
+// one sample too far ahead of the broker's receipt rejects the batch naming it.
+func TestDecodeAcceptsABatch(t *testing.T) {
+	t.Parallel()
+	received := seedAt.Add(time.Hour)
+	h := handlers.NewDecodeHandler(func(*message.Message) (time.Time, bool) { return received, true })
+	var singles []string
+	for i := range 3 {
+		singles = append(singles, strings.Replace(seedSample, "17:00:00Z", fmt.Sprintf("17:0%d:00Z", i), 1))
+	}
+	in := message.NewMessage("batch", []byte(" [\n"+strings.Join(singles, ",\n")+"]"))
+	in.Metadata.Set(handlers.MetadataService, "api")
+	out, err := h.Handle(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != len(singles) {
+		t.Fatalf("%d messages out of a batch of %d", len(out), len(singles))
+	}
+	for i, single := range singles {
+		alone, err := h.Handle(message.NewMessage("single", []byte(single)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[i].UUID != alone[0].UUID || !bytes.Equal(out[i].Payload, alone[0].Payload) || out[i].Metadata.Get(handlers.MetadataService) != "api" {
+			t.Errorf("sample %d of the batch gives %s %s (keyed %q), alone %s %s", i+1, out[i].UUID, out[i].Payload,
+				out[i].Metadata.Get(handlers.MetadataService), alone[0].UUID, alone[0].Payload)
+		}
+	}
+	ahead := strings.Replace(seedSample, "17:00:00Z", "19:00:00Z", 1)
+	_, err = h.Handle(message.NewMessage("batch", []byte("["+singles[0]+","+ahead+"]")))
+	if !errors.Is(err, handlers.ErrPermanent) || !strings.Contains(err.Error(), "sample 2 of 2") || !strings.Contains(err.Error(), "ahead of the broker") {
+		t.Errorf("a batch with a sample from the future: %v, want a permanent error naming sample 2 of 2", err)
 	}
 }

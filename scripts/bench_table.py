@@ -28,6 +28,7 @@ RUNS = [
 PIPELINE = [
     ("./cmd/worker", "Pipeline$", "3000x"),
     ("./cmd/worker", "PipelineFleet$", "20000x"),
+    ("./cmd/worker", "PipelineFleetBatched$", "20000x"),
     # Live traffic at a steady rate: the latency from a sample's arrival to its correlation.
     ("./cmd/worker", "PipelineLatency$", "20000x", "1000"),
     ("./cmd/worker", "PipelineLatency$", "30000x", "3000"),
@@ -140,6 +141,7 @@ def main():
         rows += [
             ("whole pipeline, 3 services (`BenchmarkPipeline`)", pipeline_cell(go['BenchmarkPipeline']), ""),
             ("whole pipeline, 1,000 services (`BenchmarkPipelineFleet`)", pipeline_cell(go['BenchmarkPipelineFleet']), ""),
+            ("the same, each service's samples 20 to a message (`BenchmarkPipelineFleetBatched`)", pipeline_cell(go['BenchmarkPipelineFleetBatched']), ""),
             ("from arrival to correlation, 1,000 services live at 1,000 samples/s (`BenchmarkPipelineLatency`)",
              latency_cell(go['BenchmarkPipelineLatency@1000']), ""),
             ("the same at 3,000 samples/s", latency_cell(go['BenchmarkPipelineLatency@3000']), ""),

@@ -9,6 +9,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -44,6 +45,7 @@ type options struct {
 	seed         uint64
 	quiet        bool
 	prefix       string
+	batch        int
 }
 
 func run(args []string) int {
@@ -90,6 +92,7 @@ Usage: producer [flags]
 	fs.Var(intervalsOr{&o.failureAfter, 300}, "failure-after", "when the failure starts, a `duration` from the first sample (after the engine's warm-up by default) [FAILURE_AFTER]")
 	fs.Var(intervalsOr{&o.failureFor, 60}, "failure-for", "how long the failure lasts, a `duration` [FAILURE_FOR]")
 	seed := fs.Uint64("seed", env.Uint64("SEED", 1), "random seed, for reproducible runs [SEED]")
+	fs.IntVar(&o.batch, "batch", env.Int("BATCH", 1), "samples of a service per message, sent as a JSON array when above 1 (at most 1000) [BATCH]")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only the summary")
 	fs.StringVar(&o.prefix, "service-prefix", env.String("SERVICE_PREFIX", ""), "prefix for the emitted service names (e.g. \"staging-\"); behaviour follows the unprefixed name [SERVICE_PREFIX]")
 	if err := fs.Parse(args); err != nil {
@@ -114,6 +117,9 @@ Usage: producer [flags]
 	}
 	if len(o.brokers) == 0 || len(o.services) == 0 || o.interval <= 0 || o.count < 0 || o.duration < 0 {
 		errs = append(errs, errors.New("need brokers, services, a positive interval and non-negative count and duration"))
+	}
+	if o.batch < 1 || o.batch > 1000 {
+		errs = append(errs, fmt.Errorf("batch %d: send 1 to 1000 samples a message", o.batch))
 	}
 	if o.failureAfter < 0 {
 		o.failureAfter = 300 * o.interval
@@ -180,14 +186,33 @@ func produce(ctx context.Context, o options) error {
 	defer tick.Stop()
 	sent := 0
 	batch := make([]*sarama.ProducerMessage, 0, 256*len(svcs))
-	flush := func() error {
+	// pending holds each service's samples until a message of o.batch of them is full.
+	pending := make([][][]byte, len(svcs))
+	seal := func(i int) {
+		p := pending[i]
+		if len(p) == 0 {
+			return
+		}
+		value := p[0]
+		if o.batch > 1 {
+			value = append(append([]byte("["), bytes.Join(p, []byte(","))...), ']')
+		}
+		batch = append(batch, &sarama.ProducerMessage{Topic: o.topic, Key: sarama.StringEncoder(svcs[i].emit), Value: sarama.ByteEncoder(value)})
+		sent += len(p)
+		pending[i] = nil
+	}
+	flush := func(all bool) error {
+		if all {
+			for i := range svcs {
+				seal(i)
+			}
+		}
 		if len(batch) == 0 {
 			return nil
 		}
 		if err := producer.SendMessages(batch); err != nil {
 			return fmt.Errorf("send: %w", err)
 		}
-		sent += len(batch)
 		batch = batch[:0]
 		return nil
 	}
@@ -196,29 +221,31 @@ func produce(ctx context.Context, o options) error {
 		if !o.simulate && i > 0 {
 			select {
 			case <-ctx.Done():
-				return flush()
+				return flush(true)
 			case now := <-tick.C:
 				at = now.UTC().Truncate(time.Millisecond)
 			}
 		} else if ctx.Err() != nil {
-			return flush()
+			return flush(true)
 		}
 		failing := !at.Before(failFrom) && at.Before(failTo)
-		for _, s := range svcs {
+		for k, s := range svcs {
 			m := s.sample(at, o.interval, o.mode, failing && o.failServices[s.name])
 			payload, _ := json.Marshal(wireSample{Service: s.emit, Timestamp: at.Format(time.RFC3339Nano), ErrorRate: m.ErrorRate, LatencyP95: m.LatencyP95, RequestCount: m.RequestCount})
-			batch = append(batch, &sarama.ProducerMessage{Topic: o.topic, Key: sarama.StringEncoder(s.emit), Value: sarama.ByteEncoder(payload)})
+			if pending[k] = append(pending[k], payload); len(pending[k]) == o.batch {
+				seal(k)
+			}
 			if !o.quiet && !o.simulate {
 				fmt.Println(string(payload))
 			}
 		}
 		if !o.simulate || len(batch) >= cap(batch) {
-			if err := flush(); err != nil {
+			if err := flush(false); err != nil {
 				return err
 			}
 		}
 	}
-	if err := flush(); err != nil {
+	if err := flush(true); err != nil {
 		return err
 	}
 	last := first.Add(time.Duration(max(o.count-1, 0)) * o.interval)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,14 +19,18 @@ import (
 // until every sample is correlated and the outbox is drained. Run it with a fixed count, e.g.
 // go test -run '^$' -bench 'Pipeline$' -benchtime 3000x ./cmd/worker/
 func BenchmarkPipeline(b *testing.B) {
-	benchPipeline(b, []string{"bench-api", "bench-db", "bench-auth"}, 64)
+	benchPipeline(b, []string{"bench-api", "bench-db", "bench-auth"}, 64, 1)
 }
 
 // BenchmarkPipelineFleet is BenchmarkPipeline with 1,000 services, each warmed up first, so
 // that every partition is busy and each service's samples are few and far between, as in a
 // fleet. Run it with a count of at least 10,000:
 // go test -run '^$' -bench 'PipelineFleet$' -benchtime 20000x -timeout 30m ./cmd/worker/ (make bench does)
-func BenchmarkPipelineFleet(b *testing.B) { benchPipeline(b, fleet("fleet", 1000), 32) }
+func BenchmarkPipelineFleet(b *testing.B) { benchPipeline(b, fleet("fleet", 1000), 32, 1) }
+
+// BenchmarkPipelineFleetBatched is BenchmarkPipelineFleet with each service's samples sent 20
+// to a message (a JSON array), as a shipper that buffers, or one catching up, sends them.
+func BenchmarkPipelineFleetBatched(b *testing.B) { benchPipeline(b, fleet("fleet", 1000), 32, 20) }
 
 // fleet names n services.
 func fleet(prefix string, n int) []string {
@@ -48,8 +53,9 @@ func warmedUp(b *testing.B, services []string, warmUp int) *engine {
 }
 
 // benchPipeline warms up each service's model with warmUp samples, then times b.N samples
-// spread over the services until every one is correlated.
-func benchPipeline(b *testing.B, services []string, warmUp int) {
+// spread over the services, batch of a service's samples to a message, until every one is
+// correlated.
+func benchPipeline(b *testing.B, services []string, warmUp, batch int) {
 	e := warmedUp(b, services, warmUp)
 
 	per := max(1, b.N/len(services))
@@ -57,7 +63,7 @@ func benchPipeline(b *testing.B, services []string, warmUp int) {
 	b.ResetTimer()
 	self, pg := ownCPU(b), postgresCPU(b)
 	for _, s := range services {
-		e.publishRaw(b, s, samplesJSON(s, from, per, normalLatency)...)
+		e.publishRaw(b, s, batches(samplesJSON(s, from, per, normalLatency), batch)...)
 	}
 	// A backlog of a million samples takes minutes: bound the wait by the count, not by the
 	// tests' four minutes.
@@ -103,4 +109,16 @@ func postgresCPU(b *testing.B) time.Duration {
 		}
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// batches joins samples into JSON arrays of up to n each; n of 1 keeps them as they are.
+func batches(samples []string, n int) []string {
+	if n <= 1 {
+		return samples
+	}
+	var out []string
+	for i := 0; i < len(samples); i += n {
+		out = append(out, "["+strings.Join(samples[i:min(i+n, len(samples))], ",")+"]")
+	}
+	return out
 }
