@@ -118,6 +118,7 @@ func (h *DecodeHandler) Handle(msg *message.Message) ([]*message.Message, error)
 		out[i] = message.NewMessage(sampleID(s.Service, s.At), payload)
 		out[i].Metadata.Set(MetadataService, s.Service)
 	}
+	// Counted once the whole message passed.
 	for range out {
 		metricsOrNone(h.metrics).Decoded(service)
 	}
@@ -147,20 +148,27 @@ func DecodeMessage(payload []byte) ([]sample.Sample, error) {
 	out := make([]sample.Sample, len(raws))
 	for i, raw := range raws {
 		s, err := decodeSample(raw)
+		if err == nil && i > 0 {
+			err = follows(out[i-1], s)
+		}
 		if err != nil {
 			return nil, Permanent(inBatch(i, len(raws), err))
-		}
-		if i > 0 {
-			if prev := out[i-1]; s.Service != prev.Service {
-				return nil, Permanent(inBatch(i, len(raws), fmt.Errorf("%w: service %q in a batch of %q; a batch holds one service's samples", sample.ErrInvalid, s.Service, prev.Service)))
-			} else if !s.At.After(prev.At) {
-				return nil, Permanent(inBatch(i, len(raws), fmt.Errorf("%w: timestamp %s is not after the previous sample's (%s); a batch is in time order",
-					sample.ErrInvalid, s.At.Format(time.RFC3339Nano), prev.At.Format(time.RFC3339Nano))))
-			}
 		}
 		out[i] = s
 	}
 	return out, nil
+}
+
+// follows reports why s cannot follow prev in a batch: another service, or not later.
+func follows(prev, s sample.Sample) error {
+	if s.Service != prev.Service {
+		return fmt.Errorf("%w: service %q in a batch of %q; a batch holds one service's samples", sample.ErrInvalid, s.Service, prev.Service)
+	}
+	if !s.At.After(prev.At) {
+		return fmt.Errorf("%w: timestamp %s is not after the previous sample's (%s); a batch is in time order",
+			sample.ErrInvalid, s.At.Format(time.RFC3339Nano), prev.At.Format(time.RFC3339Nano))
+	}
+	return nil
 }
 
 // inBatch names the place in its batch of a sample's error; a lone sample's error is as it is.
