@@ -6,9 +6,9 @@ import (
 	"sync"
 )
 
-// DefaultMaxBatch is the most messages a stage that writes to PostgreSQL groups into one
-// transaction.
-const DefaultMaxBatch = 256
+// DefaultMaxBatch is the most samples a stage that writes to PostgreSQL groups into one
+// transaction (a message of more goes alone).
+const DefaultMaxBatch = 1_000
 
 // batcher groups the calls that arrive while a batch is being written into the next batch, so
 // a stage fed by many partitions at once writes many messages in one transaction, one round
@@ -23,9 +23,12 @@ const DefaultMaxBatch = 256
 // Batches run one at a time, in arrival order; the caller that starts one runs it and, when
 // more are waiting, hands the next to the first of them.
 type batcher[T any] struct {
-	max int
-	all func(ctx context.Context, items []T) error
-	one func(ctx context.Context, item T) error
+	// max bounds a batch's total size: the items' sizes added up, but a batch takes at
+	// least one item, however large.
+	max  int
+	size func(T) int
+	all  func(ctx context.Context, items []T) error
+	one  func(ctx context.Context, item T) error
 
 	mu      sync.Mutex
 	running bool
@@ -41,11 +44,11 @@ type batchCall[T any] struct {
 	err  error
 }
 
-func newBatcher[T any](max int, all func(ctx context.Context, items []T) error, one func(ctx context.Context, item T) error) *batcher[T] {
+func newBatcher[T any](max int, size func(T) int, all func(ctx context.Context, items []T) error, one func(ctx context.Context, item T) error) *batcher[T] {
 	if max < 1 {
 		max = DefaultMaxBatch
 	}
-	return &batcher[T]{max: max, all: all, one: one}
+	return &batcher[T]{max: max, size: size, all: all, one: one}
 }
 
 // do handles item in the next batch and returns its outcome. The batch a call starts runs
@@ -63,7 +66,12 @@ func (b *batcher[T]) do(ctx context.Context, item T) error {
 	}
 	b.running = true
 	// c is the first pending call: the first to arrive, or the one handed the lead.
-	n := min(len(b.pending), b.max)
+	n, total := 1, b.size(c.item)
+	for ; n < len(b.pending); n++ {
+		if total += b.size(b.pending[n].item); total > b.max {
+			break
+		}
+	}
 	batch := make([]*batchCall[T], n)
 	copy(batch, b.pending)
 	b.pending = b.pending[n:]

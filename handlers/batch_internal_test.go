@@ -12,7 +12,7 @@ func TestBatchThatPanicsAnswersEveryCaller(t *testing.T) {
 		}
 		return nil
 	}
-	b := newBatcher(0, func(context.Context, []int) error { return nil }, one)
+	b := newBatcher(0, func(int) int { return 1 }, func(context.Context, []int) error { return nil }, one)
 	if err := b.do(context.Background(), -1); err == nil {
 		t.Fatal("a panicking batch returned no error")
 	}

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"reflect"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/incident-engine/engine/domain/incident"
 	"github.com/incident-engine/engine/handlers"
@@ -75,7 +79,7 @@ func TestCorrelateBatchesSamplesThatArriveTogether(t *testing.T) {
 			}
 			store := &gateStore{fakeStore: newFakeStore(), entered: make(chan struct{}), release: make(chan struct{})}
 			if tc.fault {
-				store.FailNth("LockWatches", 1, errors.New("connection reset"))
+				store.FailNth("LockWatches", 2, errors.New("connection reset")) // the batch: the first message locked its own
 			}
 			h := handlers.NewCorrelateHandler[*fakeTx](store, c, slog.New(slog.DiscardHandler))
 			correlate := h.To(topicCorrelated)
@@ -141,5 +145,90 @@ func TestCorrelateKeepsTheSamplesItCorrelates(t *testing.T) {
 		if kept[0].Anomalous || kept[0].ModelVersion == 0 {
 			t.Errorf("sample of %s kept as %+v, want the healthy judgement it first came with", s, kept[0])
 		}
+	}
+}
+
+// batchMsg joins scored-sample messages of one service into one message of a batch, as the
+// score stage sends a batch it judged.
+func batchMsg(t *testing.T, msgs ...*message.Message) *message.Message {
+	t.Helper()
+	parts := make([]string, len(msgs))
+	for i, m := range msgs {
+		parts[i] = string(m.Payload)
+	}
+	b := message.NewMessage("batch-"+msgs[0].UUID, []byte("["+strings.Join(parts, ",")+"]"))
+	b.Metadata.Set(handlers.MetadataService, msgs[0].Metadata.Get(handlers.MetadataService))
+	return b
+}
+
+// TestCorrelateBatchIsItsSamplesInOrder checks that a message of a batch of a service's
+// scored samples gives exactly what its samples give one by one: the same incident, timeline,
+// outbox events and kept samples; and that a batch with one sample out of order is refused
+// whole (for the dead letters, as it came) and commits nothing.
+func TestCorrelateBatchIsItsSamplesInOrder(t *testing.T) {
+	c, err := incident.NewCorrelator(incident.CorrelationConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := "HHAAXAAHHHHHHHHA"
+	msgs := func() []*message.Message {
+		out := make([]*message.Message, len(kinds))
+		for i := range kinds {
+			out[i] = scoredMsg(t, "api", minute(i), kinds[i])
+		}
+		return out
+	}
+	run := func(send func(correlate func(*message.Message) error)) *fakeStore {
+		store := newFakeStore()
+		send(handlers.NewCorrelateHandler[*fakeTx](store, c, slog.New(slog.DiscardHandler)).To(topicCorrelated))
+		return store
+	}
+	singly := run(func(correlate func(*message.Message) error) {
+		for _, m := range msgs() {
+			if err := correlate(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	batched := run(func(correlate func(*message.Message) error) {
+		ms := msgs()
+		for _, part := range [][]*message.Message{ms[:5], ms[5:6], ms[6:]} {
+			if err := correlate(batchMsg(t, part...)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	incs := singly.Incidents()
+	if len(incs) != 1 {
+		t.Fatalf("%d incidents from the samples sent singly, want 1", len(incs))
+	}
+	if got := batched.Incidents(); !reflect.DeepEqual(got, incs) {
+		t.Errorf("incidents in batches:\n%+v\nsingly:\n%+v", got, incs)
+	}
+	if got, want := batched.Timeline(incs[0].ID), singly.Timeline(incs[0].ID); !reflect.DeepEqual(got, want) {
+		t.Errorf("timeline in batches:\n%+v\nsingly:\n%+v", got, want)
+	}
+	events := func(s *fakeStore) (ids []string) {
+		for _, m := range s.Published(topicCorrelated) {
+			ids = append(ids, m.UUID+" "+string(m.Payload))
+		}
+		return ids
+	}
+	if got, want := events(batched), events(singly); len(want) == 0 || !reflect.DeepEqual(got, want) {
+		t.Errorf("events in batches:\n%v\nsingly:\n%v", got, want)
+	}
+	if got, want := batched.Samples("api"), singly.Samples("api"); len(want) != len(kinds) || !reflect.DeepEqual(got, want) {
+		t.Errorf("kept samples in batches: %d, singly: %d (want %d, the same)", len(got), len(want), len(kinds))
+	}
+
+	ms := msgs()
+	poisoned := run(func(correlate func(*message.Message) error) {
+		err := correlate(batchMsg(t, ms[0], ms[2], ms[1]))
+		if !errors.Is(err, handlers.ErrPermanent) || !strings.Contains(err.Error(), "sample 3 of 3") {
+			t.Errorf("a batch with a sample out of order: %v, want a permanent error naming sample 3 of 3", err)
+		}
+	})
+	if _, ok := poisoned.Watch("api"); ok || len(poisoned.Samples("api")) != 0 {
+		t.Error("a refused batch committed its service's watch or samples")
 	}
 }

@@ -28,7 +28,7 @@ type CorrelateHandler[T IncidentTx] struct {
 	correlator incident.Correlator
 	out        OutboxTopic
 	logger     *slog.Logger
-	batch      *batcher[correlateItem]
+	batch      *batcher[[]correlateItem]
 }
 
 // correlateItem is one scored sample as it arrived and as it is kept.
@@ -38,23 +38,19 @@ type correlateItem struct {
 }
 
 // NewCorrelateHandler returns the correlate stage; the router binds its output (To).
-// Samples that arrive together (from several partitions at once) are correlated in one
-// transaction, up to DefaultMaxBatch of them; see SetMaxBatch.
+// Messages that arrive together (from several partitions at once) are correlated in one
+// transaction, up to DefaultMaxBatch samples of them; see SetMaxBatch.
 func NewCorrelateHandler[T IncidentTx](store IncidentStore[T], c incident.Correlator, logger *slog.Logger) *CorrelateHandler[T] {
 	h := &CorrelateHandler[T]{store: store, correlator: c, logger: logger}
 	h.SetMaxBatch(DefaultMaxBatch)
 	return h
 }
 
-// SetMaxBatch bounds how many samples one transaction correlates (1: one each).
+// SetMaxBatch bounds how many samples one transaction correlates (1: one message each); a
+// message of more samples is correlated alone.
 func (h *CorrelateHandler[T]) SetMaxBatch(n int) {
-	h.batch = newBatcher(n, h.correlateAll, func(ctx context.Context, it correlateItem) error {
-		return h.store.InTx(ctx, func(tx T) error {
-			if err := h.correlate(ctx, tx, it.in); err != nil {
-				return err
-			}
-			return tx.SaveSamples(it.kept)
-		})
+	h.batch = newBatcher(n, func(items []correlateItem) int { return len(items) }, h.correlateAll, func(ctx context.Context, items []correlateItem) error {
+		return h.correlateAll(ctx, [][]correlateItem{items})
 	})
 }
 
@@ -65,41 +61,54 @@ func (h *CorrelateHandler[T]) To(out OutboxTopic) message.NoPublishHandlerFunc {
 	return h.handle
 }
 
-// handle correlates one scored sample, in a transaction with the samples that came with it.
+// handle correlates one message of scored samples, a lone one or a batch of one service's,
+// in a transaction with the messages that came with it.
 func (h *CorrelateHandler[T]) handle(msg *message.Message) error {
-	in, err := decodeJSON[ScoredSample](msg.Payload, "scored sample")
+	ins, err := decodeBatch[ScoredSample](msg.Payload, "scored sample")
 	if err != nil {
 		return err
 	}
-	if in.Service == "" || in.Timestamp.IsZero() {
-		return Permanent(errors.New("scored sample without service or timestamp"))
+	items := make([]correlateItem, len(ins))
+	for i, in := range ins {
+		if in.Service == "" || in.Timestamp.IsZero() {
+			return Permanent(inBatch(i, len(ins), errors.New("scored sample without service or timestamp")))
+		}
+		s, err := in.Sample()
+		if err == nil && i > 0 {
+			err = follows(items[i-1].kept.Sample, s)
+		}
+		if err != nil {
+			return Permanent(fmt.Errorf("scored sample: %w", inBatch(i, len(ins), err)))
+		}
+		items[i] = correlateItem{in: in, kept: sample.Scored{
+			Sample: s, Judged: in.Judged, Score: in.Score, Threshold: in.Threshold,
+			Anomalous: in.Anomalous, ModelVersion: in.ModelVersion,
+		}}
 	}
-	s, err := in.Sample()
-	if err != nil {
-		return Permanent(fmt.Errorf("scored sample: %w", err))
-	}
-	return h.batch.do(msg.Context(), correlateItem{in: in, kept: sample.Scored{
-		Sample: s, Judged: in.Judged, Score: in.Score, Threshold: in.Threshold,
-		Anomalous: in.Anomalous, ModelVersion: in.ModelVersion,
-	}})
+	return h.batch.do(msg.Context(), items)
 }
 
-// correlateAll correlates samples of different services (each service's samples come one at
-// a time, from one partition) in one transaction: their watches are locked in one round trip,
-// and saved with the samples in another, with the commit.
-func (h *CorrelateHandler[T]) correlateAll(ctx context.Context, items []correlateItem) error {
+// correlateAll correlates messages of different services (each service's messages come one
+// at a time, from one partition) in one transaction: their watches are locked in one round
+// trip, and saved with the samples in another, with the commit.
+func (h *CorrelateHandler[T]) correlateAll(ctx context.Context, msgs [][]correlateItem) error {
 	return h.store.InTx(ctx, func(tx T) error {
-		services := make([]string, len(items))
-		kept := make([]sample.Scored, len(items))
-		for i, it := range items {
-			services[i], kept[i] = it.in.Service, it.kept
+		var services []string
+		var kept []sample.Scored
+		for _, items := range msgs {
+			services = append(services, items[0].in.Service)
+			for _, it := range items {
+				kept = append(kept, it.kept)
+			}
 		}
 		if err := tx.LockWatches(services...); err != nil {
 			return err
 		}
-		for _, it := range items {
-			if err := h.correlate(ctx, tx, it.in); err != nil {
-				return err
+		for _, items := range msgs {
+			for _, it := range items {
+				if err := h.correlate(ctx, tx, it.in); err != nil {
+					return err
+				}
 			}
 		}
 		return tx.SaveSamples(kept...)

@@ -80,7 +80,8 @@ type wireSample struct {
 }
 
 // Handle decodes one message, a sample or a batch of one service's samples, into one
-// DecodedSample message per sample, keyed by service, in the order given.
+// message keyed by service: a DecodedSample, or the batch's in the order given (see
+// encodeBatch).
 func (h *DecodeHandler) Handle(msg *message.Message) ([]*message.Message, error) {
 	samples, err := DecodeMessage(msg.Payload)
 	if err != nil {
@@ -98,7 +99,7 @@ func (h *DecodeHandler) Handle(msg *message.Message) ([]*message.Message, error)
 			received = at.UTC()
 		}
 	}
-	out := make([]*message.Message, len(samples))
+	out := make([]DecodedSample, len(samples))
 	for i, s := range samples {
 		d := DecodedSample{Service: s.Service, Timestamp: s.At, Metrics: make(map[string]float64, len(s.Metrics)), ReceivedAt: s.At}
 		for _, m := range s.Metrics {
@@ -111,18 +112,19 @@ func (h *DecodeHandler) Handle(msg *message.Message) ([]*message.Message, error)
 					sample.ErrInvalid, s.At.Format(time.RFC3339), ahead.Round(time.Second), received.Format(time.RFC3339), h.maxAhead)))
 			}
 		}
-		payload, err := json.Marshal(d)
-		if err != nil {
-			return nil, fmt.Errorf("encode decoded sample: %w", err)
-		}
-		out[i] = message.NewMessage(sampleID(s.Service, s.At), payload)
-		out[i].Metadata.Set(MetadataService, s.Service)
+		out[i] = d
 	}
+	payload, err := encodeBatch(out)
+	if err != nil {
+		return nil, fmt.Errorf("encode decoded sample: %w", err)
+	}
+	m := message.NewMessage(batchID(service, samples[0].At, samples[len(samples)-1].At, len(samples)), payload)
+	m.Metadata.Set(MetadataService, service)
 	// Counted once the whole message passed.
 	for range out {
 		metricsOrNone(h.metrics).Decoded(service)
 	}
-	return out, nil
+	return []*message.Message{m}, nil
 }
 
 // DecodeMessage parses and validates one input message: one sample, or a batch of one

@@ -1,7 +1,6 @@
 package handlers_test
 
 import (
-	"encoding/json"
 	"errors"
 	"math"
 	"testing"
@@ -12,10 +11,10 @@ import (
 )
 
 // FuzzDecode feeds the decode stage arbitrary payloads: it never panics; it either rejects
-// the payload with a permanent error (the dead-letter topic's) or passes on one decoded
-// sample per sample of the message (up to MaxBatch of one service, in time order), keyed by
-// its service, whose metrics are all finite and which the score stage reads back as a valid
-// sample.
+// the payload with a permanent error (the dead-letter topic's) or passes on one message of
+// decoded samples, one per sample of the input (up to MaxBatch of one service, in time order),
+// keyed by its service, whose metrics are all finite and which the score stage reads back as
+// valid samples.
 func FuzzDecode(f *testing.F) {
 	for _, seed := range []string{
 		`{"service":"api","timestamp":"2026-11-26T17:00:00Z","error_rate":0.01,"latency_p95":120,"request_count":1000}`,
@@ -38,15 +37,19 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		if len(out) < 1 || len(out) > handlers.MaxBatch {
-			t.Fatalf("%d messages out, want 1 to %d", len(out), handlers.MaxBatch)
+		if len(out) != 1 {
+			t.Fatalf("%d messages out, want 1", len(out))
+		}
+		m := out[0]
+		ds, err := handlers.DecodedBatch(m.Payload)
+		if err != nil {
+			t.Fatalf("output is not a decoded sample or batch: %v", err)
+		}
+		if len(ds) > handlers.MaxBatch {
+			t.Fatalf("%d samples out, want at most %d", len(ds), handlers.MaxBatch)
 		}
 		var prev handlers.DecodedSample
-		for i, m := range out {
-			var d handlers.DecodedSample
-			if err := json.Unmarshal(m.Payload, &d); err != nil {
-				t.Fatalf("output is not a decoded sample: %v", err)
-			}
+		for i, d := range ds {
 			if d.Service == "" || m.Metadata.Get(handlers.MetadataService) != d.Service {
 				t.Fatalf("service %q keyed %q", d.Service, m.Metadata.Get(handlers.MetadataService))
 			}

@@ -1,9 +1,11 @@
 package handlers
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 
@@ -12,7 +14,9 @@ import (
 )
 
 // The JSON bodies that travel between stages. The external input format (topic metrics) is
-// described with DecodeHandler.
+// described with DecodeHandler. A message between stages carries what one input message
+// carried: one sample as a JSON object, or a batch of one service's samples, in time order,
+// as a JSON array of them (see encodeBatch), so a batch costs each stage one message.
 
 // DecodedSample is decode's output: a validated, normalised sample.
 type DecodedSample struct {
@@ -115,6 +119,48 @@ func eventsFor(entries []incident.Entry) []IncidentEvent {
 		out = append(out, ev)
 	}
 	return out
+}
+
+// encodeBatch encodes the samples of one message: a lone one as an object, several as an
+// array.
+func encodeBatch[T any](items []T) ([]byte, error) {
+	if len(items) == 1 {
+		return json.Marshal(items[0])
+	}
+	return json.Marshal(items)
+}
+
+// decodeBatch decodes the samples of one message (see encodeBatch); a message without any is
+// poisoned.
+func decodeBatch[T any](payload []byte, what string) ([]T, error) {
+	if i := bytes.IndexFunc(payload, func(r rune) bool { return !unicode.IsSpace(r) }); i < 0 || payload[i] != '[' {
+		one, err := decodeJSON[T](payload, what)
+		return []T{one}, err
+	}
+	items, err := decodeJSON[[]T](payload, what+" batch")
+	if err == nil && len(items) == 0 {
+		err = Permanent(fmt.Errorf("decode %s batch: no samples", what))
+	}
+	return items, err
+}
+
+// ReceivedAt returns when the broker received the input message of a decoded or scored
+// sample, or of a batch of them (the same for each), false when the payload does not say.
+func ReceivedAt(payload []byte) (time.Time, bool) {
+	items, err := decodeBatch[DecodedSample](payload, "decoded sample")
+	if err != nil || items[0].ReceivedAt.IsZero() {
+		return time.Time{}, false
+	}
+	return items[0].ReceivedAt, true
+}
+
+// batchID names the message of a batch of service's samples from first to last (sampleID
+// for a lone sample), the same however often it is delivered.
+func batchID(service string, first, last time.Time, n int) string {
+	if n == 1 {
+		return sampleID(service, first)
+	}
+	return uuid.NewSHA1(idSpace, fmt.Appendf(nil, "batch|%s|%s|%s|%d", service, first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano), n)).String()
 }
 
 func decodeJSON[T any](payload []byte, what string) (T, error) {

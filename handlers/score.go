@@ -3,7 +3,6 @@ package handlers
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -65,13 +64,14 @@ type SampleLog interface {
 }
 
 // Durability makes the score stage's judgements survive a crash or a rebalance. Each
-// service's detector state is saved every CheckpointEvery samples, and at its first sample,
-// always covering samples whose output has already been published (the previous sample of a
-// partition is acknowledged before the next one arrives). A worker that meets a service it
-// does not hold, or finds that its partition moved on without it, restores the saved state
-// and replays the samples after it from the input topic into the detector, so its next
-// judgement is exactly the one an uninterrupted worker would make; a redelivered sample the
-// state already includes is passed over, since its output was published.
+// service's detector state is saved once CheckpointEvery samples passed, at the start of a
+// message, and at its first sample, always covering whole messages whose output has already
+// been published (the previous message of a partition is acknowledged before the next one
+// arrives). A worker that meets a service it does not hold, or finds that its partition moved
+// on without it, restores the saved state and replays the messages after it from the input
+// topic into the detector, so its next judgement is exactly the one an uninterrupted worker
+// would make; a redelivered message the state already includes is passed over, since its
+// output was published.
 type Durability struct {
 	States DetectorStates
 	Log    SampleLog
@@ -117,11 +117,12 @@ type ScoreHandler struct {
 	// reached is, per input partition, the latest offset this handler judged: a message
 	// beyond the next one means another worker judged the ones between.
 	reached map[int32]int64
-	// handled counts messages, for the sweep of idle detectors every idleSweepEvery.
-	handled int
+	// handled counts samples, for the sweep of idle detectors every idleSweepEvery; swept is
+	// its count at the last sweep.
+	handled, swept int
 }
 
-// idleSweepEvery is how many messages pass between two sweeps of idle detectors.
+// idleSweepEvery is how many samples pass between two sweeps of idle detectors.
 const idleSweepEvery = 256
 
 type serviceDetector struct {
@@ -136,6 +137,24 @@ type serviceDetector struct {
 	// used is when (wall clock) the detector was last asked for, for eviction; guarded by
 	// the handler's mu.
 	used time.Time
+	// judging is the message being judged, or the last one judged.
+	judging judging
+}
+
+// judging is the scored samples of one message: all of them once it is judged (its output,
+// given again should it be redelivered before the next message), those judged so far while an
+// attempt failed part way through it (a model it trained could not be saved, say).
+type judging struct {
+	key  messageKey
+	open bool
+	outs []ScoredSample
+}
+
+// messageKey tells one message of the input from another.
+type messageKey struct {
+	id    string
+	at    Position
+	hasAt bool
 }
 
 // NewScoreHandler returns the score stage, or an error when cfg is invalid. registry may be
@@ -171,12 +190,13 @@ func (h *ScoreHandler) SetDurability(d Durability) error {
 
 // detector returns the service's detector. A service this handler does not hold is restored
 // from its saved state (with the samples after it replayed) or from the registry's latest
-// model, or starts its warm-up.
-func (h *ScoreHandler) detector(ctx context.Context, service string, at Position, hasAt bool) (*serviceDetector, error) {
+// model, or starts its warm-up. n is the number of samples the caller is to judge.
+func (h *ScoreHandler) detector(ctx context.Context, service string, at Position, hasAt bool, n int) (*serviceDetector, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.durable.States != nil {
-		if h.handled++; h.handled%idleSweepEvery == 0 {
+		if h.handled += n; h.handled-h.swept >= idleSweepEvery {
+			h.swept = h.handled
 			if err := h.evictIdle(ctx); err != nil {
 				return nil, err
 			}
@@ -256,7 +276,10 @@ func (h *ScoreHandler) evictIdle(ctx context.Context) error {
 func (h *ScoreHandler) evict(ctx context.Context, sd *serviceDetector) error {
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
-	if sd.placed && sd.unsaved > 0 {
+	// A detector part way through a message is not saved: its state includes samples of a
+	// message after its position. Its service's next sample restores an earlier state and
+	// replays up to that message, which is then judged whole.
+	if sd.placed && sd.unsaved > 0 && !sd.judging.open {
 		if err := h.save(ctx, sd.service, sd); err != nil {
 			return err
 		}
@@ -345,28 +368,26 @@ func (h *ScoreHandler) restore(ctx context.Context, sd *serviceDetector, at Posi
 		if m.Metadata.Get(MetadataService) != service {
 			continue
 		}
-		in, err := decodeJSON[DecodedSample](m.Payload, "decoded sample")
+		_, samples, err := decodedSamples(m.Payload)
 		if err != nil {
 			continue // dead-lettered when it came: it changed nothing
 		}
-		s, err := in.Sample()
-		if err != nil {
-			continue
+		if _, late := sd.late(samples[0]); late {
+			continue // dead-lettered when it came, as above
 		}
-		res, err := sd.d.Observe(s)
-		if errors.Is(err, detect.ErrOutOfOrder) {
-			continue
-		}
-		if err != nil {
-			return false, fmt.Errorf("replay %s: %w", service, err)
-		}
-		if res.Trained {
-			if err := h.saveModel(ctx, sd.d, res); err != nil {
-				return false, err
+		for _, s := range samples {
+			res, err := sd.d.Observe(s)
+			if err != nil {
+				return false, fmt.Errorf("replay %s: %w", service, err)
 			}
+			if res.Trained {
+				if err := h.saveModel(ctx, sd.d, res); err != nil {
+					return false, err
+				}
+			}
+			sd.unsaved++
+			replayed++
 		}
-		sd.unsaved++
-		replayed++
 	}
 	if st.At.Offset+1 < at.Offset {
 		sd.at = Position{Partition: at.Partition, Offset: at.Offset - 1}
@@ -401,16 +422,15 @@ func (h *ScoreHandler) saveModel(ctx context.Context, d *detect.Detector, res de
 // SetMetrics makes the stage count scored samples and their scores; nil counts nothing.
 func (h *ScoreHandler) SetMetrics(m Metrics) { h.metrics = m }
 
-// Handle scores one decoded sample. A redelivered sample gets the same judgement again; a
-// sample older than the service's last one is dropped with a warning.
+// Handle scores one message of decoded samples, a lone sample or a batch of one service's,
+// each judged in turn, into one message of scored samples (see encodeBatch). A message whose
+// first sample is not after the service's last one is late: it goes to the dead letters whole,
+// as it came. A redelivered message gets the same judgements again, or, once the saved state
+// includes it (its output was published), nothing.
 func (h *ScoreHandler) Handle(msg *message.Message) ([]*message.Message, error) {
-	in, err := decodeJSON[DecodedSample](msg.Payload, "decoded sample")
+	ins, samples, err := decodedSamples(msg.Payload)
 	if err != nil {
 		return nil, err
-	}
-	s, err := in.Sample()
-	if err != nil {
-		return nil, Permanent(err)
 	}
 	var at Position
 	var hasAt bool
@@ -418,74 +438,126 @@ func (h *ScoreHandler) Handle(msg *message.Message) ([]*message.Message, error) 
 		at, hasAt = h.durable.Position(msg)
 	}
 	ctx := msg.Context()
-	sd, err := h.detector(ctx, s.Service, at, hasAt)
+	sd, err := h.detector(ctx, samples[0].Service, at, hasAt, len(samples))
 	if err != nil {
 		return nil, err
 	}
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
-	if hasAt && sd.placed && at.Partition == sd.at.Partition {
-		if at.Offset < sd.at.Offset {
-			// Redelivered after a restart: the state includes it and its output was published.
-			return nil, nil
+	j := &sd.judging
+	if key := (messageKey{id: msg.UUID, at: at, hasAt: hasAt}); j.key != key {
+		if done, err := h.begin(ctx, sd, samples[0], at, hasAt); done || err != nil {
+			return nil, err
 		}
-		if last, ok := sd.d.Last(); ok && at.Offset > sd.at.Offset && !s.At.After(last) {
-			// Not a redelivery (those are at an offset the state holds): a sample not after
-			// its service's latest, a second run of a producer under the same names, say. It
-			// cannot be judged in order, and it must not rewrite what was recorded at that
-			// time: it goes to the dead letters with the reason rather than vanishing.
-			sd.at = at
-			return nil, lateSample(s, last)
+		*j = judging{key: key, open: true, outs: j.outs[:0]}
+	} else if !j.open {
+		// Handled before, its output perhaps not published: the same again.
+		return h.scoredMessage(j.outs)
+	}
+	// An attempt that failed part way through the message resumes at its first sample without
+	// an output: that one, if the detector took it, is judged again as its last (the same
+	// result again, see detect.Detector.Observe), so a model it trained is saved this time.
+	for i := len(j.outs); i < len(samples); i++ {
+		s := samples[i]
+		res, err := sd.d.Observe(s)
+		if err != nil {
+			return nil, fmt.Errorf("score %s: %w", s.Service, err)
 		}
-		// The previous sample's output is published (it was acknowledged before this one
-		// came), so a state that includes it is safe to save.
-		if at.Offset > sd.at.Offset && sd.unsaved >= h.durable.CheckpointEvery {
-			if err := h.save(ctx, s.Service, sd); err != nil {
+		sd.unsaved++
+		if res.Trained && h.registry != nil {
+			if err := h.saveModel(ctx, sd.d, res); err != nil {
 				return nil, err
 			}
 		}
+		var explanation []incident.Contribution
+		if res.Anomalous {
+			explanation = sd.explain()
+		}
+		j.outs = append(j.outs, ScoredSample{
+			DecodedSample: ins[i], Score: res.Score, Threshold: res.Threshold, Judged: res.Judged,
+			Anomalous: res.Anomalous, ModelVersion: res.ModelVersion, WarmUpLeft: res.WarmUpLeft,
+			Relearned: res.Relearned, Explanation: explanation,
+		})
+		metricsOrNone(h.metrics).Scored(s.Service, res.Score, res.Judged, res.Anomalous)
 	}
-	res, err := sd.d.Observe(s)
-	var explanation []incident.Contribution
-	if err == nil && res.Anomalous {
-		explanation = sd.explain()
-	}
-	if hasAt && (err == nil || errors.Is(err, detect.ErrOutOfOrder)) && at.Offset != sd.at.Offset {
+	j.open = false
+	if hasAt {
 		sd.at, sd.placed = at, true
-		sd.unsaved++
 	}
-	if errors.Is(err, detect.ErrOutOfOrder) {
-		if hasAt {
-			// Not a redelivery (those are passed over by their offset), as above.
-			last, _ := sd.d.Last()
-			return nil, lateSample(s, last)
+	return h.scoredMessage(j.outs)
+}
+
+// begin readies sd for a message whose first sample is first, at position at: it reports
+// done for a message that is not to be judged, a redelivery the saved state includes or, with
+// an error, a late one; and saves sd's state when it is due.
+func (h *ScoreHandler) begin(ctx context.Context, sd *serviceDetector, first sample.Sample, at Position, hasAt bool) (done bool, err error) {
+	inPlace := hasAt && sd.placed && at.Partition == sd.at.Partition
+	if inPlace && at.Offset <= sd.at.Offset {
+		// Redelivered after a restart: the state includes it and its output was published.
+		return true, nil
+	}
+	if last, late := sd.late(first); late {
+		if !hasAt {
+			// Without positions a redelivery (after a rebalance, say) looks the same:
+			// correlation would ignore it either way.
+			h.logger.Warn("sample older than the service's last one ignored", "stage", "score", "service", first.Service, "timestamp", first.At)
+			return true, nil
 		}
-		// Without positions a redelivery (after a rebalance, say) looks the same: correlation
-		// would ignore it either way.
-		h.logger.Warn("sample older than the service's last one ignored", "stage", "score", "service", s.Service, "timestamp", s.At)
-		return nil, nil
+		// Not a redelivery (those are at an offset the state holds): a sample not after its
+		// service's latest, a second run of a producer under the same names, say. It cannot be
+		// judged in order, and it must not rewrite what was recorded at that time: it goes to
+		// the dead letters with the reason rather than vanishing.
+		sd.at, sd.placed = at, true
+		return true, lateSample(first, last)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("score %s: %w", s.Service, err)
-	}
-	if res.Trained && h.registry != nil {
-		if err := h.saveModel(ctx, sd.d, res); err != nil {
-			return nil, err
+	// The previous message's output is published (it was acknowledged before this one came),
+	// so a state that includes it is safe to save.
+	if inPlace && sd.unsaved >= h.durable.CheckpointEvery {
+		if err := h.save(ctx, first.Service, sd); err != nil {
+			return true, err
 		}
 	}
-	out := ScoredSample{
-		DecodedSample: in, Score: res.Score, Threshold: res.Threshold, Judged: res.Judged,
-		Anomalous: res.Anomalous, ModelVersion: res.ModelVersion, WarmUpLeft: res.WarmUpLeft,
-		Relearned: res.Relearned, Explanation: explanation,
-	}
-	payload, err := json.Marshal(out)
+	return false, nil
+}
+
+// late reports whether a message whose first sample is first comes too late to be judged: it
+// is not after the last sample sd judged, returned.
+func (sd *serviceDetector) late(first sample.Sample) (time.Time, bool) {
+	last, ok := sd.d.Last()
+	return last, ok && !first.At.After(last)
+}
+
+// scoredMessage is the message of one input message's scored samples.
+func (h *ScoreHandler) scoredMessage(outs []ScoredSample) ([]*message.Message, error) {
+	payload, err := encodeBatch(outs)
 	if err != nil {
 		return nil, fmt.Errorf("encode scored sample: %w", err)
 	}
-	m := message.NewMessage(sampleID(s.Service, s.At), payload)
-	m.Metadata.Set(MetadataService, s.Service)
-	metricsOrNone(h.metrics).Scored(s.Service, res.Score, res.Judged, res.Anomalous)
+	service, first, last := outs[0].Service, outs[0].Timestamp, outs[len(outs)-1].Timestamp
+	m := message.NewMessage(batchID(service, first, last, len(outs)), payload)
+	m.Metadata.Set(MetadataService, service)
 	return []*message.Message{m}, nil
+}
+
+// decodedSamples decodes a message of decoded samples: one, or a batch of one service's in
+// time order.
+func decodedSamples(payload []byte) ([]DecodedSample, []sample.Sample, error) {
+	ins, err := decodeBatch[DecodedSample](payload, "decoded sample")
+	if err != nil {
+		return nil, nil, err
+	}
+	samples := make([]sample.Sample, len(ins))
+	for i, in := range ins {
+		s, err := in.Sample()
+		if err == nil && i > 0 {
+			err = follows(samples[i-1], s)
+		}
+		if err != nil {
+			return nil, nil, Permanent(inBatch(i, len(ins), err))
+		}
+		samples[i] = s
+	}
+	return ins, samples, nil
 }
 
 // lateSample is the dead-letter reason of a sample not after its service's last one.

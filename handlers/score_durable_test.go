@@ -130,7 +130,7 @@ type durableWorker struct {
 	h *handlers.ScoreHandler
 }
 
-func newDurableWorker(t *testing.T, reg *memRegistry, states *memStates, log *memLog) durableWorker {
+func newDurableWorker(t *testing.T, reg handlers.ModelRegistry, states *memStates, log *memLog) durableWorker {
 	t.Helper()
 	h, err := handlers.NewScoreHandler(detect.Config{WarmUp: testWarmUp}, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -170,12 +170,22 @@ func (w durableWorker) run(t *testing.T, log *memLog, from, to int, outs map[str
 // the outputs of a worker that never stopped, and nothing else.
 func TestScoreResumesExactlyAfterCrashes(t *testing.T) {
 	t.Parallel()
-	log := durableStream(t)
+	singles := durableStream(t)
+	for name, log := range map[string]*memLog{"singly": singles, "in batches": batchedStream(t, singles)} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			resumesExactly(t, log)
+		})
+	}
+}
+
+// resumesExactly is TestScoreResumesExactlyAfterCrashes over one stream.
+func resumesExactly(t *testing.T, log *memLog) {
 	n := len(log.msgs)
 	want := map[string]string{}
 	newDurableWorker(t, newMemRegistry(), &memStates{}, log).run(t, log, 0, n, want)
 	anomalous := 0
-	for _, p := range want {
+	for _, p := range perSample(t, want) {
 		if decodeBody[handlers.ScoredSample](t, []byte(p)).Anomalous {
 			anomalous++
 		}
@@ -190,15 +200,17 @@ func TestScoreResumesExactlyAfterCrashes(t *testing.T) {
 		got := map[string]string{}
 		// Each kill loses the in-memory detectors; the restart begins at the last committed
 		// offset, up to 40 messages behind the last judged one.
+		// (Of 900 messages; as many of each 900 of a shorter stream.)
 		kills := []int{40, 41, 100, 260, 455, 470, 520, 700, 899}
 		committed := 0
-		for i, kill := range append(kills, n) {
+		for i, kill := range append(kills, 900) {
+			kill = kill * n / 900
 			w := newDurableWorker(t, reg, states, log)
-			w.run(t, log, committed, kill, got)
-			committed = max(committed, kill-(i*13)%41)
+			w.run(t, log, min(committed, kill), kill, got)
+			committed = max(committed, kill-(i*13)%41*n/900)
 		}
 		compareOutputs(t, got, want)
-		if states.saves < 3*300/16 {
+		if states.saves < 3*300/16/4 {
 			t.Errorf("%d states saved, want about one per 16 samples of each service", states.saves)
 		}
 	})
@@ -209,10 +221,10 @@ func TestScoreResumesExactlyAfterCrashes(t *testing.T) {
 		a, b := newDurableWorker(t, reg, states, log), newDurableWorker(t, reg, states, log)
 		got := map[string]string{}
 		// a keeps its detectors in memory while b judges; handed back, it must not trust them.
-		a.run(t, log, 0, 200, got)
-		b.run(t, log, 190, 480, got)
-		a.run(t, log, 475, 700, got)
-		b.run(t, log, 700, n, got)
+		a.run(t, log, 0, 200*n/900, got)
+		b.run(t, log, 190*n/900, 480*n/900, got)
+		a.run(t, log, 475*n/900, 700*n/900, got)
+		b.run(t, log, 700*n/900, n, got)
 		compareOutputs(t, got, want)
 	})
 }
@@ -285,7 +297,17 @@ func TestScoreDeadLettersALateSample(t *testing.T) {
 // of a worker that kept them all.
 func TestScoreEvictsAndRestoresExactly(t *testing.T) {
 	t.Parallel()
-	log := durableStream(t)
+	singles := durableStream(t)
+	for name, log := range map[string]*memLog{"singly": singles, "in batches": batchedStream(t, singles)} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			evictsExactly(t, log)
+		})
+	}
+}
+
+// evictsExactly is TestScoreEvictsAndRestoresExactly over one stream.
+func evictsExactly(t *testing.T, log *memLog) {
 	n := len(log.msgs)
 	want := map[string]string{}
 	newDurableWorker(t, newMemRegistry(), &memStates{}, log).run(t, log, 0, n, want)

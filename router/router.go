@@ -15,13 +15,15 @@
 // write their incident changes to OperatorTopic (TopicOutbox) in their own transactions, so
 // persist relays them to incidents like every other change.
 //
-// Kafka topics are keyed by service, so each service's messages stay in order. Outbox topics
-// are PostgreSQL tables (watermill-sql's queue schema): the stages that change incident state
-// write their events there in the same transaction as the state, and the router delivers them
-// on. Every stage is bound to its input and output topic below, one line each: stages that
-// publish inside a transaction get their outbox topic from To; the others return messages and
-// the router publishes them to the topic on their line. Poisoned messages of any stage go to the
-// dead-letter topic (Kafka) with the reason in the metadata.
+// Kafka topics are keyed by service, so each service's messages stay in order. A message of
+// metrics, metrics.decoded or metrics.scored carries one sample or a batch of one service's
+// samples, and stays one message through decode, score and correlate (handlers/messages.go).
+// Outbox topics are PostgreSQL tables (watermill-sql's queue schema): the stages that change
+// incident state write their events there in the same transaction as the state, and the
+// router delivers them on. Every stage is bound to its input and output topic below, one line
+// each: stages that publish inside a transaction get their outbox topic from To; the others
+// return messages and the router publishes them to the topic on their line. Poisoned messages
+// of any stage go to the dead-letter topic (Kafka) with the reason in the metadata.
 package router
 
 import (

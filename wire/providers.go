@@ -2,7 +2,6 @@ package wire
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -143,13 +142,9 @@ func provideTicker(pool *pgxpool.Pool, cfg Config, kc kafka.Config, l watermill.
 }
 
 // payloadReceivedAt reads the broker's receipt time that decode wrote into a decoded or
-// scored sample.
+// scored sample, or batch of them.
 func payloadReceivedAt(r kafka.Record) (time.Time, bool) {
-	var s handlers.DecodedSample
-	if err := json.Unmarshal(r.Message.Payload, &s); err != nil || s.ReceivedAt.IsZero() {
-		return time.Time{}, false
-	}
-	return s.ReceivedAt, true
+	return handlers.ReceivedAt(r.Message.Payload)
 }
 
 func provideCorrelator(cfg Config) (incident.Correlator, error) {

@@ -37,7 +37,7 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 		if err != nil {
 			return fmt.Errorf("outbox publisher: %w", err)
 		}
-		t := &Tx{ctx: ctx, tx: ptx, outbox: pub, watches: map[string]incident.WatchState{}}
+		t := &Tx{ctx: ctx, tx: ptx, outbox: pub, watches: map[string]incident.WatchState{}, isDirty: map[string]bool{}}
 		if err := fn(t); err != nil {
 			return err
 		}
@@ -66,8 +66,11 @@ type Tx struct {
 	// watches are the watches this transaction has locked or saved, as they stand in it, so
 	// that LoadWatch reads them without a round trip.
 	watches map[string]incident.WatchState
-	// saved queues the watch and sample writes; they go to the server together, with the
-	// commit. Only LoadWatch reads service_watch inside a transaction, and it reads watches;
+	// dirty lists the services whose watch was saved, each once, in order; isDirty is its set.
+	dirty   []string
+	isDirty map[string]bool
+	// saved queues the sample writes and, at the commit, the watches'; they go to the server
+	// together. Only LoadWatch reads service_watch inside a transaction, and it reads watches;
 	// nothing reads samples inside one.
 	saved pgx.Batch
 }
@@ -150,30 +153,37 @@ func scanWatch(row pgx.CollectableRow) (incident.WatchState, error) {
 
 // SaveWatch stores the service's correlation state and appends its pending service-level
 // timeline entries (w.Changes). The state is written with the commit, with every other watch
-// the transaction saves, in one round trip.
+// the transaction saves, in one round trip: one update per service, of its last state, however
+// many of its samples the transaction correlated.
 func (t *Tx) SaveWatch(w incident.Watch) error {
 	st := w.State()
-	recent, err := json.Marshal(st.Recent)
-	if err != nil {
-		return fmt.Errorf("encode recent samples of %s: %w", st.Service, err)
+	if !t.isDirty[st.Service] {
+		t.dirty, t.isDirty[st.Service] = append(t.dirty, st.Service), true
 	}
-	t.saved.Queue(`
-		UPDATE service_watch SET last_sample_at = $2, last_received_at = $3, healthy_since = $4,
-			recovered_at = $5, recent = $6, incident_id = $7, healthy_count = $8, updated_at = now()
-		WHERE service = $1`,
-		st.Service, ptr(st.LastSampleAt), ptr(st.LastReceivedAt), ptr(st.HealthySince), ptr(st.RecoveredAt),
-		recent, nullable(st.IncidentID), st.HealthyCount)
 	t.watches[st.Service] = st
 	return t.appendTimeline(st.Service, "", w.Changes())
 }
 
 // sendWatches writes the saved watches and samples, before the commit.
 func (t *Tx) sendWatches() error {
+	for _, service := range t.dirty {
+		st := t.watches[service]
+		recent, err := json.Marshal(st.Recent)
+		if err != nil {
+			return fmt.Errorf("encode recent samples of %s: %w", st.Service, err)
+		}
+		t.saved.Queue(`
+			UPDATE service_watch SET last_sample_at = $2, last_received_at = $3, healthy_since = $4,
+				recovered_at = $5, recent = $6, incident_id = $7, healthy_count = $8, updated_at = now()
+			WHERE service = $1`,
+			st.Service, ptr(st.LastSampleAt), ptr(st.LastReceivedAt), ptr(st.HealthySince), ptr(st.RecoveredAt),
+			recent, nullable(st.IncidentID), st.HealthyCount)
+	}
 	if t.saved.Len() == 0 {
 		return nil
 	}
 	if err := t.tx.SendBatch(t.ctx, &t.saved).Close(); err != nil {
-		return fmt.Errorf("save %d watches and sample batches: %w", t.saved.Len(), err)
+		return fmt.Errorf("save %d watches and the samples: %w", len(t.dirty), err)
 	}
 	return nil
 }
