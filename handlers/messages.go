@@ -2,12 +2,12 @@ package handlers
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"time"
 	"unicode"
 
 	"github.com/google/uuid"
+	fastjson "github.com/segmentio/encoding/json"
 
 	"github.com/incident-engine/engine/domain/incident"
 	"github.com/incident-engine/engine/domain/sample"
@@ -125,9 +125,9 @@ func eventsFor(entries []incident.Entry) []IncidentEvent {
 // array.
 func encodeBatch[T any](items []T) ([]byte, error) {
 	if len(items) == 1 {
-		return json.Marshal(items[0])
+		return fastjson.Marshal(items[0])
 	}
-	return json.Marshal(items)
+	return fastjson.Marshal(items)
 }
 
 // decodeBatch decodes the samples of one message (see encodeBatch); a message without any is
@@ -165,7 +165,7 @@ func batchID(service string, first, last time.Time, n int) string {
 
 func decodeJSON[T any](payload []byte, what string) (T, error) {
 	var v T
-	if err := json.Unmarshal(payload, &v); err != nil {
+	if err := fastjson.Unmarshal(payload, &v); err != nil {
 		return v, Permanent(fmt.Errorf("decode %s: %w", what, err))
 	}
 	return v, nil
