@@ -133,7 +133,7 @@ func DecodeMessage(payload []byte) ([]sample.Sample, error) {
 	if len(payload) > MaxPayload {
 		return nil, Permanent(fmt.Errorf("%w: payload of %d bytes exceeds %d", sample.ErrInvalid, len(payload), MaxPayload))
 	}
-	if trimmed := bytes.TrimLeft(payload, " \t\r\n"); len(trimmed) == 0 || trimmed[0] != '[' {
+	if !isArray(payload) {
 		s, err := decodeSample(payload)
 		if err != nil {
 			return nil, Permanent(err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"time"
-	"unicode"
 
 	"github.com/google/uuid"
 	fastjson "github.com/segmentio/encoding/json"
@@ -133,7 +132,7 @@ func encodeBatch[T any](items []T) ([]byte, error) {
 // decodeBatch decodes the samples of one message (see encodeBatch); a message without any is
 // poisoned.
 func decodeBatch[T any](payload []byte, what string) ([]T, error) {
-	if i := bytes.IndexFunc(payload, func(r rune) bool { return !unicode.IsSpace(r) }); i < 0 || payload[i] != '[' {
+	if !isArray(payload) {
 		one, err := decodeJSON[T](payload, what)
 		return []T{one}, err
 	}
@@ -142,6 +141,12 @@ func decodeBatch[T any](payload []byte, what string) ([]T, error) {
 		err = Permanent(fmt.Errorf("decode %s batch: no samples", what))
 	}
 	return items, err
+}
+
+// isArray reports whether a JSON payload is an array (a batch), not an object (one sample).
+func isArray(payload []byte) bool {
+	trimmed := bytes.TrimLeft(payload, " \t\r\n") // JSON's whitespace
+	return len(trimmed) > 0 && trimmed[0] == '['
 }
 
 // ReceivedAt returns when the broker received the input message of a decoded or scored
