@@ -53,3 +53,28 @@ func TestStageJSONIsTheStandardLibrarys(t *testing.T) {
 		}
 	}
 }
+
+// TestReceivedAtOfABatch checks that the broker's receipt time, which the resolution ticker
+// reads from the oldest pending message of the score and correlate stages, is found in a
+// batch as in a lone sample, and that a payload without one says so.
+func TestReceivedAtOfABatch(t *testing.T) {
+	received := time.Date(2026, 11, 26, 17, 5, 0, 0, time.UTC)
+	samples := []DecodedSample{
+		{Service: "api", Timestamp: received.Add(-2 * time.Minute), ReceivedAt: received},
+		{Service: "api", Timestamp: received.Add(-time.Minute), ReceivedAt: received},
+	}
+	for _, items := range [][]DecodedSample{samples[:1], samples} {
+		payload, err := encodeBatch(items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if at, ok := ReceivedAt(payload); !ok || !at.Equal(received) {
+			t.Errorf("receipt of %s: %s %v, want %s", payload, at, ok, received)
+		}
+	}
+	for _, payload := range []string{`[]`, `not json`, `{"service":"api"}`} {
+		if at, ok := ReceivedAt([]byte(payload)); ok {
+			t.Errorf("receipt of %s: %s, want none", payload, at)
+		}
+	}
+}
