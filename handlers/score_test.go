@@ -20,7 +20,7 @@ const testWarmUp = 32
 
 var scoreStart = time.Date(2026, 11, 26, 17, 0, 0, 0, time.UTC)
 
-func newScoreHandler(t *testing.T) *handlers.ScoreHandler {
+func newScoreHandler(t testing.TB) *handlers.ScoreHandler {
 	t.Helper()
 	h, err := handlers.NewScoreHandler(detect.Config{WarmUp: testWarmUp}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -30,7 +30,7 @@ func newScoreHandler(t *testing.T) *handlers.ScoreHandler {
 }
 
 // decodedMsg builds decode's output for one sample, as the score stage receives it.
-func decodedMsg(t *testing.T, service string, at time.Time, metrics map[string]float64) *message.Message {
+func decodedMsg(t testing.TB, service string, at time.Time, metrics map[string]float64) *message.Message {
 	t.Helper()
 	payload, err := json.Marshal(handlers.DecodedSample{Service: service, Timestamp: at, Metrics: metrics, ReceivedAt: at})
 	if err != nil {
