@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	fastjson "github.com/segmentio/encoding/json"
 
 	"github.com/incident-engine/engine/domain/sample"
 )
@@ -237,59 +238,41 @@ func decodeSample(payload []byte) (sample.Sample, error) {
 }
 
 // duplicateKey reports a key given twice in one JSON object, which encoding/json would accept
-// silently, keeping the last value. It leaves syntax errors to the decoder.
+// silently, keeping the last value, and a top-level key that is not a field of a sample. It
+// leaves syntax errors to the decoder (which has passed the payload before it is called).
 func duplicateKey(payload []byte) error {
 	type object struct {
-		name    string
-		keys    map[string]bool
-		wantKey bool
+		name string
+		keys map[string]bool
 	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.UseNumber()
 	var stack []*object // nil for an array
 	key := ""
-	valueDone := func() {
-		if n := len(stack); n > 0 && stack[n-1] != nil {
-			stack[n-1].wantKey = true
-		}
-	}
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil
-		}
-		if n := len(stack); n > 0 && stack[n-1] != nil && stack[n-1].wantKey {
-			if k, ok := tok.(string); ok {
-				obj := stack[n-1]
-				if n == 1 && !sampleFields[k] {
-					return fmt.Errorf("%w: %q is not a field of a sample (fields are case-sensitive)", sample.ErrInvalid, k)
-				}
-				if obj.keys[k] {
-					where := "at top level"
-					if n > 1 {
-						where = fmt.Sprintf("in %q", obj.name)
-					}
-					return fmt.Errorf("%w: %q given twice %s", sample.ErrInvalid, k, where)
-				}
-				obj.keys[k], obj.wantKey, key = true, false, k
-				continue
+	for t := fastjson.NewTokenizer(payload); t.Next(); {
+		switch {
+		case t.IsKey:
+			k, obj := string(t.String()), stack[len(stack)-1]
+			if len(stack) == 1 && !sampleFields[k] {
+				return fmt.Errorf("%w: %q is not a field of a sample (fields are case-sensitive)", sample.ErrInvalid, k)
 			}
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &object{name: key, keys: map[string]bool{}, wantKey: true})
-		case json.Delim('['):
+			if obj.keys[k] {
+				where := "at top level"
+				if len(stack) > 1 {
+					where = fmt.Sprintf("in %q", obj.name)
+				}
+				return fmt.Errorf("%w: %q given twice %s", sample.ErrInvalid, k, where)
+			}
+			obj.keys[k], key = true, k
+		case t.Delim == '{':
+			stack = append(stack, &object{name: key, keys: map[string]bool{}})
+		case t.Delim == '[':
 			stack = append(stack, nil)
-		case json.Delim('}'), json.Delim(']'):
-			stack = stack[:len(stack)-1]
-			if len(stack) == 0 {
+		case t.Delim == '}' || t.Delim == ']':
+			if stack = stack[:len(stack)-1]; len(stack) == 0 {
 				return nil
 			}
-			valueDone()
-		default:
-			valueDone()
 		}
 	}
+	return nil
 }
 
 // rfc3339 is the exact shape of an RFC 3339 timestamp: time.Parse alone also takes a one-digit
