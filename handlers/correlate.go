@@ -68,20 +68,19 @@ func (h *CorrelateHandler[T]) handle(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
-	items := make([]correlateItem, len(ins))
 	for i, in := range ins {
 		if in.Service == "" || in.Timestamp.IsZero() {
 			return Permanent(inBatch(i, len(ins), errors.New("scored sample without service or timestamp")))
 		}
-		s, err := in.Sample()
-		if err == nil && i > 0 {
-			err = follows(items[i-1].kept.Sample, s)
-		}
-		if err != nil {
-			return Permanent(fmt.Errorf("scored sample: %w", inBatch(i, len(ins), err)))
-		}
+	}
+	samples, err := samplesOf(ins)
+	if err != nil {
+		return Permanent(fmt.Errorf("scored sample: %w", err))
+	}
+	items := make([]correlateItem, len(ins))
+	for i, in := range ins {
 		items[i] = correlateItem{in: in, kept: sample.Scored{
-			Sample: s, Judged: in.Judged, Score: in.Score, Threshold: in.Threshold,
+			Sample: samples[i], Judged: in.Judged, Score: in.Score, Threshold: in.Threshold,
 			Anomalous: in.Anomalous, ModelVersion: in.ModelVersion,
 		}}
 	}

@@ -35,6 +35,23 @@ func (d DecodedSample) Sample() (sample.Sample, error) {
 	return sample.New(d.Service, d.Timestamp, ms)
 }
 
+// samplesOf converts the samples of one message (decoded or scored) into domain samples,
+// checking that they are one service's in time order; an error names the sample's place.
+func samplesOf[T interface{ Sample() (sample.Sample, error) }](ins []T) ([]sample.Sample, error) {
+	out := make([]sample.Sample, len(ins))
+	for i, in := range ins {
+		s, err := in.Sample()
+		if err == nil && i > 0 {
+			err = follows(out[i-1], s)
+		}
+		if err != nil {
+			return nil, inBatch(i, len(ins), err)
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
 // ScoredSample is score's output: the sample with its model's judgement.
 type ScoredSample struct {
 	DecodedSample

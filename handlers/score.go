@@ -546,16 +546,9 @@ func decodedSamples(payload []byte) ([]DecodedSample, []sample.Sample, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	samples := make([]sample.Sample, len(ins))
-	for i, in := range ins {
-		s, err := in.Sample()
-		if err == nil && i > 0 {
-			err = follows(samples[i-1], s)
-		}
-		if err != nil {
-			return nil, nil, Permanent(inBatch(i, len(ins), err))
-		}
-		samples[i] = s
+	samples, err := samplesOf(ins)
+	if err != nil {
+		return nil, nil, Permanent(err)
 	}
 	return ins, samples, nil
 }

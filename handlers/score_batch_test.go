@@ -92,9 +92,7 @@ func TestScoreJudgesABatchAsItsSamplesAlone(t *testing.T) {
 	t.Parallel()
 	singles := durableStream(t)
 	batched := batchedStream(t, singles)
-	one, many := map[string]string{}, map[string]string{}
-	newDurableWorker(t, newMemRegistry(), &memStates{}, singles).run(t, singles, 0, len(singles.msgs), one)
-	newDurableWorker(t, newMemRegistry(), &memStates{}, batched).run(t, batched, 0, len(batched.msgs), many)
+	one, many := uninterrupted(t, singles), uninterrupted(t, batched)
 	if len(many) != len(batched.msgs) || len(batched.msgs) >= len(singles.msgs)/3 {
 		t.Fatalf("%d outputs for %d batched messages of %d samples", len(many), len(batched.msgs), len(singles.msgs))
 	}
@@ -138,8 +136,7 @@ func TestScoreBatchThatFailsPartWayIsJudgedOnce(t *testing.T) {
 	t.Parallel()
 	log := batchedStream(t, durableStream(t))
 	n := len(log.msgs)
-	want := map[string]string{}
-	newDurableWorker(t, newMemRegistry(), &memStates{}, log).run(t, log, 0, n, want)
+	want := uninterrupted(t, log)
 
 	for _, kill := range []bool{false, true} {
 		t.Run(map[bool]string{false: "retried", true: "killed and redelivered"}[kill], func(t *testing.T) {
@@ -193,8 +190,7 @@ func TestScoreBatchThatFailsPartWayIsJudgedOnce(t *testing.T) {
 func TestScoreLateBatchIsDeadLetteredWhole(t *testing.T) {
 	t.Parallel()
 	clean := batchedStream(t, durableStream(t))
-	want := map[string]string{}
-	newDurableWorker(t, newMemRegistry(), &memStates{}, clean).run(t, clean, 0, len(clean.msgs), want)
+	want := uninterrupted(t, clean)
 
 	const k = 60
 	var first, last handlers.DecodedSample

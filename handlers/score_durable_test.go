@@ -170,20 +170,33 @@ func (w durableWorker) run(t *testing.T, log *memLog, from, to int, outs map[str
 // the outputs of a worker that never stopped, and nothing else.
 func TestScoreResumesExactlyAfterCrashes(t *testing.T) {
 	t.Parallel()
+	overBothStreams(t, resumesExactly)
+}
+
+// overBothStreams runs check, in parallel, over durableStream's samples sent singly and sent
+// in batches (batchedStream).
+func overBothStreams(t *testing.T, check func(*testing.T, *memLog)) {
 	singles := durableStream(t)
 	for name, log := range map[string]*memLog{"singly": singles, "in batches": batchedStream(t, singles)} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			resumesExactly(t, log)
+			check(t, log)
 		})
 	}
+}
+
+// uninterrupted returns the outputs of a worker that judges all of log without stopping.
+func uninterrupted(t *testing.T, log *memLog) map[string]string {
+	t.Helper()
+	outs := map[string]string{}
+	newDurableWorker(t, newMemRegistry(), &memStates{}, log).run(t, log, 0, len(log.msgs), outs)
+	return outs
 }
 
 // resumesExactly is TestScoreResumesExactlyAfterCrashes over one stream.
 func resumesExactly(t *testing.T, log *memLog) {
 	n := len(log.msgs)
-	want := map[string]string{}
-	newDurableWorker(t, newMemRegistry(), &memStates{}, log).run(t, log, 0, n, want)
+	want := uninterrupted(t, log)
 	anomalous := 0
 	for _, p := range perSample(t, want) {
 		if decodeBody[handlers.ScoredSample](t, []byte(p)).Anomalous {
@@ -297,20 +310,13 @@ func TestScoreDeadLettersALateSample(t *testing.T) {
 // of a worker that kept them all.
 func TestScoreEvictsAndRestoresExactly(t *testing.T) {
 	t.Parallel()
-	singles := durableStream(t)
-	for name, log := range map[string]*memLog{"singly": singles, "in batches": batchedStream(t, singles)} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			evictsExactly(t, log)
-		})
-	}
+	overBothStreams(t, evictsExactly)
 }
 
 // evictsExactly is TestScoreEvictsAndRestoresExactly over one stream.
 func evictsExactly(t *testing.T, log *memLog) {
 	n := len(log.msgs)
-	want := map[string]string{}
-	newDurableWorker(t, newMemRegistry(), &memStates{}, log).run(t, log, 0, n, want)
+	want := uninterrupted(t, log)
 
 	t.Run("capped at two", func(t *testing.T) {
 		t.Parallel()
