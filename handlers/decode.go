@@ -1,11 +1,9 @@
 package handlers
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"regexp"
 	"strconv"
@@ -142,7 +140,7 @@ func DecodeMessage(payload []byte) ([]sample.Sample, error) {
 		return []sample.Sample{s}, nil
 	}
 	var raws []json.RawMessage
-	if err := json.Unmarshal(payload, &raws); err != nil {
+	if err := fastjson.Unmarshal(payload, &raws); err != nil {
 		return nil, Permanent(fmt.Errorf("%w: not a JSON array of samples: %w", sample.ErrInvalid, err))
 	}
 	if len(raws) == 0 || len(raws) > MaxBatch {
@@ -184,13 +182,12 @@ func inBatch(i, n int, err error) error {
 
 // decodeSample parses and validates one sample.
 func decodeSample(payload []byte) (sample.Sample, error) {
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.DisallowUnknownFields()
 	var w wireSample
-	if err := dec.Decode(&w); err != nil {
+	rest, err := fastjson.Parse(payload, &w, fastjson.DisallowUnknownFields)
+	if err != nil {
 		return sample.Sample{}, fmt.Errorf("%w: not a JSON sample: %w", sample.ErrInvalid, err)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	if len(rest) != 0 {
 		return sample.Sample{}, fmt.Errorf("%w: trailing data after the JSON object", sample.ErrInvalid)
 	}
 	var errs []error
@@ -301,7 +298,7 @@ func parseTimestamp(raw json.RawMessage) (time.Time, error) {
 	}
 	if raw[0] == '"' {
 		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		if err := fastjson.Unmarshal(raw, &s); err != nil {
 			return time.Time{}, fmt.Errorf("%w: timestamp: %w", sample.ErrInvalid, err)
 		}
 		t, err := time.Parse(time.RFC3339Nano, s)

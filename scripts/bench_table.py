@@ -28,10 +28,12 @@ RUNS = [
 PIPELINE = [
     ("./cmd/worker", "Pipeline$", "3000x"),
     ("./cmd/worker", "PipelineFleet$", "20000x"),
-    ("./cmd/worker", "PipelineFleetBatched$", "20000x"),
+    # A backlog after an outage: each service's samples 20 to a message, a million in all.
+    ("./cmd/worker", "PipelineFleetBatched$", "1000000x"),
     # Live traffic at a steady rate: the latency from a sample's arrival to its correlation.
     ("./cmd/worker", "PipelineLatency$", "20000x", "1000"),
     ("./cmd/worker", "PipelineLatency$", "30000x", "3000"),
+    ("./cmd/worker", "PipelineLatency$", "50000x", "5000"),
 ]
 
 LINE = re.compile(r"^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+(.*)$")
@@ -141,10 +143,11 @@ def main():
         rows += [
             ("whole pipeline, 3 services (`BenchmarkPipeline`)", pipeline_cell(go['BenchmarkPipeline']), ""),
             ("whole pipeline, 1,000 services (`BenchmarkPipelineFleet`)", pipeline_cell(go['BenchmarkPipelineFleet']), ""),
-            ("the same, each service's samples 20 to a message (`BenchmarkPipelineFleetBatched`)", pipeline_cell(go['BenchmarkPipelineFleetBatched']), ""),
+            ("a backlog of 1,000,000 samples from the same services, 20 to a message (`BenchmarkPipelineFleetBatched`)", pipeline_cell(go['BenchmarkPipelineFleetBatched']), ""),
             ("from arrival to correlation, 1,000 services live at 1,000 samples/s (`BenchmarkPipelineLatency`)",
              latency_cell(go['BenchmarkPipelineLatency@1000']), ""),
             ("the same at 3,000 samples/s", latency_cell(go['BenchmarkPipelineLatency@3000']), ""),
+            ("the same at 5,000 samples/s", latency_cell(go['BenchmarkPipelineLatency@5000']), ""),
         ]
     print(f"Machine: {machine()}; scikit-learn {sk['version'] if sk else 'not installed'}\n")
     print("| | this engine | scikit-learn 100 trees, 256 samples |")

@@ -27,7 +27,7 @@ func BenchmarkPipelineLatency(b *testing.B) {
 		}
 		rate = r
 	}
-	const warmUp = 32
+	const warmUp = 256
 	services := fleet("live", 1000)
 	e := warmedUp(b, services, warmUp)
 
