@@ -166,11 +166,15 @@ func NewScoreHandler(cfg detect.Config, registry ModelRegistry, logger *slog.Log
 	return &ScoreHandler{cfg: cfg, registry: registry, logger: logger, detectors: make(map[string]*serviceDetector), reached: make(map[int32]int64)}, nil
 }
 
+// DefaultCheckpointEvery is Durability.CheckpointEvery unless set: how many of a service's
+// samples pass between two saves of its state.
+const DefaultCheckpointEvery = 256
+
 // SetDurability makes the stage save and restore its detectors' state (see Durability); it
 // needs a model registry, and is called before the stage handles its first message.
 func (h *ScoreHandler) SetDurability(d Durability) error {
 	if d.CheckpointEvery == 0 {
-		d.CheckpointEvery = 256
+		d.CheckpointEvery = DefaultCheckpointEvery
 	}
 	if d.IdleAfter == 0 {
 		d.IdleAfter = 30 * time.Minute

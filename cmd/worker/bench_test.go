@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/incident-engine/engine/handlers"
 	"github.com/incident-engine/engine/wire"
 )
 
@@ -52,13 +53,14 @@ func fleet(prefix string, n int) []string {
 // grows only twice in its life (at 512 and 1,024 samples with the defaults), then once a day,
 // which at a sample every 10 seconds is one training for 8,640 samples. The trees are those of
 // the worker's default warm-up of 256: as deep, so as costly to walk. And the services are
-// out of step, as in a fleet: service i of n starts i·256/n samples earlier, so that their
-// checkpoints (a saved state every 256 samples of a service) fall evenly over the timed
-// samples instead of all at once.
+// out of step, as in a fleet: service i of n starts i·c/n samples earlier, where c is the
+// checkpoint period (a saved state every handlers.DefaultCheckpointEvery samples of a
+// service), so that their checkpoints fall evenly over the timed samples instead of all at
+// once.
 func warmedUp(b *testing.B, services []string, warmUp int) *engine {
 	e := startEngine(b, func(c *wire.Config) { c.Detect.WarmUp, c.Detect.RetrainWindow = warmUp, warmUp })
 	for i, s := range services {
-		early := i * 256 / len(services)
+		early := i * handlers.DefaultCheckpointEvery / len(services)
 		e.publishRaw(b, s, batches(samplesJSON(s, simStart.Add(-time.Duration(early)*time.Minute), warmUp+early, normalLatency), 64)...)
 	}
 	e.waitProcessed(b, simStart.Add(time.Duration(warmUp-1)*time.Minute), services...)

@@ -24,6 +24,7 @@ import (
 	"github.com/incident-engine/engine/cmd/internal/cli"
 	"github.com/incident-engine/engine/domain/detect"
 	"github.com/incident-engine/engine/domain/incident"
+	"github.com/incident-engine/engine/handlers"
 	"github.com/incident-engine/engine/infra/notify"
 	"github.com/incident-engine/engine/infra/remediate"
 	"github.com/incident-engine/engine/wire"
@@ -110,7 +111,7 @@ Usage: worker [flags]
 	fs.IntVar(&cfg.Detect.Context, "context", env.Int("CONTEXT", 10), "samples whose mean surprise is the evidence [CONTEXT]")
 	fs.DurationVar(&cfg.Detect.RetrainEvery, "retrain-every", env.Duration("RETRAIN_EVERY", 24*time.Hour), "sample time between two retrainings of a service's model [RETRAIN_EVERY]")
 	fs.IntVar(&cfg.Detect.RetrainWindow, "retrain-window", env.Int("RETRAIN_WINDOW", 1440), "samples a retraining draws from [RETRAIN_WINDOW]")
-	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", env.Int("CHECKPOINT_EVERY", 256), "samples of a service between two saves of its detector state (the most a restore replays) [CHECKPOINT_EVERY]")
+	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", env.Int("CHECKPOINT_EVERY", handlers.DefaultCheckpointEvery), "samples of a service between two saves of its detector state (the most a restore replays) [CHECKPOINT_EVERY]")
 	fs.IntVar(&cfg.Correlation.OpenAfter, "open-after", env.Int("OPEN_AFTER", 2), "anomalies among the last --open-window samples that open an incident [OPEN_AFTER]")
 	fs.IntVar(&cfg.Correlation.Window, "open-window", env.Int("OPEN_WINDOW", 3), "samples the open rule looks at [OPEN_WINDOW]")
 	fs.DurationVar(&cfg.Correlation.OpenSpan, "open-span", env.Duration("OPEN_SPAN", 8*time.Minute), "sample time the open rule also looks at: when it holds more than --open-window samples (at most 64), the same share of them must be anomalous; 0: samples only [OPEN_SPAN]")
