@@ -26,8 +26,10 @@ import (
 var ProtocolVersion = sarama.V3_6_0_0
 
 // Partitions is how many partitions the engine creates each of its Kafka topics with (the
-// in-process broker too): more than the cores of a worker, so several workers can share them.
-const Partitions = 24
+// in-process broker too): many more than the cores of a worker, so several workers can share
+// them, and so that a stage has many services' messages at hand at once (a partition hands it
+// one at a time) and correlate's transactions gather many samples sent singly.
+const Partitions = 96
 
 // KeyMetadata is the message metadata whose value becomes the Kafka record key, so all
 // messages of one service land on one partition, in order.

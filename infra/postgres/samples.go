@@ -2,13 +2,13 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	fastjson "github.com/segmentio/encoding/json"
 
 	"github.com/incident-engine/engine/domain/sample"
 )
@@ -38,7 +38,7 @@ func (t *Tx) SaveSamples(batch ...sample.Scored) error {
 		for _, mt := range x.Metrics {
 			values[mt.Name] = mt.Value
 		}
-		m, err := json.Marshal(values)
+		m, err := fastjson.Marshal(values)
 		if err != nil {
 			return fmt.Errorf("encode metrics of %s: %w", x.Service, err)
 		}
@@ -77,7 +77,7 @@ func (s *Samples) Range(ctx context.Context, service string, from, to time.Time,
 		}
 		x.At = x.At.UTC()
 		var values map[string]float64
-		if err := json.Unmarshal(m, &values); err != nil {
+		if err := fastjson.Unmarshal(m, &values); err != nil {
 			return nil, fmt.Errorf("decode sample metrics: %w", err)
 		}
 		for name, v := range values {

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	fastjson "github.com/segmentio/encoding/json"
 
 	"github.com/incident-engine/engine/domain/incident"
 )
@@ -85,9 +85,10 @@ func (t *Tx) LoadWatch(service string) (incident.Watch, error) {
 	return incident.UnmarshalWatchFromDatabase(t.watches[service]), nil
 }
 
-// LockWatches locks the services' watches, creating those that are new, in one round trip: the
-// LoadWatch of each that follows reads it from the transaction. Rows are locked in the order
-// of the services' names, so two transactions locking overlapping sets cannot deadlock.
+// LockWatches locks the services' watches, creating those that are new: one round trip when
+// every service has a watch, as all but a new service's first samples find; the LoadWatch of
+// each that follows reads it from the transaction. Rows are locked in the order of the
+// services' names, so two transactions locking overlapping sets cannot deadlock.
 func (t *Tx) LockWatches(services ...string) error {
 	var todo []string
 	for _, s := range services {
@@ -100,29 +101,45 @@ func (t *Tx) LockWatches(services ...string) error {
 	}
 	slices.Sort(todo)
 	todo = slices.Compact(todo)
-	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO service_watch (service) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING`, todo)
-	b.Queue(`
-		SELECT service, last_sample_at, last_received_at, healthy_since, healthy_count, recovered_at, recent, incident_id::text
-		FROM service_watch WHERE service = ANY($1) ORDER BY service FOR UPDATE`, todo)
-	br := t.tx.SendBatch(t.ctx, b)
-	defer br.Close()
-	if _, err := br.Exec(); err != nil {
-		return fmt.Errorf("create watches for %d services: %w", len(todo), err)
+	if err := t.lockWatches(todo); err != nil {
+		return err
 	}
-	rows, err := br.Query()
+	var missing []string
+	for _, s := range todo {
+		if _, ok := t.watches[s]; !ok {
+			missing = append(missing, s)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	// Watches of services seen for the first time. A watch another transaction creates
+	// meanwhile is kept; the insert then waits for that transaction and locks nothing new.
+	if _, err := t.tx.Exec(t.ctx, `INSERT INTO service_watch (service) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING`, missing); err != nil {
+		return fmt.Errorf("create watches for %d services: %w", len(missing), err)
+	}
+	if err := t.lockWatches(missing); err != nil {
+		return err
+	}
+	for _, s := range missing {
+		if _, ok := t.watches[s]; !ok {
+			return fmt.Errorf("load watches of %d services: %s not found", len(todo), s)
+		}
+	}
+	return nil
+}
+
+// lockWatches locks and reads the watches of services (sorted) that exist.
+func (t *Tx) lockWatches(services []string) error {
+	rows, err := t.tx.Query(t.ctx, `
+		SELECT service, last_sample_at, last_received_at, healthy_since, healthy_count, recovered_at, recent, incident_id::text
+		FROM service_watch WHERE service = ANY($1) ORDER BY service FOR UPDATE`, services)
 	if err != nil {
-		return fmt.Errorf("load watches of %d services: %w", len(todo), err)
+		return fmt.Errorf("load watches of %d services: %w", len(services), err)
 	}
 	states, err := pgx.CollectRows(rows, scanWatch)
-	if err == nil {
-		err = br.Close()
-	}
 	if err != nil {
-		return fmt.Errorf("load watches of %d services: %w", len(todo), err)
-	}
-	if len(states) != len(todo) {
-		return fmt.Errorf("load watches of %d services: %d found", len(todo), len(states))
+		return fmt.Errorf("load watches of %d services: %w", len(services), err)
 	}
 	for _, st := range states {
 		t.watches[st.Service] = st
@@ -145,7 +162,7 @@ func scanWatch(row pgx.CollectableRow) (incident.WatchState, error) {
 	if incidentID != nil {
 		st.IncidentID = *incidentID
 	}
-	if err := json.Unmarshal(recent, &st.Recent); err != nil {
+	if err := fastjson.Unmarshal(recent, &st.Recent); err != nil {
 		return st, fmt.Errorf("decode recent samples of %s: %w", st.Service, err)
 	}
 	return st, nil
@@ -168,7 +185,7 @@ func (t *Tx) SaveWatch(w incident.Watch) error {
 func (t *Tx) sendWatches() error {
 	for _, service := range t.dirty {
 		st := t.watches[service]
-		recent, err := json.Marshal(st.Recent)
+		recent, err := fastjson.Marshal(st.Recent)
 		if err != nil {
 			return fmt.Errorf("encode recent samples of %s: %w", st.Service, err)
 		}
@@ -299,7 +316,7 @@ func (t *Tx) appendTimeline(service, incidentID string, entries []incident.Entry
 // through here, in the caller's transaction.
 func appendTimeline(ctx context.Context, tx pgx.Tx, service, incidentID string, entries []incident.Entry) error {
 	for _, e := range entries {
-		details, err := json.Marshal(e.Details)
+		details, err := fastjson.Marshal(e.Details)
 		if err != nil {
 			return fmt.Errorf("encode timeline details: %w", err)
 		}
