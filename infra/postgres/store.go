@@ -87,8 +87,10 @@ func (t *Tx) LoadWatch(service string) (incident.Watch, error) {
 
 // LockWatches locks the services' watches, creating those that are new: one round trip when
 // every service has a watch, as all but a new service's first samples find; the LoadWatch of
-// each that follows reads it from the transaction. Rows are locked in the order of the
-// services' names, so two transactions locking overlapping sets cannot deadlock.
+// each that follows reads it from the transaction. Existing rows are locked in the order of
+// the services' names, new ones created and locked after them in that order, so only two
+// transactions (of two workers during a rebalance) creating the same services at once can
+// deadlock; PostgreSQL then aborts one, whose message is retried.
 func (t *Tx) LockWatches(services ...string) error {
 	var todo []string
 	for _, s := range services {
@@ -113,8 +115,8 @@ func (t *Tx) LockWatches(services ...string) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	// Watches of services seen for the first time. A watch another transaction creates
-	// meanwhile is kept; the insert then waits for that transaction and locks nothing new.
+	// Watches of services seen for the first time. A watch another transaction has created
+	// meanwhile is kept as it is, and locked by the select.
 	if _, err := t.tx.Exec(t.ctx, `INSERT INTO service_watch (service) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING`, missing); err != nil {
 		return fmt.Errorf("create watches for %d services: %w", len(missing), err)
 	}
