@@ -92,12 +92,7 @@ func (t *Tx) LoadWatch(service string) (incident.Watch, error) {
 // transactions (of two workers during a rebalance) creating the same services at once can
 // deadlock; PostgreSQL then aborts one, whose message is retried.
 func (t *Tx) LockWatches(services ...string) error {
-	var todo []string
-	for _, s := range services {
-		if _, ok := t.watches[s]; !ok {
-			todo = append(todo, s)
-		}
-	}
+	todo := t.unlocked(services)
 	if len(todo) == 0 {
 		return nil
 	}
@@ -106,12 +101,7 @@ func (t *Tx) LockWatches(services ...string) error {
 	if err := t.lockWatches(todo); err != nil {
 		return err
 	}
-	var missing []string
-	for _, s := range todo {
-		if _, ok := t.watches[s]; !ok {
-			missing = append(missing, s)
-		}
-	}
+	missing := t.unlocked(todo)
 	if len(missing) == 0 {
 		return nil
 	}
@@ -123,12 +113,21 @@ func (t *Tx) LockWatches(services ...string) error {
 	if err := t.lockWatches(missing); err != nil {
 		return err
 	}
-	for _, s := range missing {
-		if _, ok := t.watches[s]; !ok {
-			return fmt.Errorf("load watches of %d services: %s not found", len(todo), s)
-		}
+	if still := t.unlocked(missing); len(still) > 0 {
+		return fmt.Errorf("load watches of %d services: %s not found", len(todo), still[0])
 	}
 	return nil
+}
+
+// unlocked returns the services, in their order, whose watch the transaction does not hold yet.
+func (t *Tx) unlocked(services []string) []string {
+	var out []string
+	for _, s := range services {
+		if _, ok := t.watches[s]; !ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // lockWatches locks and reads the watches of services (sorted) that exist.
