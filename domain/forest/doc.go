@@ -12,8 +12,8 @@
 //
 // Trees are stored in one flat array of 12-byte splits with float32
 // thresholds and their ranges in 16 bits, their leaves folded into their
-// parents' links, so a model of 100 trees of 256 rows takes about 80 KB; [Forest.Score] and
-// [Forest.ScoreExtended] walk four trees at once in lock-step, run without
+// parents' links, so a model of 100 trees of 256 rows takes about 80 KB; [Forest.Score]
+// walks eight trees at once in lock-step and [Forest.ScoreExtended] four; both run without
 // allocating and are safe for concurrent use. Training draws and partitions
 // in float64 and keeps each threshold on the same side of every training row.
 // A trained forest can be persisted with [Forest.MarshalBinary] and restored

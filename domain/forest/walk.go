@@ -9,11 +9,19 @@ import "math"
 // walk that has reached its leaf steps on its last split with no effect until every lane is
 // done); the one branch left, in ScoreExtended, is whether x lies outside a split's training
 // range, which for normal samples is rare and well predicted, and skips a division.
+// Score's lanes are each one integer held in a register; ScoreExtended's, which carry the
+// share of x still walking and its path so far, are arrays, since its step is too large for
+// the compiler to inline and a call a step would cost more than the arrays do.
 
-// lanes is how many trees a walk follows at once.
+// lanes is how many trees ScoreExtended follows at once; Score's walk (totalPath) follows
+// eight, each lane's state one register (see lane).
 const lanes = 4
 
-// totalPath returns the sum over all trees of the path length of x.
+// totalPath returns the sum over all trees of the path length of x. It walks eight trees at
+// a time, each lane's state a single integer that the compiler keeps in a register (an
+// array of lanes would live in memory, and every step of the walk would wait on a store);
+// lanes past the last tree walk it again, uncounted. The sum is taken in tree order, each
+// tree's depth + c(n) as a unit, so it equals a walk of one tree after another exactly.
 func (f *Forest) totalPath(x []float64) float64 {
 	var sum float64
 	if len(f.splits) == 0 { // every tree a leaf
@@ -22,40 +30,50 @@ func (f *Forest) totalPath(x []float64) float64 {
 		}
 		return sum
 	}
-	splits, last := f.splits, int32(len(f.splits)-1)
-	for t := 0; t < len(f.roots); t += lanes {
-		// Each lane's split (an index in splits, which stays on the last split once the
-		// walk has reached its leaf), its tree's first split, the reference reached and
-		// the depth. Lanes past the last tree walk it again, uncounted.
-		var at, base [lanes]int32
-		var ref, depth [lanes]uint32
-		n := min(lanes, len(f.roots)-t)
-		for k := range lanes {
-			tree := t + min(k, n-1)
-			base[k] = min(f.starts[tree], last)
-			at[k], ref[k] = base[k], uint32(f.roots[tree])
-		}
+	splits := f.splits
+	for t := 0; t < len(f.roots); t += 8 {
+		n := min(8, len(f.roots)-t)
+		l0, l1, l2, l3 := f.lane(t, n, 0), f.lane(t, n, 1), f.lane(t, n, 2), f.lane(t, n, 3)
+		l4, l5, l6, l7 := f.lane(t, n, 4), f.lane(t, n, 5), f.lane(t, n, 6), f.lane(t, n, 7)
+		var depths uint64 // a byte a lane
 		for range f.depth {
-			all := uint32(leafFlag)
-			for k := range lanes {
-				all &= ref[k]
-				nd := &splits[at[k]]
-				next := nd.next(x[nd.feature()])
-				walking := ref[k]>>11&1 ^ 1
-				ref[k] ^= (ref[k] ^ next) & -walking
-				depth[k] += walking
-				at[k] ^= (at[k] ^ (base[k] + int32(next&leafMask))) & -int32(walking&(next>>11&1^1))
-			}
-			if all != 0 {
+			if l0&l1&l2&l3&l4&l5&l6&l7&leafFlag != 0 {
 				break
 			}
+			depths += walking(l0) | walking(l1)<<8 | walking(l2)<<16 | walking(l3)<<24 |
+				walking(l4)<<32 | walking(l5)<<40 | walking(l6)<<48 | walking(l7)<<56
+			l0, l1, l2, l3 = step(splits, x, l0), step(splits, x, l1), step(splits, x, l2), step(splits, x, l3)
+			l4, l5, l6, l7 = step(splits, x, l4), step(splits, x, l5), step(splits, x, l6), step(splits, x, l7)
 		}
-		for k := range n {
-			sum += float64(depth[k]) + leafPath[ref[k]&leafMask]
+		for k, l := range [8]uint64{l0, l1, l2, l3, l4, l5, l6, l7} {
+			if k < n {
+				sum += float64(depths>>(8*k)&0xFF) + leafPath[l&leafMask]
+			}
 		}
 	}
 	return sum
 }
+
+// lane is the state of a walk down tree t+k of the n trees from t (the last of them for k ≥
+// n): the index in splits of the tree's first split in the high 32 bits (its last split for
+// a tree that is a leaf, so that every step reads a split), the reference reached in the low
+// 12.
+func (f *Forest) lane(t, n, k int) uint64 {
+	tree := t + min(k, n-1)
+	return uint64(min(f.starts[tree], int32(len(f.splits)-1)))<<32 | uint64(f.roots[tree])
+}
+
+// step moves lane l one split down, or leaves it at its leaf. Small enough to be inlined,
+// which keeps the eight lanes in registers.
+func step(splits []split, x []float64, l uint64) uint64 {
+	r := uint32(l)
+	m := (r>>11&1 - 1) & refMask // refMask while walking, 0 at the leaf
+	nd := &splits[uint32(l>>32)+r&m&leafMask]
+	return l ^ uint64((r^nd.link>>(left(x[nd.link>>24], nd.at)*12))&m)
+}
+
+// walking is 1 while lane l has not reached its leaf, else 0.
+func walking(l uint64) uint64 { return uint64(uint32(l)>>11&1 ^ 1) }
 
 // ScoreExtended is Score for novelty detection: it also isolates points that lie outside the
 // training data, which Score cannot do.
