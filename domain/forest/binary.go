@@ -169,7 +169,8 @@ func invalid(format string, args ...any) error {
 // validate checks the structure of a decoded forest and sets its depth. Tree t owns splits
 // [starts[t], starts[t+1]); a tree without splits has a leaf for root, any other its first
 // split. Every reference to a split points inside its tree and after its parent, so every
-// walk ends at a leaf without leaving the array, and every leaf holds at most SampleSize rows.
+// walk ends at a leaf without leaving the array, and every leaf holds at most SampleSize rows;
+// no path is longer than MaxDepth.
 func (g *Forest) validate() error {
 	if g.starts[0] != 0 {
 		return invalid("first tree starts at %d, want 0", g.starts[0])
@@ -223,6 +224,9 @@ func (g *Forest) validate() error {
 		if end > start {
 			g.depth = max(g.depth, depth[0])
 		}
+	}
+	if g.depth > MaxDepth {
+		return invalid("a path of %d splits, at most %d", g.depth, MaxDepth)
 	}
 	return nil
 }

@@ -24,6 +24,9 @@ const (
 	MaxSampleSize = 2048
 	// MaxDims is the most features a forest can split on: a node names its feature in 8 bits.
 	MaxDims = 256
+	// MaxDepth is the most splits on a path: training stops at ceil(log2(SampleSize)) splits,
+	// 11 for MaxSampleSize, and Score's walk counts each tree's depth in a byte.
+	MaxDepth = 11
 )
 
 // eulerGamma is the Euler–Mascheroni constant used by AveragePathLength.

@@ -512,6 +512,17 @@ func TestUnmarshalStructure(t *testing.T) {
 		{"zero-dims", func(g *Forest) { g.dims = 0 }, "a model needs at least one feature"},
 		{"too-many-dims", func(g *Forest) { g.dims = MaxDims + 1 }, "a split names its feature in 8 bits"},
 		{"zero-sample", func(g *Forest) { g.sampleSize = 0 }, "a model was trained on at least one row"},
+		{"too-deep", func(g *Forest) {
+			g.splits = g.splits[:g.starts[2]] // the last tree becomes a chain of MaxDepth+1 splits
+			for j := range MaxDepth + 1 {
+				s := newSplit(0, float32(j)+0.5, float64(j), MaxDepth+1)
+				s.link |= leafRef(1)<<12 | uint32(j+1)
+				if j == MaxDepth {
+					s.link = s.link&^refMask | leafRef(1)
+				}
+				g.splits = append(g.splits, s)
+			}
+		}, "training never grows a path longer than MaxDepth, which the walks count in a byte"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
