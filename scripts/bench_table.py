@@ -127,6 +127,7 @@ def main():
         ("batch of 100,000 rows, 3 / 19 features", "one sample at a time, as above",
          skl(lambda s: f"{s[3]['batch_rate']:,.0f}/s / {s[19]['batch_rate']:,.0f}/s")),
         ("4,096 models in turn, 3 features (`ScoreExtendedModels`)", per_call(go["BenchmarkScoreExtendedModels"]), ""),
+        ("4,096 models in turn, 3 features (paper's `Score`, `ScoreModels`)", per_call(go["BenchmarkScoreModels"]), ""),
         ("one model in memory (100 trees of 256 rows, 3 features)",
          f"{go['BenchmarkScoreExtendedModels']['model-bytes'] / 1024:,.0f} KiB",
          skl(lambda s: f"{s['model_bytes'] / 1024:,.0f} KiB pickled")),

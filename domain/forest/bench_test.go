@@ -87,7 +87,12 @@ func BenchmarkTrain(b *testing.B) {
 // turn, in a shuffled order, as a worker judging 4,096 services does: the models do not fit
 // in the processor's caches, so each walk waits on memory. It reports the bytes one model
 // holds.
-func BenchmarkScoreExtendedModels(b *testing.B) {
+func BenchmarkScoreExtendedModels(b *testing.B) { benchModels(b, (*Forest).ScoreExtended) }
+
+// BenchmarkScoreModels is BenchmarkScoreExtendedModels with the paper's Score.
+func BenchmarkScoreModels(b *testing.B) { benchModels(b, (*Forest).Score) }
+
+func benchModels(b *testing.B, score func(*Forest, []float64) float64) {
 	const models = 4096
 	trained := make([]*Forest, 16)
 	for i := range trained {
@@ -109,7 +114,7 @@ func BenchmarkScoreExtendedModels(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		sink += forests[i&(models-1)].ScoreExtended(queries[i&(benchQueries-1)])
+		sink += score(forests[i&(models-1)], queries[i&(benchQueries-1)])
 	}
 	reportRate(b)
 	b.ReportMetric(bytes/models, "model-bytes")
