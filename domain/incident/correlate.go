@@ -301,9 +301,15 @@ func (c Correlator) Observe(w *Watch, cur *Incident, o Observation, newID NewID)
 		sig.Explanation = o.Explanation
 	}
 	// A silenced anomaly takes its place in the open-after window as a sample that does not
-	// count, so anomalies inside a silence can never open an incident, then or after it.
+	// count, so anomalies inside a silence can never open an incident, then or after it. A
+	// sample that does not count is remembered by its time alone: the open rule reads only
+	// the anomalies' signals, and the watch is stored after every sample.
 	silenced := o.Anomalous && o.Silence != ""
-	w.recent = append(w.recent, Recent{Signal: sig, Anomalous: o.Anomalous && !silenced})
+	if o.Anomalous && !silenced {
+		w.recent = append(w.recent, Recent{Signal: sig, Anomalous: true})
+	} else {
+		w.recent = append(w.recent, Recent{Signal: Signal{At: o.At}})
+	}
 	c.trimRecent(w)
 
 	if !o.Anomalous {

@@ -604,6 +604,41 @@ func TestCorrelatorOpenSpan(t *testing.T) {
 	}
 }
 
+// TestRecentKeepsOnlyWhatTheOpenRuleReads checks what a watch remembers of its recent
+// samples: an anomaly's whole signal, which an incident opens with, and of a sample that does
+// not count (healthy, or an anomaly inside a silence) its time alone, which is all the open
+// rule reads of it; the watch is stored after every sample, so what it holds is what each
+// sample costs the database.
+func TestRecentKeepsOnlyWhatTheOpenRuleReads(t *testing.T) {
+	t.Parallel()
+	c, err := incident.NewCorrelator(incident.CorrelationConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := incident.NewWatch("api")
+	pattern := "..q.s.x"
+	for i := range len(pattern) {
+		o := observation(i, pattern[i], receiptLag)
+		o.ModelVersion = 2
+		if _, err := c.Observe(&w, nil, o, func(string, time.Time) string { return "inc-1" }); err != nil {
+			t.Fatalf("sample %d: %v", i, err)
+		}
+	}
+	got := w.Recent()
+	if len(got) != len(pattern) {
+		t.Fatalf("%d recent samples, want %d (all within the open span)", len(got), len(pattern))
+	}
+	for i, r := range got[:len(got)-1] {
+		if want := (incident.Recent{Signal: incident.Signal{At: at(i)}}); !reflect.DeepEqual(r, want) {
+			t.Errorf("recent sample %d (%q) = %+v, want its time alone", i, pattern[i], r)
+		}
+	}
+	last := got[len(got)-1]
+	if !last.Anomalous || last.Score != anomalyScore || last.Threshold != thr || last.ModelVersion != 2 || !last.At.Equal(at(len(pattern)-1)) {
+		t.Errorf("the anomaly is remembered as %+v, want its whole signal", last)
+	}
+}
+
 func TestCorrelationConfig(t *testing.T) {
 	t.Parallel()
 	c, err := incident.NewCorrelator(incident.CorrelationConfig{})
