@@ -138,9 +138,11 @@ func TestTrainOOB(t *testing.T) {
 	}
 }
 
-// TestLockStepWalks checks the four-trees-at-once walks of Score and ScoreExtended against a
-// plain walk of one tree after another, written here with branches, for forests whose tree
-// count is and is not a multiple of four, on points inside and far outside the data.
+// TestLockStepWalks checks the lock-step walks of Score (eight trees at once) and
+// ScoreExtended (four) against a plain walk of one tree after another, written here with
+// branches, for forests whose tree count is and is not a multiple of four and of eight, on
+// points inside and far outside the data, and for a forest whose trees are partly single
+// leaves. Score must equal the sum of pathLength over the trees to the last bit.
 func TestLockStepWalks(t *testing.T) {
 	rows := gaussianRows(3000, 3, 21)
 	plain := func(f *Forest, x []float64, extended bool) float64 {
@@ -172,9 +174,7 @@ func TestLockStepWalks(t *testing.T) {
 		}
 		return math.Exp2(-sum * f.invNorm)
 	}
-	probes := append(gaussianRows(300, 3, 22), []float64{40, 0, 0}, []float64{-1e6, 3, -7}, []float64{0, 0, 1e30})
-	for _, trees := range []int{1, 4, 7, 100} {
-		f := mustTrain(t, rows, Config{Trees: trees, Seed: uint64(trees)})
+	check := func(t *testing.T, f *Forest, probes [][]float64) {
 		for _, x := range probes {
 			for _, c := range []struct {
 				name     string
@@ -182,9 +182,34 @@ func TestLockStepWalks(t *testing.T) {
 				extended bool
 			}{{"Score", f.Score(x), false}, {"ScoreExtended", f.ScoreExtended(x), true}} {
 				if want := plain(f, x, c.extended); math.Abs(c.got-want) > 1e-12 {
-					t.Fatalf("%d trees: %s(%v) = %v, one tree at a time %v", trees, c.name, x, c.got, want)
+					t.Fatalf("%d trees: %s(%v) = %v, one tree at a time %v", len(f.roots), c.name, x, c.got, want)
 				}
+			}
+			var sum float64
+			for tree := range f.roots {
+				sum += f.pathLength(tree, x)
+			}
+			if got, want := f.Score(x), math.Exp2(-sum*f.invNorm); got != want {
+				t.Fatalf("%d trees: Score(%v) = %v, tree by tree %v", len(f.roots), x, got, want)
 			}
 		}
 	}
+	probes := append(gaussianRows(300, 3, 22), []float64{40, 0, 0}, []float64{-1e6, 3, -7}, []float64{0, 0, 1e30})
+	for _, trees := range []int{1, 4, 7, 8, 9, 100} {
+		check(t, mustTrain(t, rows, Config{Trees: trees, Seed: uint64(trees)}), probes)
+	}
+	// Four distinct rows, subsamples of two: some trees sample one row twice and are a leaf.
+	mixed := make([][]float64, 40)
+	for i := range mixed {
+		mixed[i] = []float64{float64(i % 4), float64(i % 2), 0}
+	}
+	f := mustTrain(t, mixed, Config{Trees: 21, SampleSize: 2, Seed: 6})
+	leaves := 0
+	for _, r := range f.roots {
+		leaves += int(r >> 11 & 1)
+	}
+	if leaves == 0 || leaves == len(f.roots) {
+		t.Fatalf("%d of %d trees are single leaves, want some but not all", leaves, len(f.roots))
+	}
+	check(t, f, probes)
 }

@@ -235,58 +235,6 @@ func TestSmallInputs(t *testing.T) {
 	}
 }
 
-// TestScoreWalksEveryTreeToItsLeaf checks the eight-lane walk of Score against one tree after
-// another (pathLength), exactly: forests whose tree counts leave a partial group of lanes,
-// trees that are single leaves beside trees that split, and shallow and deep trees.
-func TestScoreWalksEveryTreeToItsLeaf(t *testing.T) {
-	t.Parallel()
-	mixed := make([][]float64, 40) // 4 distinct rows: subsamples of 2 may hold one row twice
-	for i := range mixed {
-		mixed[i] = []float64{float64(i % 4), float64(i % 2)}
-	}
-	cases := []struct {
-		name string
-		rows [][]float64
-		cfg  Config
-	}{
-		{"one-tree", gaussianRows(500, 3, 1), Config{Trees: 1, Seed: 1}},
-		{"seven-trees", gaussianRows(500, 3, 2), Config{Trees: 7, Seed: 2}},
-		{"eight-trees", gaussianRows(500, 3, 3), Config{Trees: 8, Seed: 3}},
-		{"nine-trees", gaussianRows(500, 19, 4), Config{Trees: 9, Seed: 4}},
-		{"default", gaussianRows(2000, 3, 5), Config{Seed: 5}},
-		{"leaves-among-splits", mixed, Config{Trees: 21, SampleSize: 2, Seed: 6}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			f := mustTrain(t, tc.rows, tc.cfg)
-			if tc.name == "leaves-among-splits" {
-				leaves := 0
-				for _, r := range f.roots {
-					leaves += int(r >> 11 & 1)
-				}
-				if leaves == 0 || leaves == len(f.roots) {
-					t.Fatalf("%d of %d trees are single leaves, want some but not all", leaves, len(f.roots))
-				}
-			}
-			rng := rand.New(rand.NewPCG(6, uint64(len(tc.name))))
-			for range 300 {
-				x := make([]float64, f.Dims())
-				for j := range x {
-					x[j] = 3 * rng.NormFloat64()
-				}
-				var sum float64
-				for tree := range f.roots {
-					sum += f.pathLength(tree, x)
-				}
-				if got, want := f.Score(x), math.Exp2(-sum*f.invNorm); got != want {
-					t.Fatalf("Score(%v) = %v, tree by tree %v", x, got, want)
-				}
-			}
-		})
-	}
-}
-
 func TestConstantColumns(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(9, 9))

@@ -6,9 +6,9 @@ import "math"
 // one tree is a chain of dependent loads (the split, the feature it tests, the child), so a
 // processor walking trees one after another mostly waits; independent chains side by side
 // keep it busy. Which way a walk turns and where it ends are decided without a branch (a
-// walk that has reached its leaf steps on its last split with no effect until every lane is
-// done); the one branch left, in ScoreExtended, is whether x lies outside a split's training
-// range, which for normal samples is rare and well predicted, and skips a division.
+// walk that has reached its leaf steps on with no effect until every lane is done); the one
+// branch left, in ScoreExtended, is whether x lies outside a split's training range, which
+// for normal samples is rare and well predicted, and skips a division.
 // Score's lanes are each one integer held in a register; ScoreExtended's, which carry the
 // share of x still walking and its path so far, are arrays, since its step is too large for
 // the compiler to inline and a call a step would cost more than the arrays do.
@@ -55,9 +55,9 @@ func (f *Forest) totalPath(x []float64) float64 {
 }
 
 // lane is the state of a walk down tree t+k of the n trees from t (the last of them for k ≥
-// n): the index in splits of the tree's first split in the high 32 bits (its last split for
-// a tree that is a leaf, so that every step reads a split), the reference reached in the low
-// 12.
+// n): the index in splits of the tree's first split in the high 32 bits (for a tree that is a
+// leaf, the next tree's first or the forest's last: any split, so that every step reads one),
+// the reference reached in the low 12. A lane at its leaf reads its tree's first split.
 func (f *Forest) lane(t, n, k int) uint64 {
 	tree := t + min(k, n-1)
 	return uint64(min(f.starts[tree], int32(len(f.splits)-1)))<<32 | uint64(f.roots[tree])
