@@ -171,8 +171,8 @@ func scanWatch(row pgx.CollectableRow) (incident.WatchState, error) {
 
 // storedRecent is how a watch's recent samples are stored: incident.Recent's JSON with the
 // fields a sample that does not count leaves zero omitted (a zero reads back as zero), so that
-// a watch of healthy samples takes about 30 bytes a sample instead of 110 and stays under
-// PostgreSQL's TOAST threshold (2 kB), past which every update compresses the column.
+// a healthy sample takes about 30 bytes of the watch instead of 110, bytes PostgreSQL writes
+// again with every update of the watch, one a sample.
 type storedRecent struct {
 	At           time.Time               `json:"at"`
 	Score        float64                 `json:"score,omitempty"`

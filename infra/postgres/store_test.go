@@ -134,9 +134,8 @@ func TestStoreRoundTrip(t *testing.T) {
 
 // TestWatchRecentIsStoredCompactly checks that a watch's recent samples read back as they
 // were saved, an anomaly's whole signal included (a zero score too), and that a sample that
-// does not count, kept by its time alone, costs the stored watch about 30 bytes: a watch of
-// 48 healthy samples (8 minutes at a 10-second spacing) then stays under PostgreSQL's 2 kB
-// TOAST threshold.
+// does not count, kept by its time alone, costs the stored watch about 30 bytes (48 of them:
+// 8 minutes of open span at a 10-second spacing).
 func TestWatchRecentIsStoredCompactly(t *testing.T) {
 	t.Parallel()
 	store, pool := newStore(t)
