@@ -85,7 +85,7 @@ type Durability struct {
 	// follows the services that are sending, not every service ever seen.
 	IdleAfter time.Duration
 	// MaxServices caps the detectors held in memory (default 1,000, about 0.22 GB: an active
-	// service of three metrics holds about 0.22 MB, its forest half of it): past it, the
+	// service of three metrics holds about 0.17 MB, its forest of 64 trees 74 KB of it): past it, the
 	// one used longest ago is saved and dropped to make room.
 	MaxServices int
 	// Now reads the wall clock for IdleAfter (default time.Now): eviction manages memory and

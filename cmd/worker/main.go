@@ -122,7 +122,7 @@ Usage: worker [flags]
 	fs.DurationVar(&cfg.Router.RetryInterval, "retry-interval", env.Duration("RETRY_INTERVAL", 100*time.Millisecond), "first wait between retries, doubling up to 2s; 0: retry at once [RETRY_INTERVAL]")
 	fs.DurationVar(&cfg.Router.HandlerTimeout, "handler-timeout", env.Duration("HANDLER_TIMEOUT", 30*time.Second), "bound of one attempt of a stage on one message [HANDLER_TIMEOUT]")
 	fs.DurationVar(&cfg.IdleAfter, "idle-after", env.Duration("IDLE_AFTER", 30*time.Minute), "wall-clock silence after which a service's detector leaves memory (saved, and restored exactly on its next sample) [IDLE_AFTER]")
-	fs.IntVar(&cfg.MaxServices, "max-services", env.Int("MAX_SERVICES", 1000), "detectors held in memory at most (about 0.22 MB each for three metrics); past it the one used longest ago is saved and dropped [MAX_SERVICES]")
+	fs.IntVar(&cfg.MaxServices, "max-services", env.Int("MAX_SERVICES", 1000), "detectors held in memory at most (about 0.17 MB each for three metrics); past it the one used longest ago is saved and dropped [MAX_SERVICES]")
 	fs.BoolVar(&cfg.PerServiceMetrics, "per-service-metrics", env.Bool("PER_SERVICE_METRICS", false), "add series by service to /metrics (counts, score histogram, model); off, a fleet's /metrics stays small [PER_SERVICE_METRICS]")
 	fs.DurationVar(&cfg.MaxAhead, "max-ahead", env.Duration("MAX_AHEAD", 10*time.Minute), "how far a sample's timestamp may lie ahead of the broker's receipt; beyond it the sample is dead-lettered, so one bad clock cannot blind its service; 0: none [MAX_AHEAD]")
 	fs.DurationVar(&cfg.OutboxPollInterval, "outbox-poll-interval", env.Duration("OUTBOX_POLL_INTERVAL", 100*time.Millisecond), "how long an outbox stage waits after finding nothing new [OUTBOX_POLL_INTERVAL]")

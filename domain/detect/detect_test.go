@@ -445,7 +445,7 @@ func TestConfig(t *testing.T) {
 	t.Parallel()
 	var c detect.Config
 	c.SetDefaults()
-	if want := (detect.Config{WarmUp: 256, FalseAlarmsPerDay: 0.7, Context: 10, Slack: math.Log(100), LevelSpan: 10, LevelDrift: 0.5, LevelRise: 0.1,
+	if want := (detect.Config{WarmUp: 256, Forest: forest.Config{Trees: detect.DefaultTrees}, FalseAlarmsPerDay: 0.7, Context: 10, Slack: math.Log(100), LevelSpan: 10, LevelDrift: 0.5, LevelRise: 0.1,
 		RetrainEvery: 24 * time.Hour, RetrainWindow: 1440, RetrainSpan: 7 * 24 * time.Hour, Exclusion: 15 * time.Minute,
 		RelearnAfter: 3 * time.Hour, StableSpread: 3}); !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults %+v, want %+v", c, want)
@@ -453,7 +453,7 @@ func TestConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("defaults do not validate: %v", err)
 	}
-	custom := detect.Config{WarmUp: 16, FalseAlarmsPerDay: 1, Context: 1, Slack: 0.5, LevelSpan: 1, LevelDrift: 3, LevelRise: 1,
+	custom := detect.Config{WarmUp: 16, Forest: forest.Config{Trees: 100}, FalseAlarmsPerDay: 1, Context: 1, Slack: 0.5, LevelSpan: 1, LevelDrift: 3, LevelRise: 1,
 		RetrainEvery: time.Hour, RetrainWindow: 100, RetrainSpan: time.Hour, Exclusion: time.Minute, RelearnAfter: -1, StableSpread: 1}
 	c = custom
 	c.SetDefaults()
