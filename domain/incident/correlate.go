@@ -243,10 +243,12 @@ func (w *Watch) Changes() []Entry { return w.pending }
 // ClearChanges forgets the pending entries once they are saved.
 func (w *Watch) ClearChanges() { w.pending = nil }
 
-// Recent is one judged sample remembered for the open-after rule.
+// Recent is one judged sample remembered for the open-after rule. Its JSON, the watch's
+// stored form, leaves zero fields out (a zero reads back as zero), so that a sample that does
+// not count, remembered by its time alone, takes about 30 bytes of a watch instead of 110.
 type Recent struct {
 	Signal
-	Anomalous bool `json:"anomalous"`
+	Anomalous bool `json:"anomalous,omitempty"`
 }
 
 // Correlator turns one service's stream of scored samples into at most one incident at a time.

@@ -95,8 +95,8 @@ const (
 // Signal is one anomalous sample as the scorer judged it.
 type Signal struct {
 	At        time.Time `json:"at"`
-	Score     float64   `json:"score"`
-	Threshold float64   `json:"threshold"`
+	Score     float64   `json:"score,omitempty"`
+	Threshold float64   `json:"threshold,omitempty"`
 	// ModelVersion is the version of the service's model that judged the sample.
 	ModelVersion int `json:"model_version,omitempty"`
 	// Explanation names the metrics that drove the score, largest share first.

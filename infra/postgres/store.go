@@ -169,29 +169,6 @@ func scanWatch(row pgx.CollectableRow) (incident.WatchState, error) {
 	return st, nil
 }
 
-// storedRecent is how a watch's recent samples are stored: incident.Recent's JSON with the
-// fields a sample that does not count leaves zero omitted (a zero reads back as zero), so that
-// a healthy sample takes about 30 bytes of the watch instead of 110, bytes PostgreSQL writes
-// again with every update of the watch, one a sample.
-type storedRecent struct {
-	At           time.Time               `json:"at"`
-	Score        float64                 `json:"score,omitempty"`
-	Threshold    float64                 `json:"threshold,omitempty"`
-	ModelVersion int                     `json:"model_version,omitempty"`
-	Explanation  []incident.Contribution `json:"explanation,omitempty"`
-	Anomalous    bool                    `json:"anomalous,omitempty"`
-}
-
-// encodeRecent encodes recent samples as storedRecent; scanWatch reads them back as
-// incident.Recent, whose fields have the same names.
-func encodeRecent(rs []incident.Recent) ([]byte, error) {
-	out := make([]storedRecent, len(rs))
-	for i, r := range rs {
-		out[i] = storedRecent{At: r.At, Score: r.Score, Threshold: r.Threshold, ModelVersion: r.ModelVersion, Explanation: r.Explanation, Anomalous: r.Anomalous}
-	}
-	return fastjson.Marshal(out)
-}
-
 // SaveWatch stores the service's correlation state and appends its pending service-level
 // timeline entries (w.Changes). The state is written with the commit, with every other watch
 // the transaction saves, in one round trip: one update per service, of its last state, however
@@ -209,7 +186,7 @@ func (t *Tx) SaveWatch(w incident.Watch) error {
 func (t *Tx) sendWatches() error {
 	for _, service := range t.dirty {
 		st := t.watches[service]
-		recent, err := encodeRecent(st.Recent)
+		recent, err := fastjson.Marshal(st.Recent)
 		if err != nil {
 			return fmt.Errorf("encode recent samples of %s: %w", st.Service, err)
 		}
