@@ -84,7 +84,7 @@ type Durability struct {
 	// saved and dropped from memory (default 30m); its next sample restores it exactly. Memory
 	// follows the services that are sending, not every service ever seen.
 	IdleAfter time.Duration
-	// MaxServices caps the detectors held in memory (default 1,000, about 0.22 GB: an active
+	// MaxServices caps the detectors held in memory (default 1,000, about 0.17 GB: an active
 	// service of three metrics holds about 0.17 MB, its forest of 64 trees 74 KB of it): past it, the
 	// one used longest ago is saved and dropped to make room.
 	MaxServices int

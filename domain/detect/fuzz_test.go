@@ -65,7 +65,11 @@ func FuzzRestoreState(f *testing.F) {
 			return
 		}
 		if got := d.MarshalState(); !bytes.Equal(got, b) {
-			t.Fatalf("a restored state encodes to other bytes (%d, read %d)", len(got), len(b))
+			at := 0
+			for at < len(got) && at < len(b) && got[at] == b[at] {
+				at++
+			}
+			t.Fatalf("a restored state encodes to other bytes (%d, read %d), first at offset %d", len(got), len(b), at)
 		}
 	})
 }

@@ -483,6 +483,17 @@ func (d *stateDecoder) calibration(c *calibration) {
 	for _, em := range []*empirical{&c.scores, &c.single, &c.means} {
 		vs := d.floatsUpTo(em.size)
 		next := d.int(max(0, em.size-1))
+		// The ring holds float32 numbers, never NaN (add drops it), and fills in order: a
+		// value no float32 is, or a position a filling ring cannot have, was not written by
+		// the encoder (and would not be written back as read).
+		for _, v := range vs {
+			if math.IsNaN(v) || float64(float32(v)) != v {
+				d.fail("a calibration value %v that its float32 ring cannot hold", v)
+			}
+		}
+		if len(vs) < em.size && next != len(vs) {
+			d.fail("a calibration ring of %d values at position %d", len(vs), next)
+		}
 		em.seed(vs)
 		em.next = next
 	}
